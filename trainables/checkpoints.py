@@ -1,0 +1,80 @@
+"""Round checkpoints: `state.pt` (plain tensors, loadable with weights_only=True) plus a
+`metrics.json` that analysis can read without torch.
+
+Files are written to a temporary name and renamed, so a crash while writing leaves no
+half-written `state.pt` behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables.config import TrialConfig
+from trainables.errors import PrunetuneError
+
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(PrunetuneError):
+    """A checkpoint is missing, truncated, corrupt, or from a different recipe."""
+
+
+def recipe_hash(config: TrialConfig) -> str:
+    """Identity of a dense training run: everything that determines its weights.
+
+    Two trials with the same hash train bit-identical dense models on the CPU, so one may start
+    from the other's dense checkpoint.
+    """
+    recipe = {
+        "seed": config.seed,
+        "data": config.data.model_dump(exclude={"root", "cache_dir", "download"}),
+        "model": config.model.model_dump(),
+        "train": config.train.model_dump(exclude={"device", "compile", "eval_batch_size"}),
+        "prunable": [config.prune.exclude_first_conv, config.prune.exclude_classifier],
+    }
+    text = json.dumps(recipe, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def save_round_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` (and its `metrics` as JSON) into `directory`; returns the state path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {"format_version": FORMAT_VERSION, **state}
+    path = directory / STATE_FILE
+    _atomic_write(path, lambda target: torch.save(state, target))
+    metrics = {**state["metrics"], "layer_sparsity": state["layer_sparsity"]}
+
+    def write_json(target: Path) -> None:
+        target.write_text(json.dumps(metrics, indent=1, default=float))
+
+    _atomic_write(directory / METRICS_FILE, write_json)
+    return path
+
+
+def load_round_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """Load a round checkpoint's state with weights_only=True; CheckpointError if unusable."""
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint state file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or corrupt files raise many types
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__})") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a prunetune round checkpoint")
+    return state

@@ -1,0 +1,259 @@
+"""The one training/evaluation loop every method uses. It knows nothing about pruning beyond
+keeping an already-chosen mask in force; the method schedules decide what happens between phases.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+import pruning
+from trainables.augment import BatchAugment
+from trainables.batches import iterate_batches
+from trainables.config import TrialConfig
+from trainables.datasets import ImageSplits
+from trainables.lr_schedule import lr_at_epoch
+from trainables.runtime import Runtime
+
+
+@dataclass
+class TrialData:
+    """A dataset's uint8 splits plus the batch transforms a trial applies to them."""
+
+    splits: ImageSplits
+    train_augment: BatchAugment
+    eval_augment: BatchAugment
+
+    @classmethod
+    def build(cls, splits: ImageSplits, config: TrialConfig, runtime: Runtime) -> TrialData:
+        def augment(train: bool) -> BatchAugment:
+            return BatchAugment.from_config(
+                config.data, splits, train, channels_last=runtime.channels_last
+            )
+
+        return cls(splits, train_augment=augment(True), eval_augment=augment(False))
+
+
+@dataclass
+class PhaseResult:
+    """What one training phase (dense training or one round's retraining) ended with."""
+
+    final_state: dict[str, torch.Tensor]
+    best_state: dict[str, torch.Tensor]
+    best_val_acc: float
+    best_epoch: int
+    test_acc: float
+    epochs_run: int
+    optimizer_state: dict[str, Any] = field(default_factory=dict)
+    diverged: bool = False
+    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def epoch_generator(seed: int, round_index: int, epoch: int) -> torch.Generator:
+    """A CPU generator for one epoch's shuffling and augmentation.
+
+    Derived from (seed, round, epoch) alone, so a trial resumed from a round checkpoint replays
+    exactly the batches an uninterrupted run would have drawn.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed * 1_000_003 + round_index * 10_007 + epoch)
+    return generator
+
+
+def make_optimizer(model: nn.Module, config: TrialConfig) -> torch.optim.Optimizer:
+    train = config.train
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=train.lr,
+        momentum=train.momentum,
+        weight_decay=train.weight_decay,
+        nesterov=train.nesterov and train.momentum > 0,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    augment: BatchAugment,
+    runtime: Runtime,
+    batch_size: int,
+) -> float:
+    """Top-1 accuracy (a fraction) of `model` on a uint8 split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for inputs, targets in iterate_batches(
+        images,
+        labels,
+        batch_size,
+        shuffle=False,
+        generator=None,
+        device=runtime.device,
+        augment=augment,
+        drop_last=False,
+        max_batches=None,
+    ):
+        with runtime.autocast():
+            logits = model(inputs)
+        correct += int((logits.argmax(dim=1) == targets).sum())
+    model.train(was_training)
+    return correct / len(labels)
+
+
+def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def train_phase(
+    model: nn.Module,
+    data: TrialData,
+    config: TrialConfig,
+    runtime: Runtime,
+    *,
+    round_index: int,
+    epochs: range,
+    total_epochs: int,
+    mask: pruning.Mask | None,
+    lr_for_epoch: Callable[[int], float] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+) -> PhaseResult:
+    """Train `model` over the schedule positions in `epochs`, selecting on validation accuracy.
+
+    The test accuracy returned is that of the best-validation weights. Pruned weights stay
+    exactly zero throughout (the mask is re-applied after every optimizer step). A non-finite
+    loss stops the phase early with `diverged=True` and the last good weights.
+    """
+    train = config.train
+    splits = data.splits
+    optimizer = make_optimizer(model, config)
+    keeper = pruning.MaskedTraining(model, mask, optimizer) if mask is not None else None
+    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
+    schedule = lr_for_epoch or (lambda epoch: lr_at_epoch(train, epoch, total_epochs))
+
+    best_val, best_epoch, best_state = -1.0, -1, clone_state(model)
+    last_good_state = best_state
+    rows: list[dict[str, Any]] = []
+    diverged = False
+    try:
+        for epoch in epochs:
+            lr = schedule(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            started = time.perf_counter()
+            loss_sum = torch.zeros((), device=runtime.device)
+            correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+            seen = 0
+            for inputs, targets in iterate_batches(
+                splits.train_images,
+                splits.train_labels,
+                train.batch_size,
+                shuffle=True,
+                generator=epoch_generator(config.seed, round_index, epoch),
+                device=runtime.device,
+                augment=data.train_augment,
+                drop_last=True,
+                max_batches=train.max_batches,
+            ):
+                with runtime.autocast():
+                    logits = model(inputs)
+                    loss = loss_fn(logits, targets)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if train.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                # Accumulate on the device: no host sync per step.
+                loss_sum += loss.detach().float() * len(targets)
+                correct += (logits.detach().argmax(dim=1) == targets).sum()
+                seen += len(targets)
+            train_loss = float(loss_sum) / max(seen, 1)
+            if not math.isfinite(train_loss):
+                diverged = True
+                model.load_state_dict(last_good_state)
+                break
+            epoch_time = time.perf_counter() - started
+            val_acc = evaluate(
+                model,
+                splits.val_images,
+                splits.val_labels,
+                data.eval_augment,
+                runtime,
+                train.eval_batch_size,
+            )
+            last_good_state = clone_state(model)
+            if val_acc > best_val:
+                best_val, best_epoch, best_state = val_acc, epoch, last_good_state
+            row = {
+                "row_type": "epoch",
+                "round": round_index,
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": float(correct) / max(seen, 1),
+                "val_acc": val_acc,
+                "lr": lr,
+                "epoch_time_s": epoch_time,
+                "images_per_s": seen / epoch_time if epoch_time > 0 else float("nan"),
+            }
+            rows.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, model)
+    finally:
+        if keeper is not None:
+            keeper.detach()
+
+    final_state = clone_state(model)
+    if best_epoch < 0:  # diverged in the first epoch: evaluate what we have
+        best_val = evaluate(
+            model,
+            splits.val_images,
+            splits.val_labels,
+            data.eval_augment,
+            runtime,
+            train.eval_batch_size,
+        )
+        best_state = final_state
+    evaluation_model = copy.deepcopy(model)
+    evaluation_model.load_state_dict(best_state)
+    test_acc = evaluate(
+        evaluation_model,
+        splits.test_images,
+        splits.test_labels,
+        data.eval_augment,
+        runtime,
+        train.eval_batch_size,
+    )
+    return PhaseResult(
+        final_state=final_state,
+        best_state=best_state,
+        best_val_acc=best_val,
+        best_epoch=best_epoch,
+        test_acc=test_acc,
+        epochs_run=len(rows),
+        optimizer_state=optimizer.state_dict(),
+        diverged=diverged,
+        epoch_rows=rows,
+    )
