@@ -1,0 +1,265 @@
+"""Aggregate the tidy result table over seeds, against a dense reference.
+
+Rules (tests pin them):
+
+- Only rows of ``finished`` trials enter (see :mod:`analysis.load`); errored, unfinished and
+  diverged trials are excluded as whole trials and listed by ``excluded_trials``.
+- The unit of replication is a seed: rows sharing (experiment, seed) inside a group are first
+  averaged, so a seed is never counted twice; ``n`` is the number of seeds.
+- Levels: IMP with the iterative schedule is grouped by round index (and by the trial's final
+  target sparsity, should several be swept); IMP one-shot and the SNIP trainable (every scorer)
+  are grouped by ``target_sparsity``. Every other swept key except the seed splits groups too.
+- IMP round 0 is dense training; it never appears on the IMP line.
+- Dense reference, per experiment: the trials with ``method == "dense"``; if the experiment has
+  none, round 0 of its IMP trials (``dense_source`` says which). An experiment with neither is
+  compared with the dense reference pooled over all experiments.
+- Interval: Student-t over seeds, ``mean +- t_{(1+ci)/2, n-1} * s / sqrt(n)`` (std with
+  ddof=1); NaN when n = 1. ``bootstrap=True`` uses a seeded percentile bootstrap instead.
+- Matching sparsity of a line: the highest mean measured sparsity among its levels whose mean
+  accuracy satisfies ``mean >= dense_mean - tolerance`` (tolerance in percentage points). Levels
+  need not be monotone; a level above a failing one still counts. NaN when no level qualifies
+  (a 1e-12 slack absorbs float rounding only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import ROW_FIELDS
+from analysis.stats import bootstrap_interval, mean_std, t_interval
+
+METRICS = ("test_acc", "val_acc")
+# Numeric columns averaged (per seed first) to place a group on the plot.
+_POSITION_COLUMNS = [
+    "target_sparsity",
+    "sparsity",
+    "params_total",
+    "params_prunable",
+    "params_total_dense",
+    "params_prunable_dense",
+]
+LINE_KEYS = ["experiment", "method", "scorer", "schedule", "final_target_sparsity"]
+
+
+def extra_group_keys(results: pd.DataFrame) -> list[str]:
+    """Swept keys other than the seed that are not already a row field (method, scorer...)."""
+    keys = results.attrs.get("swept_keys", [])
+    return [k for k in keys if k in results.columns and k.split(".")[-1] not in ROW_FIELDS]
+
+
+def _level_frame(results: pd.DataFrame) -> pd.DataFrame:
+    """Finished rows with ``level_by``/``level`` columns; IMP round 0 rows flagged."""
+    rows = results[results["trial_status"] == "finished"].copy()
+    is_imp = rows["method"] == "imp"
+    iterative = is_imp & (rows["schedule"] == "iterative")
+    final_target = rows.groupby(["experiment", "trial_id"])["target_sparsity"].transform("max")
+    rows["final_target_sparsity"] = np.where(iterative, final_target, np.nan)
+    rows["level_by"] = np.where(
+        rows["method"] == "dense", "dense", np.where(iterative, "round", "target_sparsity")
+    )
+    rows["level"] = np.where(iterative, rows["round"], rows["target_sparsity"].round(9))
+    rows["level"] = np.where(rows["method"] == "dense", 0.0, rows["level"])
+    rows["imp_round0"] = is_imp & (rows["round"] == 0)
+    return rows
+
+
+def _stats(
+    rows: pd.DataFrame, metric: str, ci: float, bootstrap: bool, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    per_seed = rows.groupby(["experiment", "seed"], dropna=False)
+    values = per_seed[metric].mean().to_numpy(dtype=float)
+    mean, std = mean_std(values)
+    if bootstrap:
+        low, high = bootstrap_interval(values, ci, n_resamples=n_resamples, seed=seed)
+        method = f"bootstrap percentile {ci:g} ({n_resamples} resamples, seed {seed})"
+    else:
+        low, high = t_interval(values, ci)
+        method = f"student-t {ci:g}"
+    out: dict[str, Any] = {
+        "n": int(values.size),
+        "seeds": ",".join(str(s) for _, s in per_seed[metric].mean().index),
+        "mean": mean,
+        "std": std,
+        "ci_low": low,
+        "ci_high": high,
+        "ci_method": method if values.size > 1 else "none (n=1)",
+        "trials": int(rows["trial_id"].nunique()),
+    }
+    positions = per_seed[[c for c in _POSITION_COLUMNS if c in rows.columns]].mean()
+    for column in positions.columns:
+        out[column] = float(positions[column].mean())
+    return out
+
+
+def dense_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The rows forming each experiment's dense reference, and a description per experiment."""
+    rows = _level_frame(results)
+    parts = []
+    sources: dict[str, str] = {}
+    for experiment, exp_rows in rows.groupby("experiment", sort=False):
+        dense = exp_rows[exp_rows["method"] == "dense"]
+        if not dense.empty:
+            sources[str(experiment)] = f"{dense['trial_id'].nunique()} dense trial(s)"
+        else:
+            dense = exp_rows[exp_rows["imp_round0"]]
+            if dense.empty:
+                continue
+            sources[str(experiment)] = (
+                f"round 0 of {dense['trial_id'].nunique()} IMP trial(s) (no dense trials)"
+            )
+        parts.append(dense.assign(dense_source=sources[str(experiment)]))
+    if not parts:
+        return rows.iloc[0:0].assign(dense_source=pd.Series(dtype=object)), sources
+    return pd.concat(parts, ignore_index=True), sources
+
+
+def aggregate(
+    results: pd.DataFrame,
+    metric: str = "test_acc",
+    ci: float = 0.95,
+    bootstrap: bool = False,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Mean, std and interval of ``metric`` over seeds, per method line and sparsity level.
+
+    One row per group, dense reference rows first (``method == "dense"``, ``level_by ==
+    "dense"``), then every method line sorted by level. Accuracy columns (``mean``, ``std``,
+    ``ci_low``, ``ci_high``, ``dense_mean``, ``delta_vs_dense``) are in the metric's own units
+    (fractions), unrounded. ``delta_vs_dense = mean - dense_mean`` of the matching dense
+    reference (see the module docstring for every rule).
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    extras = extra_group_keys(results)
+    rows = _level_frame(results)
+    args = (metric, ci, bootstrap, n_resamples, seed)
+
+    dense, sources = dense_rows(results)
+    dense_groups = []
+    for experiment, exp_dense in dense.groupby("experiment", sort=False):
+        # Split the dense reference only by swept keys that vary among the dense rows themselves.
+        keys = [k for k in extras if exp_dense[k].dropna().nunique() > 1]
+        grouped = exp_dense.groupby(keys, dropna=False, sort=True) if keys else [((), exp_dense)]
+        for key, group in grouped:
+            key = key if isinstance(key, tuple) else (key,)
+            record = {"experiment": experiment, "method": "dense", "level_by": "dense",
+                      "dense_source": sources[str(experiment)], "dense_keys": ",".join(keys)}
+            record.update(dict(zip(keys, key, strict=True)))
+            record.update(_stats(group, *args))
+            dense_groups.append(record)
+    pooled = _stats(dense, *args) if not dense.empty else None
+
+    method_rows = rows[(rows["method"] != "dense") & ~rows["imp_round0"]]
+    group_keys = LINE_KEYS + extras + ["level_by", "level"]
+    records = []
+    for key, group in method_rows.groupby(group_keys, dropna=False, sort=True):
+        record = dict(zip(group_keys, key, strict=True))
+        if record["level_by"] == "round":
+            record["round"] = int(record["level"])
+        record.update(_stats(group, *args))
+        ref = _match_dense(record, dense_groups, pooled, sources)
+        record.update(ref)
+        records.append(record)
+
+    for record in dense_groups:
+        record.update({"dense_mean": record["mean"], "delta_vs_dense": 0.0,
+                       "dense_n": record["n"]})
+    frame = pd.DataFrame.from_records(dense_groups + records)
+    if frame.empty:
+        return frame
+    frame["metric"] = metric
+    first = [
+        "experiment", "method", "scorer", "schedule", "final_target_sparsity", *extras,
+        "level_by", "round", "target_sparsity", "sparsity", "params_total", "params_prunable",
+        "params_total_dense", "params_prunable_dense", "metric", "n", "seeds", "mean", "std",
+        "ci_low", "ci_high", "ci_method", "dense_mean", "dense_n", "delta_vs_dense",
+        "dense_source", "trials",
+    ]
+    for column in first:
+        if column not in frame.columns:
+            frame[column] = np.nan
+    frame = frame[first]
+    frame.attrs["dense_sources"] = sources
+    frame.attrs["extra_keys"] = extras
+    return frame
+
+
+def _match_dense(
+    record: dict[str, Any],
+    dense_groups: list[dict[str, Any]],
+    pooled: dict[str, Any] | None,
+    sources: dict[str, str],
+) -> dict[str, Any]:
+    candidates = [d for d in dense_groups if d["experiment"] == record["experiment"]]
+    for dense in candidates:
+        keys = [k for k in dense["dense_keys"].split(",") if k]
+        if all(_same(dense.get(k), record.get(k)) for k in keys):
+            return {"dense_mean": dense["mean"], "dense_n": dense["n"],
+                    "delta_vs_dense": record["mean"] - dense["mean"],
+                    "dense_source": dense["dense_source"]}
+    if pooled is None:
+        return {"dense_mean": math.nan, "dense_n": 0, "delta_vs_dense": math.nan,
+                "dense_source": "none (no dense trials and no IMP round 0)"}
+    where = "; ".join(f"{e}: {s}" for e, s in sources.items())
+    return {"dense_mean": pooled["mean"], "dense_n": pooled["n"],
+            "delta_vs_dense": record["mean"] - pooled["mean"],
+            "dense_source": f"pooled over experiments ({where})"}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if _isnan(a) and _isnan(b):
+        return True
+    return a == b
+
+
+def _isnan(value: Any) -> bool:
+    """True for None, NaN and pandas' missing markers; False for any other value."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def line_keys(agg: pd.DataFrame) -> list[str]:
+    """Columns identifying one line (method curve) in an aggregate table."""
+    return LINE_KEYS + list(agg.attrs.get("extra_keys", []))
+
+
+def matching_sparsity(agg: pd.DataFrame, tolerance: float = 1.0) -> pd.DataFrame:
+    """Per method line: the highest sparsity whose mean stays within ``tolerance`` points of dense.
+
+    A level qualifies iff ``mean >= dense_mean - tolerance / 100`` (accuracies are fractions,
+    the tolerance is in percentage points). Returns one row per line with ``matching_sparsity``
+    (mean measured sparsity of that level), ``matching_target_sparsity``, its mean and the
+    dense mean; NaN columns and ``matched = False`` when no level qualifies.
+    """
+    keys = line_keys(agg)
+    lines = agg[agg["level_by"] != "dense"]
+    records = []
+    for key, line in lines.groupby(keys, dropna=False, sort=False):
+        record = dict(zip(keys, key, strict=True))
+        # The slack absorbs float rounding (0.81 - 0.01 != 0.80 exactly), nothing more.
+        ok = line[line["mean"] >= line["dense_mean"] - tolerance / 100.0 - 1e-12]
+        record["tolerance_points"] = tolerance
+        record["dense_mean"] = float(line["dense_mean"].iloc[0])
+        record["levels"] = len(line)
+        if ok.empty:
+            record.update({"matched": False, "matching_sparsity": math.nan,
+                           "matching_target_sparsity": math.nan, "matching_round": math.nan,
+                           "mean_at_matching": math.nan, "n_at_matching": 0})
+        else:
+            best = ok.loc[ok["sparsity"].idxmax()]
+            record.update({"matched": True, "matching_sparsity": float(best["sparsity"]),
+                           "matching_target_sparsity": float(best["target_sparsity"]),
+                           "matching_round": best["round"],
+                           "mean_at_matching": float(best["mean"]),
+                           "n_at_matching": int(best["n"])})
+        records.append(record)
+    return pd.DataFrame.from_records(records)

@@ -1,0 +1,149 @@
+"""Tables and figures for one or more prunetune experiment directories.
+
+Usage (from the repository root)::
+
+    python analysis/plot.py output/imp [output/snip ...] [--metric test_acc|val_acc] [--ci 0.95]
+        [--bootstrap] [--out DIR] [--tolerance 1.0] [--params total|prunable]
+        [--layer-sparsity 0.9]
+
+Writes into ``--out`` (default: the first experiment directory): results.csv (+ results.parquet
+when pyarrow is installed), summary.csv, summary.md, excluded_trials.csv,
+accuracy_vs_params.png/.svg, and when the data allow accuracy_vs_round.png/.svg (IMP iterative)
+and layer_sparsity.png/.svg. Bad input: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: make `import analysis` resolve to this package, and keep this folder off
+    # sys.path so its module names cannot shadow anything.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
+
+from analysis.aggregate import aggregate, matching_sparsity  # noqa: E402
+from analysis.load import AnalysisInputError, excluded_trials, load_results  # noqa: E402
+from analysis.report import summary_markdown, summary_table, terminal_text  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python analysis/plot.py",
+        description="Aggregate prunetune experiments over seeds; write tables and figures.",
+    )
+    parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
+                        help="Ray Tune experiment directories, e.g. output/imp")
+    parser.add_argument("--metric", choices=["test_acc", "val_acc"], default="test_acc",
+                        help="accuracy to aggregate (default: test_acc)")
+    parser.add_argument("--ci", type=float, default=0.95,
+                        help="confidence level of the interval over seeds (default: 0.95)")
+    parser.add_argument("--bootstrap", action="store_true",
+                        help="percentile bootstrap (10,000 resamples, seeded) instead of Student-t")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: the first experiment directory)")
+    parser.add_argument("--tolerance", type=float, default=1.0,
+                        help="matching sparsity tolerance in accuracy points (default: 1.0)")
+    parser.add_argument("--params", choices=["total", "prunable"], default="total",
+                        help="x axis: all remaining parameters (default) or prunable weights")
+    parser.add_argument("--layer-sparsity", type=float, default=None, metavar="SPARSITY",
+                        help="target sparsity for the per-layer view (default: the highest one "
+                             "every method reaches)")
+    args = parser.parse_args(argv)
+    if not 0.0 < args.ci < 1.0:
+        parser.error(f"--ci must be in (0, 1), got {args.ci}")
+    if args.tolerance < 0:
+        parser.error(f"--tolerance must be >= 0 points, got {args.tolerance}")
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    results = load_results(*args.experiments)
+    out_dir = args.out if args.out is not None else Path(args.experiments[0])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    excluded = excluded_trials(results)
+    if results.empty:
+        raise AnalysisInputError(
+            f"{', '.join(map(str, args.experiments))}: no round results yet "
+            f"({len(results.attrs['trials'])} trial(s), none reported a finished round)"
+        )
+    results.to_csv(out_dir / "results.csv", index=False)
+    written.append(out_dir / "results.csv")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        table = results.copy()
+        table.attrs = {}
+        table.to_parquet(out_dir / "results.parquet", index=False)
+        written.append(out_dir / "results.parquet")
+    excluded.to_csv(out_dir / "excluded_trials.csv", index=False)
+    written.append(out_dir / "excluded_trials.csv")
+
+    agg = aggregate(results, metric=args.metric, ci=args.ci, bootstrap=args.bootstrap)
+    if agg.empty:
+        print(terminal_excluded(excluded), file=sys.stderr)
+        raise AnalysisInputError(
+            f"{', '.join(map(str, args.experiments))}: no finished trial to aggregate "
+            f"(results.csv and excluded_trials.csv written to {out_dir})"
+        )
+    matching = matching_sparsity(agg, tolerance=args.tolerance)
+    summary = summary_table(agg, matching)
+    title = " + ".join(dict.fromkeys(results["experiment"].astype(str)))
+    params_column = f"params_{args.params}"
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(
+        summary_markdown(summary, matching, excluded, agg, title=title, ci=args.ci,
+                         tolerance=args.tolerance, params_column=params_column),
+        encoding="utf-8",
+    )
+    written += [out_dir / "summary.csv", out_dir / "summary.md"]
+
+    from analysis import figures  # matplotlib only when figures are drawn
+
+    written += figures.plot_accuracy_vs_params(agg, out_dir, title, params_column=params_column)
+    written += figures.plot_accuracy_vs_round(agg, out_dir, title)
+    layers = figures.layer_sparsity_table(results, agg, args.layer_sparsity)
+    written += figures.plot_layer_sparsity(layers, out_dir, f"{title}: per-layer sparsity")
+
+    print(terminal_text(summary, matching, excluded, agg, args.tolerance))
+    print()
+    print("wrote:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+def terminal_excluded(excluded) -> str:
+    lines = [f"excluded trials ({len(excluded)}):"]
+    lines += [f"  {r.experiment}/{r.trial_id} {r.method} seed {r.seed}: {r.reason}"
+              for r in excluded.itertuples()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return run(args)
+    except AnalysisInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # output piped into `head`: not an error of the input
+        return 0
+    except OSError as error:
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Tables for people: summary.csv (full precision, percent), summary.md and the terminal text."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from analysis.aggregate import line_keys
+
+SCORER_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "random": "random",
+                "magnitude": "magnitude"}
+
+
+def _isnan(value: Any) -> bool:
+    """True for None, NaN and pandas' missing markers; False for any other value."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _base_label(record: dict[str, Any], varying_extras: list[str], several_finals: bool) -> str:
+    method = record.get("method")
+    scorer = record.get("scorer")
+    if method == "dense":
+        return "dense"
+    if method == "imp":
+        schedule = record.get("schedule")
+        label = "IMP one-shot" if schedule == "oneshot" else "IMP iterative"
+        if not _isnan(scorer) and scorer != "magnitude":
+            label += f" ({SCORER_NAMES.get(scorer, scorer)})"
+        if several_finals and not _isnan(record.get("final_target_sparsity")):
+            label += f" to {100 * record['final_target_sparsity']:g}%"
+    elif method == "snip":
+        if _isnan(scorer) or scorer == "snip":
+            label = "SNIP"
+        else:
+            label = f"{SCORER_NAMES.get(scorer, scorer)} at init"
+    else:
+        label = str(method)
+        if not _isnan(scorer):
+            label += f" ({scorer})"
+    for key in varying_extras:
+        label += f", {key}={record.get(key)}"
+    return label
+
+
+def line_labels(agg: pd.DataFrame) -> dict[tuple, str]:
+    """A readable, unique label per line (and per dense reference) of an aggregate table.
+
+    Keys are :func:`line_id` tuples. The experiment name is prepended only where the
+    same label would otherwise appear for two experiments.
+    """
+    keys = line_keys(agg)
+    lines = agg.drop_duplicates(subset=keys)
+    extras = list(agg.attrs.get("extra_keys", []))
+    non_dense = lines[lines["method"] != "dense"]
+    varying = [k for k in extras if non_dense[k].astype(str).nunique() > 1]
+    iterative = non_dense[non_dense["schedule"] == "iterative"]
+    several_finals = iterative["final_target_sparsity"].nunique() > 1
+    base = {}
+    for _, row in lines.iterrows():
+        record = row.to_dict()
+        base[line_id(record, keys)] = (record["experiment"],
+                                                _base_label(record, varying, several_finals))
+    experiments_per_label: dict[str, set] = {}
+    for experiment, label in base.values():
+        experiments_per_label.setdefault(label, set()).add(experiment)
+    return {
+        key: (f"{experiment}: {label}" if len(experiments_per_label[label]) > 1 else label)
+        for key, (experiment, label) in base.items()
+    }
+
+
+def line_id(row: Any, keys: list[str]) -> tuple:
+    """Hashable identity of a line; NaN (no scorer, no schedule) compares equal to NaN."""
+    return tuple("nan" if _isnan(row[k]) else row[k] for k in keys)
+
+
+def label_for(agg: pd.DataFrame, labels: dict[tuple, str], row: Any) -> str:
+    return labels[line_id(row, line_keys(agg))]
+
+
+def summary_table(agg: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv: one row per method line and level, accuracies and sparsities in percent.
+
+    Full precision (no rounding). ``delta_vs_dense_points`` = mean - dense mean, in points.
+    The line's matching sparsity is repeated on each of its rows.
+    """
+    labels = line_labels(agg)
+    metric = str(agg["metric"].iloc[0])
+    keys = line_keys(agg)
+    match_by_key = {line_id(m, keys): m for _, m in matching.iterrows()}
+    records = []
+    for _, row in agg.iterrows():
+        m = match_by_key.get(line_id(row, keys))
+        record = {
+            "label": label_for(agg, labels, row),
+            "experiment": row["experiment"],
+            "method": row["method"],
+            "scorer": row["scorer"],
+            "schedule": row["schedule"],
+        }
+        for extra in agg.attrs.get("extra_keys", []):
+            record[extra] = row[extra]
+        record.update({
+            "level_by": row["level_by"],
+            "round": row["round"],
+            "target_sparsity_pct": 100 * row["target_sparsity"],
+            "sparsity_pct": 100 * row["sparsity"],
+            "params_total": row["params_total"],
+            "params_prunable": row["params_prunable"],
+            "n": row["n"],
+            "seeds": row["seeds"],
+            f"{metric}_mean_pct": 100 * row["mean"],
+            f"{metric}_std_pct": 100 * row["std"],
+            "ci_low_pct": 100 * row["ci_low"],
+            "ci_high_pct": 100 * row["ci_high"],
+            "ci_method": row["ci_method"],
+            "dense_mean_pct": 100 * row["dense_mean"],
+            "delta_vs_dense_points": 100 * row["delta_vs_dense"],
+            "dense_source": row["dense_source"],
+            "matching_sparsity_pct": (100 * m["matching_sparsity"]) if m is not None
+            else math.nan,
+        })
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _pct(value: float, digits: int = 2) -> str:
+    return "n/a" if _isnan(value) else f"{value:.{digits}f}"
+
+
+def _mean_ci(row: dict[str, Any], metric: str) -> str:
+    mean = row[f"{metric}_mean_pct"]
+    if _isnan(row["ci_low_pct"]):
+        return f"{mean:.2f} (n=1, no CI)"
+    half = (row["ci_high_pct"] - row["ci_low_pct"]) / 2
+    # A bootstrap interval need not be symmetric: show its ends then.
+    if abs((mean - row["ci_low_pct"]) - (row["ci_high_pct"] - mean)) > 0.005:
+        return f"{mean:.2f} [{row['ci_low_pct']:.2f}, {row['ci_high_pct']:.2f}]"
+    return f"{mean:.2f} ± {half:.2f}"
+
+
+def _sparsity_cell(row: dict[str, Any]) -> str:
+    if row["level_by"] == "dense":
+        return "0 (dense)"
+    text = f"{row['sparsity_pct']:.2f}"
+    if row["level_by"] == "round":
+        text += f" (round {int(row['round'])})"
+    return text
+
+
+def _signed(value: float) -> str:
+    return "n/a" if _isnan(value) else f"{value:+.2f}"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return lines
+
+
+def summary_markdown(
+    summary: pd.DataFrame,
+    matching: pd.DataFrame,
+    excluded: pd.DataFrame,
+    agg: pd.DataFrame,
+    title: str,
+    ci: float,
+    tolerance: float,
+    params_column: str = "params_total",
+) -> str:
+    """summary.md: the per-level table, the matching sparsities and the excluded trials."""
+    metric = str(agg["metric"].iloc[0])
+    ci_name = f"{100 * ci:g}% CI"
+    out = [f"# {title}", ""]
+    out.append(
+        f"{metric} in percent: mean over seeds ± half-width of the {ci_name} "
+        f"({agg['ci_method'].iloc[0] if len(agg) else ''}; intervals need n >= 2). "
+        "Δ vs dense is in percentage points. Sparsity = measured pruned fraction of the "
+        "prunable weights (mean over seeds); params = remaining nonzero parameters."
+    )
+    out.append("")
+    out.append("Dense reference: " + "; ".join(
+        f"{exp}: {src}" for exp, src in agg.attrs.get("dense_sources", {}).items()) + ".")
+    if not agg.attrs.get("dense_sources"):
+        out[-1] = "Dense reference: none (no dense trials and no IMP round 0)."
+    out.append("")
+    header = ["method", "sparsity %", "target %", f"{params_column}", "n",
+              f"{metric} % (± {ci_name})", "Δ vs dense"]
+    rows = []
+    for _, r in summary.iterrows():
+        row = r.to_dict()
+        rows.append([row["label"], _sparsity_cell(row), _pct(row["target_sparsity_pct"]),
+                     f"{row[params_column]:,.0f}", int(row["n"]), _mean_ci(row, metric),
+                     _signed(row["delta_vs_dense_points"])])
+    out += _md_table(header, rows)
+    out += ["", f"## Matching sparsity (tolerance {tolerance:g} point(s))", "",
+            "The highest sparsity level whose mean accuracy is >= the dense mean minus the "
+            f"tolerance (mean >= dense_mean - {tolerance:g} points). Levels need not be "
+            "monotone: a qualifying level above a failing one still counts.", ""]
+    labels = line_labels(agg)
+    keys = line_keys(agg)
+    mrows = []
+    for _, m in matching.iterrows():
+        label = labels.get(line_id(m, keys), str(m["method"]))
+        if m["matched"]:
+            mrows.append([label, _pct(100 * m["matching_sparsity"]),
+                          _pct(100 * m["mean_at_matching"]), _pct(100 * m["dense_mean"])])
+        else:
+            mrows.append([label, "none", "n/a", _pct(100 * m["dense_mean"])])
+    out += _md_table(["method", "matching sparsity %", f"mean {metric} % there",
+                      "dense mean %"], mrows)
+    out += ["", f"## Excluded trials ({len(excluded)})", ""]
+    if excluded.empty:
+        out.append("None: every trial finished without diverging.")
+    else:
+        out.append("Listed with their completed rounds in results.csv; left out of every "
+                   "aggregate above.")
+        out.append("")
+        erows = [[r["experiment"], r["trial_id"], r["trial_status"], r["method"],
+                  r["scorer"] if not _isnan(r["scorer"]) else "", r["seed"],
+                  r["rounds_reported"], r["reason"]] for _, r in excluded.iterrows()]
+        out += _md_table(["experiment", "trial", "status", "method", "scorer", "seed",
+                          "rounds", "reason"], erows)
+    return "\n".join(out) + "\n"
+
+
+def terminal_text(summary: pd.DataFrame, matching: pd.DataFrame, excluded: pd.DataFrame,
+                  agg: pd.DataFrame, tolerance: float) -> str:
+    """A compact plain-text version of summary.md for the terminal."""
+    metric = str(agg["metric"].iloc[0])
+    lines = []
+    width = max([len(s) for s in summary["label"]] + [6])
+    lines.append(f"{'method':<{width}}  {'sparsity%':>19}  {'n':>2}  {metric + ' % ± CI':>22}"
+                 f"  {'Δ dense':>7}")
+    for _, r in summary.iterrows():
+        row = r.to_dict()
+        lines.append(f"{row['label']:<{width}}  {_sparsity_cell(row):>19}  {int(row['n']):>2}  "
+                     f"{_mean_ci(row, metric):>22}  {_signed(row['delta_vs_dense_points']):>7}")
+    lines.append("")
+    lines.append("dense reference: " + ("; ".join(
+        f"{e}: {s}" for e, s in agg.attrs.get("dense_sources", {}).items()) or "none"))
+    labels = line_labels(agg)
+    keys = line_keys(agg)
+    for _, m in matching.iterrows():
+        label = labels.get(line_id(m, keys), str(m["method"]))
+        value = (f"{100 * m['matching_sparsity']:.2f}% sparsity" if m["matched"]
+                 else "none within tolerance")
+        lines.append(f"matching sparsity (within {tolerance:g} pt of dense) {label}: {value}")
+    if excluded.empty:
+        lines.append("excluded trials: none")
+    else:
+        lines.append(f"excluded trials ({len(excluded)}), not in any aggregate:")
+        for _, r in excluded.iterrows():
+            lines.append(f"  {r['experiment']}/{r['trial_id']} {r['method']} seed {r['seed']}: "
+                         f"{r['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,329 @@
+"""Build synthetic prunetune experiment directories in Ray Tune 2.60's on-disk layout.
+
+The layout copies what ``tune.Tuner(..., run_config=tune.RunConfig(storage_path, name))`` writes
+for a function trainable (checked against a real run): per trial ``params.json`` (indented config),
+``result.json`` (one JSON object per ``tune.report``, with Ray's fields: ``timestamp``,
+``checkpoint_dir_name``, ``should_checkpoint``, ``done``, ``training_iteration``, ``trial_id``,
+``date``, ``time_this_iter_s``, ``time_total_s``, ``pid``, ``hostname``, ``node_ip``, ``config``,
+``time_since_restore``, ``iterations_since_restore``), ``progress.csv`` (flattened with ``/``),
+``error.txt`` for a trial that raised, ``checkpoint_00000k/`` per reported checkpoint (here holding
+``metrics.json``), and experiment-level ``experiment_state-*.json`` / ``tuner.pkl`` clutter.
+
+The numbers are chosen by the caller, so tests can compare aggregates with hand-computed values.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRUNABLE_DENSE = 1_000_000
+TOTAL_DENSE = 1_010_000  # 10,000 non-prunable parameters (biases, batch norm)
+LAYERS = {"conv1.weight": 200_000, "layer1.0.conv1.weight": 300_000, "fc.weight": 500_000}
+
+
+@dataclass
+class TrialSpec:
+    """One synthetic trial: a round per entry of ``rounds`` as (target_sparsity, test_acc).
+
+    ``outcome``: "finished" (last round has final_round true), "errored" (error.txt, no final
+    round), "unfinished" (no final round, no error.txt) or "diverged" (last round status
+    "diverged" and final). ``sparsity_offset`` is added to the target to make the measured
+    sparsity differ from it.
+    """
+
+    method: str
+    seed: int
+    rounds: list[tuple[float, float]]
+    scorer: str | None = None
+    schedule: str | None = None
+    outcome: str = "finished"
+    sparsity_offset: float = 0.0
+    val_offset: float = -0.01
+    extra_config: dict[str, Any] = field(default_factory=dict)
+    epochs_per_round: int = 2
+
+
+def _config(spec: TrialSpec) -> dict[str, Any]:
+    target = spec.rounds[-1][0]
+    config: dict[str, Any] = {
+        "method": spec.method,
+        "seed": spec.seed,
+        "data": {"dataset": "digits", "batch_size": 64},
+        "train": {"epochs": spec.epochs_per_round, "lr": 0.001},
+    }
+    if spec.method != "dense":
+        config["prune"] = {
+            "target_sparsity": target,
+            "scorer": spec.scorer,
+            "schedule": spec.schedule,
+        }
+    for dotted, value in spec.extra_config.items():
+        node = config
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return config
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c") -> Path:
+    """Write one trial directory and return its path."""
+    trial_id = f"{exp_id}_{index:05d}"
+    trial_dir = exp_dir / f"train_fn_{trial_id}_{index}_method={spec.method},seed={spec.seed}"
+    trial_dir = Path(str(trial_dir) + "_2026-01-01_00-00-00")
+    trial_dir.mkdir(parents=True)
+    config = _config(spec)
+    (trial_dir / "params.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+
+    rows: list[dict[str, Any]] = []
+    iteration = 0
+    total_time = 0.0
+    last = len(spec.rounds) - 1
+    for round_index, (target, acc) in enumerate(spec.rounds):
+        for epoch in range(spec.epochs_per_round):
+            iteration += 1
+            total_time += 1.5
+            rows.append(
+                _ray_fields(
+                    {
+                        "row_type": "epoch",
+                        "round": round_index,
+                        "epoch": epoch,
+                        "train_loss": 1.0 / (epoch + 1),
+                        "train_acc": acc,
+                        "val_acc": acc - 0.01,
+                        "lr": 0.001,
+                        "epoch_time_s": 1.5,
+                        "images_per_s": 1000.0,
+                    },
+                    trial_id,
+                    config,
+                    iteration,
+                    total_time,
+                    None,
+                )
+            )
+        sparsity = target + spec.sparsity_offset if target > 0 else 0.0
+        prunable = round((1.0 - sparsity) * PRUNABLE_DENSE)
+        is_last = round_index == last
+        final = is_last and spec.outcome in ("finished", "diverged")
+        round_row = {
+            "row_type": "round",
+            "method": spec.method,
+            "schedule": spec.schedule,
+            "scorer": spec.scorer,
+            "seed": spec.seed,
+            "round": round_index,
+            "target_sparsity": target,
+            "sparsity": sparsity,
+            "params_total": prunable + (TOTAL_DENSE - PRUNABLE_DENSE),
+            "params_prunable": prunable,
+            "params_total_dense": TOTAL_DENSE,
+            "params_prunable_dense": PRUNABLE_DENSE,
+            "val_acc": acc + spec.val_offset,
+            "test_acc": acc,
+            "best_epoch": spec.epochs_per_round - 1,
+            "epochs": spec.epochs_per_round,
+            "round_time_s": 1.5 * spec.epochs_per_round,
+            "status": "diverged" if (is_last and spec.outcome == "diverged") else "ok",
+            "final_round": final,
+            "some_future_field": {"nested": [1, 2]},  # load_results must tolerate extras
+        }
+        iteration += 1
+        name = f"checkpoint_{round_index:06d}"  # one checkpoint per round, numbered from 0
+        ckpt = trial_dir / name
+        ckpt.mkdir()
+        layer_sparsity = {}
+        for param, numel in LAYERS.items():
+            # Deeper layers pruned harder; remaining counts consistent with the layer sparsity.
+            share = sparsity * (
+                0.5 if param == "conv1.weight" else 1.1 if param == "fc.weight" else 1.0
+            )
+            share = min(share, 1.0)
+            remaining = round((1.0 - share) * numel)
+            layer_sparsity[param] = {
+                "numel": numel,
+                "remaining": remaining,
+                "sparsity": 1.0 - remaining / numel,
+            }
+        (ckpt / "metrics.json").write_text(
+            json.dumps({**round_row, "layer_sparsity": layer_sparsity}, indent=2)
+        )
+        (ckpt / "state.pt").write_bytes(b"not a real torch file: analysis must never read it")
+        rows.append(_ray_fields(round_row, trial_id, config, iteration, total_time, name))
+
+    with open(trial_dir / "result.json", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    flat_rows = [_flatten({k: v for k, v in r.items() if k != "config"}) for r in rows]
+    columns: list[str] = []
+    for row in flat_rows:
+        columns.extend(k for k in row if k not in columns)
+    with open(trial_dir / "progress.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat_rows)
+    if spec.outcome == "errored":
+        (trial_dir / "error.txt").write_text(
+            "Failure # 1 (occurred at 2026-01-01_00-00-10)\n"
+            "ray::ImplicitFunc.train() (pid=1, ip=192.0.2.2, repr=train_fn)\n"
+            '  File "trainables/imp.py", line 1, in train_fn\n'
+            "RuntimeError: CUDA out of memory (synthetic)\n"
+        )
+    return trial_dir
+
+
+def _ray_fields(row, trial_id, config, iteration, total_time, checkpoint_name):
+    out = dict(row)
+    out.update(
+        {
+            "timestamp": 1767225600 + iteration,
+            "checkpoint_dir_name": checkpoint_name,
+            "should_checkpoint": checkpoint_name is not None,
+            "done": False,
+            "training_iteration": iteration,
+            "trial_id": trial_id,
+            "date": "2026-01-01_00-00-00",
+            "time_this_iter_s": 1.5,
+            "time_total_s": total_time,
+            "pid": 1234,
+            "hostname": "node",
+            "node_ip": "192.0.2.2",
+            "config": config,
+            "time_since_restore": total_time,
+            "iterations_since_restore": iteration,
+        }
+    )
+    return out
+
+
+def build_experiment(
+    root: Path,
+    name: str,
+    specs: list[TrialSpec],
+    grid_keys: list[str] | None = None,
+    write_sweep: bool = True,
+) -> Path:
+    """Write an experiment directory ``root/name`` holding one trial per spec."""
+    exp_dir = Path(root) / name
+    exp_dir.mkdir(parents=True)
+    for index, spec in enumerate(specs):
+        write_trial(exp_dir, index, spec)
+    # Ray's experiment-level files: analysis must skip them.
+    (exp_dir / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    (exp_dir / "basic-variant-state-2026-01-01_00-00-00.json").write_text("{}")
+    (exp_dir / ".validate_storage_marker").write_text("")
+    (exp_dir / "tuner.pkl").write_bytes(b"\x80\x04N.")
+    if write_sweep:
+        sweep = {
+            "name": name,
+            "grid_keys": grid_keys or ["method", "seed", "prune.target_sparsity"],
+            "sweep": {"name": name, "seeds": sorted({s.seed for s in specs})},
+        }
+        (exp_dir / "prunetune_sweep.json").write_text(json.dumps(sweep, indent=2))
+    return exp_dir
+
+
+# --- the standard experiment used by the tests, with numbers worked out by hand ---------------
+#
+# dense, seeds 0-2: test_acc 0.80, 0.82, 0.84 -> mean 0.82, std 0.02.
+# IMP iterative, 3 rounds after round 0 (targets 0.5, 0.75, 0.875), seeds 0-2:
+#   round 0 (dense training, must be ignored since dense trials exist): 0.90, 0.90, 0.90
+#   round 1: 0.82, 0.83, 0.84 -> mean 0.83,  std 0.01
+#   round 2: 0.81, 0.815, 0.82 -> mean 0.815, std 0.005
+#   round 3: 0.77, 0.79, 0.81 -> mean 0.79,  std 0.02
+# IMP one-shot to 0.5 (rounds 0, 1), seeds 0-2: round 1: 0.80, 0.81, 0.85 -> mean 0.82,
+#   std sqrt(((-.02)^2 + (-.01)^2 + .03^2)/2) = sqrt(0.0007)
+# SNIP (scorer snip) at 0.5: 0.81, 0.812, 0.814 -> mean 0.812, std 0.002;
+#   at 0.9: 0.68, 0.70, 0.72 -> mean 0.70, std 0.02
+# SNIP-trainable, scorer random, at 0.5, seeds 0 and 1 only: 0.74, 0.76 -> mean 0.75,
+#   std sqrt(0.0002)
+# Excluded, each with an outlier accuracy that would move any mean it entered:
+#   IMP iterative seed 3, errored after 2 rounds; SNIP 0.9 seed 3 unfinished (no final round);
+#   SNIP 0.5 seed 4 diverged.
+# Measured sparsity = target + 0.001 for every pruned round.
+IMP_TARGETS = [0.0, 0.5, 0.75, 0.875]
+IMP_ACC = {0: [0.90, 0.82, 0.81, 0.77], 1: [0.90, 0.83, 0.815, 0.79], 2: [0.90, 0.84, 0.82, 0.81]}
+DENSE_ACC = [0.80, 0.82, 0.84]
+ONESHOT_ACC = [0.80, 0.81, 0.85]
+SNIP_ACC = {0.5: [0.81, 0.812, 0.814], 0.9: [0.68, 0.70, 0.72]}
+RANDOM_ACC = [0.74, 0.76]
+OFFSET = 0.001
+
+
+def standard_specs() -> list[TrialSpec]:
+    specs: list[TrialSpec] = []
+    for seed in range(3):
+        specs.append(TrialSpec("dense", seed, [(0.0, DENSE_ACC[seed])]))
+        specs.append(
+            TrialSpec(
+                "imp",
+                seed,
+                list(zip(IMP_TARGETS, IMP_ACC[seed], strict=True)),
+                scorer="magnitude",
+                schedule="iterative",
+                sparsity_offset=OFFSET,
+            )
+        )
+        specs.append(
+            TrialSpec(
+                "imp",
+                seed,
+                [(0.0, 0.90), (0.5, ONESHOT_ACC[seed])],
+                scorer="magnitude",
+                schedule="oneshot",
+                sparsity_offset=OFFSET,
+            )
+        )
+        for target, accs in SNIP_ACC.items():
+            specs.append(
+                TrialSpec(
+                    "snip", seed, [(target, accs[seed])], scorer="snip", sparsity_offset=OFFSET
+                )
+            )
+    for seed in range(2):
+        specs.append(
+            TrialSpec(
+                "snip", seed, [(0.5, RANDOM_ACC[seed])], scorer="random", sparsity_offset=OFFSET
+            )
+        )
+    specs.append(
+        TrialSpec(
+            "imp",
+            3,
+            [(0.0, 0.10), (0.5, 0.10)],
+            scorer="magnitude",
+            schedule="iterative",
+            outcome="errored",
+            sparsity_offset=OFFSET,
+        )
+    )
+    specs.append(
+        TrialSpec(
+            "snip", 3, [(0.9, 0.10)], scorer="snip", outcome="unfinished", sparsity_offset=OFFSET
+        )
+    )
+    specs.append(
+        TrialSpec(
+            "snip", 4, [(0.5, 0.10)], scorer="snip", outcome="diverged", sparsity_offset=OFFSET
+        )
+    )
+    return specs
+
+
+def build_standard_experiment(root: Path, name: str = "toy_study", **kwargs) -> Path:
+    return build_experiment(root, name, standard_specs(), **kwargs)
