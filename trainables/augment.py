@@ -1,0 +1,232 @@
+"""Batched augmentation on the training device: whole batches at once, never per sample in Python.
+
+Train: per-sample random-resized-crop boxes are drawn vectorised, one `torchvision.ops.roi_align`
+call crops and resizes the whole batch, per-sample horizontal flips go through `torch.where`,
+then the batch is normalised. Eval: center crop (a no-op for val/test, which are stored at
+`image_size`) + normalise. All randomness comes from the generator passed in, so a seed makes a
+batch reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torchvision.ops import roi_align
+
+#: Attempts per sample before falling back to the center crop (as torchvision's RandomResizedCrop).
+CROP_ATTEMPTS = 10
+
+
+class BatchAugment:
+    """uint8 (B, C, S, S) batch -> normalised float (B, C, image_size, image_size) batch.
+
+    Train mode follows torchvision's RandomResizedCrop semantics, vectorised: for each sample,
+    `CROP_ATTEMPTS` (area fraction ~ U(crop_scale), log aspect ratio ~ U(log crop_ratio)) pairs
+    are drawn at once and the first box that fits the image is used; samples with no fitting box
+    get the center crop with the ratio clamped into `crop_ratio` (the whole image for square
+    inputs). Approximations, documented: box sides and positions are continuous (torchvision
+    rounds them to whole pixels), and resampling is roi_align's bilinear sampling with
+    `sampling_ratio` samples per output pixel and axis (default -1 = adaptive,
+    ceil(box side / image_size), which averages samples when shrinking, like an antialias
+    filter; with 1 it equals `F.interpolate(mode="bilinear", align_corners=False)`).
+
+    Eval mode (`train=False`, also used for training when augmentation is off) center-crops to
+    `image_size` if the input is larger (torchvision's CenterCrop offsets) and normalises.
+
+    `dtype` and `channels_last` shape the output for the model (e.g. bf16 + channels_last on
+    CUDA); the arithmetic itself runs in float32.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        train: bool,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: bool = True,
+        *,
+        sampling_ratio: int = -1,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+    ) -> None:
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std differ in length: {mean} vs {std}")
+        if not 0 < crop_scale[0] <= crop_scale[1]:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max, got {crop_scale}")
+        if not 0 < crop_ratio[0] <= crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < min <= max, got {crop_ratio}")
+        self.image_size = int(image_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.train = bool(train)
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
+        self.hflip = bool(hflip)
+        self.sampling_ratio = int(sampling_ratio)
+        self.dtype = dtype
+        self.channels_last = bool(channels_last)
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        data_cfg: Any,
+        splits: Any,
+        train: bool,
+        *,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+    ) -> BatchAugment:
+        """The augmentation a DataConfig asks for on `splits` (an ImageSplits).
+
+        `train=True` with `data_cfg.augment` false gives the eval transform (center crop).
+        """
+        from trainables.datasets import dataset_defaults
+
+        defaults = dataset_defaults(data_cfg.name)
+        scale_min = data_cfg.crop_scale_min
+        hflip = data_cfg.hflip
+        return cls(
+            image_size=splits.image_size,
+            mean=splits.mean,
+            std=splits.std,
+            train=train and data_cfg.augment,
+            crop_scale=(defaults.crop_scale_min if scale_min is None else scale_min, 1.0),
+            hflip=defaults.hflip if hflip is None else hflip,
+            dtype=dtype,
+            channels_last=channels_last,
+        )
+
+    def __repr__(self) -> str:
+        if not self.train:
+            return f"BatchAugment(eval, image_size={self.image_size})"
+        return (
+            f"BatchAugment(train, image_size={self.image_size}, crop_scale={self.crop_scale}, "
+            f"crop_ratio={self.crop_ratio}, hflip={self.hflip})"
+        )
+
+    # ------------------------------------------------------------------ public
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Augment (train) or center-crop (eval) and normalise a uint8 (B, C, H, W) batch.
+
+        Train randomness is drawn from `generator` (on the batch's device; None = the default
+        generator) in a fixed order: crop boxes (see `sample_boxes`), then flips.
+        """
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(
+                f"expected a uint8 (B, C, H, W) batch, got {images.dtype} {tuple(images.shape)}"
+            )
+        if images.shape[1] != len(self.mean):
+            raise ValueError(
+                f"batch has {images.shape[1]} channels, mean/std have {len(self.mean)}"
+            )
+        if self.train:
+            x = self._random_resized_crop(images, generator)
+        else:
+            x = self._center_crop(images).to(torch.float32)
+        mean, inv_std = self._normalisers(x.device)
+        x = x.sub_(mean).mul_(inv_std)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.to(dtype=self.dtype, memory_format=memory_format)
+
+    def sample_boxes(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """(B, 4) float boxes (x1, y1, x2, y2) in pixel-edge coordinates, vectorised RRC.
+
+        Draws from `generator`, in order: area fractions (B, attempts), log ratios (B, attempts),
+        positions (B, 2).
+        """
+        if device is None and generator is not None:
+            device = generator.device
+        shape = (batch_size, CROP_ATTEMPTS)
+        area = height * width
+        lo, hi = self.crop_scale
+        scale = torch.rand(shape, generator=generator, device=device) * (hi - lo) + lo
+        log_lo, log_hi = math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])
+        log_ratio = torch.rand(shape, generator=generator, device=device) * (log_hi - log_lo)
+        ratio = torch.exp(log_ratio + log_lo)
+        w = torch.sqrt(area * scale * ratio)
+        h = torch.sqrt(area * scale / ratio)
+        fits = (w <= width) & (h <= height)
+        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first fitting attempt
+        w = w.gather(1, first).squeeze(1)
+        h = h.gather(1, first).squeeze(1)
+
+        # Fallback: the largest center box with its ratio clamped into crop_ratio.
+        in_ratio = width / height
+        if in_ratio < self.crop_ratio[0]:
+            fw, fh = float(width), width / self.crop_ratio[0]
+        elif in_ratio > self.crop_ratio[1]:
+            fw, fh = height * self.crop_ratio[1], float(height)
+        else:
+            fw, fh = float(width), float(height)
+        any_fit = fits.any(dim=1)
+        w = torch.where(any_fit, w, torch.full_like(w, fw))
+        h = torch.where(any_fit, h, torch.full_like(h, fh))
+
+        position = torch.rand((batch_size, 2), generator=generator, device=device)
+        x1 = position[:, 0] * (width - w)
+        y1 = position[:, 1] * (height - h)
+        # A fallback box is centred whatever the draw (width - w etc. may be 0 anyway).
+        x1 = torch.where(any_fit, x1, (width - w) / 2)
+        y1 = torch.where(any_fit, y1, (height - h) / 2)
+        return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+    def crop(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Crop box b of sample b and resize it to image_size (one roi_align call), float32."""
+        x = images.to(torch.float32)
+        index = torch.arange(len(boxes), device=x.device, dtype=x.dtype)[:, None]
+        rois = torch.cat([index, boxes.to(device=x.device, dtype=x.dtype)], dim=1)
+        return roi_align(
+            x,
+            rois,
+            output_size=(self.image_size, self.image_size),
+            spatial_scale=1.0,
+            sampling_ratio=self.sampling_ratio,
+            aligned=True,  # box edges are pixel edges: (0, 0, W, H) is exactly the image
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _random_resized_crop(
+        self, images: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        b, _, height, width = images.shape
+        boxes = self.sample_boxes(b, height, width, generator, device=images.device)
+        x = self.crop(images, boxes)
+        if self.hflip:
+            flip = torch.rand(b, generator=generator, device=images.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+    def _center_crop(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        size = self.image_size
+        if height < size or width < size:
+            raise ValueError(
+                f"eval batch is {height}x{width}, smaller than image_size {size}; "
+                "val/test splits are stored at image_size"
+            )
+        # torchvision's CenterCrop offsets (Python round: half to even).
+        top = int(round((height - size) / 2.0))
+        left = int(round((width - size) / 2.0))
+        return images[..., top : top + size, left : left + size]
+
+    def _normalisers(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, 1/std) in 0..255 units, shaped (1, C, 1, 1), cached per device."""
+        if device not in self._stats:
+            mean = torch.tensor(self.mean, dtype=torch.float32, device=device) * 255
+            inv_std = 1 / (torch.tensor(self.std, dtype=torch.float32, device=device) * 255)
+            self._stats[device] = (mean.view(1, -1, 1, 1), inv_std.view(1, -1, 1, 1))
+        return self._stats[device]
