@@ -87,6 +87,10 @@ class TrainConfig(_Section):
     max_batches: int | None = Field(
         None, ge=1, description="cap on training batches per epoch (smoke runs)"
     )
+    max_eval_batches: int | None = Field(
+        None, ge=1, description="cap on evaluation batches per split (smoke runs only: "
+        "accuracies are then measured on a subset)"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto = the GPU Ray assigned to the trial, else the CPU"
     )
@@ -192,17 +196,17 @@ class TrialConfig(_Section):
 def _check_registered(name: str, allowed: list[str], kind: str) -> str:
     if name not in allowed:
         raise ValueError(
-            f"unknown {kind} {name!r}{_did_you_mean(name, allowed)}; allowed: " + ", ".join(allowed)
+            f"unknown {kind} {name!r}{did_you_mean(name, allowed)}; allowed: " + ", ".join(allowed)
         )
     return name
 
 
-def _did_you_mean(word: str, candidates: list[str]) -> str:
+def did_you_mean(word: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(word, candidates, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+def fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     """The field names of the section that `path` points into (for did-you-mean)."""
     for key in path:
         field = model.model_fields.get(str(key))
@@ -222,8 +226,8 @@ def format_validation_error(
     loc = tuple(first["loc"])
     path = prefix + ".".join(str(part) for part in loc) if loc else prefix.rstrip(".")
     if first["type"] == "extra_forbidden":
-        allowed = _fields_at(model, loc[:-1])
-        hint = _did_you_mean(str(loc[-1]), allowed)
+        allowed = fields_at(model, loc[:-1])
+        hint = did_you_mean(str(loc[-1]), allowed)
         return f"unknown config key {path!r}{hint}; allowed here: {', '.join(allowed)}"
     message = first["msg"].removeprefix("Value error, ")
     message = message[:1].lower() + message[1:]

@@ -88,11 +88,13 @@ def evaluate(
     augment: BatchAugment,
     runtime: Runtime,
     batch_size: int,
+    max_batches: int | None = None,
 ) -> float:
-    """Top-1 accuracy (a fraction) of `model` on a uint8 split, in eval mode."""
+    """Top-1 accuracy (a fraction) of `model` on a uint8 split (or its first `max_batches`
+    batches), in eval mode."""
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = seen = 0
     for inputs, targets in iterate_batches(
         images,
         labels,
@@ -102,13 +104,14 @@ def evaluate(
         device=runtime.device,
         augment=augment,
         drop_last=False,
-        max_batches=None,
+        max_batches=max_batches,
     ):
         with runtime.autocast():
             logits = model(inputs)
         correct += int((logits.argmax(dim=1) == targets).sum())
+        seen += len(targets)
     model.train(was_training)
-    return correct / len(labels)
+    return correct / max(seen, 1)
 
 
 def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -201,6 +204,7 @@ def train_phase(
                 data.eval_augment,
                 runtime,
                 train.eval_batch_size,
+            train.max_eval_batches,
             )
             last_good_state = clone_state(model)
             if val_acc > best_val:
@@ -234,6 +238,7 @@ def train_phase(
             data.eval_augment,
             runtime,
             train.eval_batch_size,
+            train.max_eval_batches,
         )
         best_state = final_state
     evaluation_model = copy.deepcopy(model)
@@ -245,6 +250,7 @@ def train_phase(
         data.eval_augment,
         runtime,
         train.eval_batch_size,
+            train.max_eval_batches,
     )
     return PhaseResult(
         final_state=final_state,

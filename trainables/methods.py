@@ -131,6 +131,10 @@ def finish_round(
     config = context.config
     counts = pruning.count_parameters(context.model, prunable_names=context.prunable)
     layer_sparsity = {name: layer.sparsity for name, layer in counts.per_layer.items()}
+    layer_counts = {
+        name: {"numel": layer.numel, "remaining": layer.nonzero, "sparsity": layer.sparsity}
+        for name, layer in counts.per_layer.items()
+    }
     row = {
         "row_type": "round",
         "method": config.method,
@@ -165,7 +169,7 @@ def finish_round(
         "masks": {name: keep.detach().to("cpu") for name, keep in mask.items()},
         "optimizer": result.optimizer_state,
         "rng": {"torch": torch.get_rng_state()},
-        "layer_sparsity": layer_sparsity,
+        "layer_sparsity": layer_counts,
         "metrics": row,
         **extra_state,
     }

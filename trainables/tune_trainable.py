@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from trainables.config import DataConfig, parse_trial_config
-from trainables.datasets import ImageSplits
 from trainables.methods import run_trial
 from trainables.reporting import TuneReporter
+from trainables.shared_data import from_shareable
 
 
 def dataset_key(data: DataConfig) -> str:
@@ -16,18 +16,24 @@ def dataset_key(data: DataConfig) -> str:
 
 
 def prunetune_trainable(
-    config: dict[str, Any], datasets: dict[str, ImageSplits] | None = None
+    config: dict[str, Any], datasets: dict[str, dict[str, Any]] | None = None
 ) -> None:
     """Run one trial inside Ray Tune.
 
+    `config` is Ray's trial config: `{"trial": <TrialConfig dict>}` as the sweep layer builds it
+    (`param_space={"trial": tune.grid_search([...])}`), or a bare TrialConfig dict ("trial" is
+    not a TrialConfig field, so the two cannot be confused).
+
     `datasets` (passed with `tune.with_parameters`, so it travels through the object store once
-    per node) maps `dataset_key` to decoded splits; trials whose data is not in it decode their
-    own copy.
+    per node) maps `dataset_key` to `shared_data.to_shareable` splits; trials whose data is not
+    in it decode their own copy.
     """
     from ray import tune
 
-    trial_config = parse_trial_config(config, source="trial config")
+    raw = config["trial"] if isinstance(config, dict) and "trial" in config else config
+    trial_config = parse_trial_config(raw, source="trial config")
     resources = tune.get_context().get_trial_resources()
     cpus = resources.required_resources.get("CPU") if resources is not None else None
-    splits = (datasets or {}).get(dataset_key(trial_config.data))
+    shared = (datasets or {}).get(dataset_key(trial_config.data))
+    splits = from_shareable(shared) if shared is not None else None
     run_trial(trial_config, TuneReporter(), splits, cpus)

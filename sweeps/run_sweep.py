@@ -1,0 +1,330 @@
+"""Run a prunetune sweep file as one Ray Tune experiment.
+
+    python sweeps/run_sweep.py FILE.yaml [--set key.path=value ...] [--smoke] [--resume]
+                                         [--address ADDR] [--storage PATH] [--name NAME]
+
+Everything that can be checked is checked before Ray starts: a bad sweep file, an unwritable
+output directory or a missing dataset ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweeps.spec import AUTO_DENSE_CACHE, SweepPlan, load_sweep  # noqa: E402
+from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
+
+SWEEP_SUMMARY_FILE = "prunetune_sweep.json"
+EXIT_BAD_INPUT = 2
+EXIT_TRIALS_FAILED = 1
+
+
+@dataclass
+class Launch:
+    """A validated sweep with every path resolved: what `launch` needs and nothing more."""
+
+    plan: SweepPlan
+    name: str
+    storage: str
+    experiment_dir: str
+    resume: bool
+    address: str | None
+    resume_note: str = ""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="run_sweep.py", description="Run a prunetune sweep file with Ray Tune."
+    )
+    parser.add_argument("file", help="sweep YAML file (see sweeps/*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a sweep or trial field (repeatable)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the whole grid with 1 epoch and 2 batches per phase")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted experiment; finished trials are kept")
+    parser.add_argument("--address", default=None,
+                        help="existing Ray cluster (auto, ray://host:10001); default: RAY_ADDRESS"
+                             " or a local in-process Ray")
+    parser.add_argument("--storage", default=None,
+                        help="results root: a local or shared path, or a URI such as s3://b/p"
+                             " (default: ./output)")
+    parser.add_argument("--name", default=None, help="experiment name (default: the file's)")
+    return parser.parse_args(argv)
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _join(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if _is_uri(storage) else str(Path(storage) / name)
+
+
+def _check_writable(directory: Path) -> None:
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory {directory} is not writable ({existing} is not)")
+
+
+def _has_experiment_state(directory: Path) -> bool:
+    return any(directory.glob("experiment_state*.json")) or (directory / "tuner.pkl").exists()
+
+
+def _saved_trials(directory: Path) -> list[dict[str, Any]] | None:
+    summary = directory / SWEEP_SUMMARY_FILE
+    if not summary.is_file():
+        return None
+    try:
+        return [entry["trial"] for entry in json.loads(summary.read_text())["trials"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _dense_cache_dir(storage: str, experiment_dir: str, name: str) -> str:
+    if _is_uri(storage):
+        # File locks need a filesystem: on cloud storage each node keeps its own cache.
+        return str(Path.home() / ".cache" / "prunetune" / "dense" / name)
+    return str(Path(experiment_dir) / "dense_cache")
+
+
+def prepare(args: argparse.Namespace) -> Launch:
+    """Validate the sweep and resolve its output, without side effects; ConfigError if bad."""
+    plan = load_sweep(args.file, args.set, smoke=args.smoke)
+    name = args.name or plan.spec.name + ("-smoke" if args.smoke else "")
+    storage = args.storage or "output"
+    if not _is_uri(storage):
+        storage = str(Path(storage).expanduser().resolve())
+    experiment_dir = _join(storage, name)
+    cache = _dense_cache_dir(storage, experiment_dir, name)
+    for trial in plan.trials:
+        if trial.get("dense_cache") == AUTO_DENSE_CACHE:
+            trial["dense_cache"] = cache
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    resume = args.resume
+    note = ""
+    if not _is_uri(storage):
+        directory = Path(experiment_dir)
+        _check_writable(directory)
+        exists = _has_experiment_state(directory)
+        if resume and not exists:
+            raise ConfigError(f"--resume: no experiment to resume at {directory}")
+        if exists and not resume:
+            if _saved_trials(directory) != plan.trials:
+                raise ConfigError(
+                    f"{directory} holds a different sweep; choose another --name, or pass "
+                    "--resume to continue the one there"
+                )
+            resume = True
+            note = "the same sweep is already there: continuing it (finished trials are kept)"
+    if address is None:
+        _check_local_gpus(plan.spec.resources.gpu)
+    return Launch(plan, name, storage, experiment_dir, resume, address, note)
+
+
+def _check_local_gpus(gpus_per_trial: float) -> None:
+    if gpus_per_trial == 0:
+        return
+    import torch
+
+    available = torch.cuda.device_count()
+    if gpus_per_trial > available:
+        raise ConfigError(
+            f"resources.gpu is {gpus_per_trial:g} per trial but this machine has {available} "
+            "GPU(s); lower resources.gpu or run on a cluster with --address"
+        )
+
+
+class TrialNamer:
+    """Readable trial (and TensorBoard run) names: label, seed and sparsity setting."""
+
+    def __init__(self, plan: SweepPlan) -> None:
+        self.labels = {
+            _trial_key(trial): label
+            for trial, label in zip(plan.trials, plan.labels, strict=True)
+        }
+
+    def name(self, trial: Any) -> str:
+        config = trial.config.get("trial", {})
+        method = config.get("method", "?")
+        parts = [self.labels.get(_trial_key(config), method), f"s{config.get('seed')}"]
+        prune, imp = config.get("prune", {}), config.get("imp", {})
+        if method == "snip" or (method == "imp" and imp.get("schedule") == "oneshot"):
+            parts.append(f"sp{prune.get('target_sparsity'):g}")
+        elif method == "imp":
+            parts.append(f"p{imp.get('rate'):g}x{imp.get('rounds')}")
+        return "_".join(parts)
+
+    def dirname(self, trial: Any) -> str:
+        return f"{self.name(trial)}_{trial.trial_id}"
+
+
+def _trial_key(trial: dict[str, Any]) -> str:
+    return json.dumps(trial, sort_keys=True)
+
+
+def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
+    """Decode each distinct dataset once in the driver (errors here stop before Ray starts)."""
+    from trainables.config import DataConfig
+    from trainables.datasets import load_dataset
+    from trainables.shared_data import to_shareable
+    from trainables.tune_trainable import dataset_key
+
+    shared: dict[str, dict[str, Any]] = {}
+    for trial in plan.trials:
+        data = DataConfig.model_validate(trial["data"])
+        key = dataset_key(data)
+        if key not in shared:
+            print(f"run_sweep: loading dataset {data.name} ...", flush=True)
+            shared[key] = to_shareable(load_dataset(data))
+    return shared
+
+
+def _start_ray(launch: Launch) -> bool:
+    """Connect to the cluster, or start Ray in-process; True if we started it."""
+    import ray
+
+    if launch.address is not None:
+        ray.init(address=launch.address, log_to_driver=False)
+        return False
+    ray.init(
+        num_cpus=os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1",
+        log_to_driver=False, logging_level="WARNING",
+    )
+    return True
+
+
+def _check_cluster(launch: Launch, explicit_storage: bool) -> None:
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if launch.plan.spec.resources.gpu > gpus:
+        raise ConfigError(
+            f"resources.gpu is {launch.plan.spec.resources.gpu:g} per trial but the cluster "
+            f"has {gpus:g} GPU(s)"
+        )
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) > 1 and not explicit_storage:
+        raise ConfigError(
+            f"the cluster has {len(nodes)} nodes: pass --storage on a shared filesystem or a "
+            "cloud URI (s3://...), or checkpoints stay on the node that wrote them"
+        )
+
+
+def _write_sweep_files(launch: Launch) -> None:
+    if _is_uri(launch.storage):
+        return  # Ray writes the experiment there; our summary also lands in each params.json
+    directory = Path(launch.experiment_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = launch.plan.summary()
+    target = directory / SWEEP_SUMMARY_FILE
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(summary, indent=1))
+    os.replace(temporary, target)
+
+
+def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
+    from ray import tune
+
+    from sweeps.progress import CompactProgress
+    from trainables.tune_trainable import prunetune_trainable
+
+    resources = launch.plan.spec.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(prunetune_trainable, datasets=datasets),
+        {"cpu": resources.cpu, "gpu": resources.gpu},
+    )
+    if launch.resume:
+        return tune.Tuner.restore(
+            launch.experiment_dir, trainable=trainable, resume_unfinished=True,
+            resume_errored=True,
+        )
+    trials = launch.plan.trials
+    namer = TrialNamer(launch.plan)
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=launch.plan.spec.max_concurrent_trials,
+            trial_name_creator=namer.name,
+            trial_dirname_creator=namer.dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=launch.name,
+            storage_path=launch.storage,
+            failure_config=tune.FailureConfig(max_failures=launch.plan.spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            callbacks=[CompactProgress(total_trials=len(trials))],
+            verbose=0,
+            log_to_file=True,
+        ),
+    )
+
+
+def _report(launch: Launch, results: Any) -> int:
+    errored = [result for result in results if result.error is not None]
+    diverged = [
+        result for result in results
+        if result.error is None and (result.metrics or {}).get("status") == "diverged"
+    ]
+    total = len(results)
+    print(f"\nrun_sweep: {total - len(errored)}/{total} trials finished; results in "
+          f"{launch.experiment_dir}")
+    for result in diverged:
+        print(f"  diverged (kept out of averages): {result.path}")
+    for result in errored:
+        print(f"  errored: {result.path} (log: {result.path}/error.txt, stdout/stderr: "
+              f"{result.path}/stdout, {result.path}/stderr)")
+    print("next:")
+    print(f"  tensorboard --logdir {launch.experiment_dir}")
+    print(f"  python analysis/plot.py {launch.experiment_dir}")
+    if errored:
+        print(f"  python sweeps/run_sweep.py {launch.plan.source} --resume --name {launch.name}"
+              " (retries the errored trials)")
+    return EXIT_TRIALS_FAILED if errored else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        launch = prepare(args)
+        datasets = _shared_datasets(launch.plan) if launch.address is None else {}
+    except PrunetuneError as error:
+        print(f"run_sweep: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if launch.resume_note:
+        print(f"run_sweep: {launch.resume_note}")
+    trials = len(launch.plan.trials)
+    print(f"run_sweep: {launch.name}: {trials} trials -> {launch.experiment_dir}", flush=True)
+    # Ray's own table is replaced by CompactProgress; trials must not chdir-dependent paths.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    started = _start_ray(launch)
+    try:
+        try:
+            _check_cluster(launch, explicit_storage=args.storage is not None)
+        except PrunetuneError as error:
+            print(f"run_sweep: error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        _write_sweep_files(launch)
+        results = _tuner(launch, datasets).fit()
+        return _report(launch, results)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
