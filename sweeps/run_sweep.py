@@ -174,6 +174,21 @@ def _trial_key(trial: dict[str, Any]) -> str:
     return json.dumps(trial, sort_keys=True)
 
 
+def _check_start_weights(plan: SweepPlan) -> None:
+    """Pretrained or local starting weights must load (ImageNet weights are fetched once here,
+    into the torch hub cache the local trials then read)."""
+    from trainables.config import ModelConfig
+    from trainables.models import check_weights_available
+
+    checked: set[str] = set()
+    for trial in plan.trials:
+        model = ModelConfig.model_validate(trial["model"])
+        key = f"{model.pretrained}|{model.weights_path}"
+        if key not in checked:
+            checked.add(key)
+            check_weights_available(model)
+
+
 def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
     """Decode each distinct dataset once in the driver (errors here stop before Ray starts)."""
     from trainables.config import DataConfig
@@ -181,6 +196,7 @@ def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
     from trainables.shared_data import to_shareable
     from trainables.tune_trainable import dataset_key
 
+    _check_start_weights(plan)
     shared: dict[str, dict[str, Any]] = {}
     for trial in plan.trials:
         data = DataConfig.model_validate(trial["data"])

@@ -56,7 +56,7 @@ SMOKE_OVERRIDES = [
 ]
 
 
-_METHOD_ORDER = {"dense": 0, "snip": 1, "imp": 2}
+_METHOD_ORDER = {"dense": 0, "imp": 1, "snip": 2}
 
 
 class _Strict(BaseModel):
@@ -231,7 +231,8 @@ def plan_sweep(
             labels.append(_label(experiment, resolved))
     if not trials:
         raise ConfigError(f"{source}: the grid expands to zero trials")
-    # Dense trials first, IMP last: IMP trials then find their seed's dense model in the cache.
+    # Dense first, so IMP trials find their seed's dense model in the cache; IMP (the longest
+    # trials) before SNIP, so no long trial is left running alone at the end.
     order = sorted(range(len(trials)), key=lambda i: _METHOD_ORDER[trials[i]["method"]])
     trials = [trials[i] for i in order]
     labels = [labels[i] for i in order]

@@ -127,6 +127,15 @@ def _local_state_dict(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_weights_available(cfg: Any) -> None:
+    """Raise WeightsUnavailableError now, not inside a trial, if the starting weights a model
+    config asks for cannot be loaded (downloading them into the torch hub cache if needed)."""
+    if cfg.weights_path:
+        _local_state_dict(cfg.weights_path)
+    elif cfg.pretrained:
+        _imagenet_state_dict()
+
+
 def load_trunk_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load `state` into `model`, strictly, except a classifier head of a different shape.
 
