@@ -53,6 +53,13 @@ def _lines(agg: pd.DataFrame):
         yield labels[line_id(line.iloc[0], keys)], line
 
 
+def _cap_accuracy_axis(ax) -> None:
+    """Accuracy lives in [0, 100]: with few seeds a t-interval can reach past 100%, and the
+    axis should not stretch to show impossible values (the band is cut at the frame)."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0.0), min(high, 100.5))
+
+
 def plot_accuracy_vs_params(
     agg: pd.DataFrame,
     out_dir: str | Path,
@@ -123,6 +130,7 @@ def plot_accuracy_vs_params(
     ax.set_xlabel(PARAMS_LABELS.get(params_column, params_column))
     ax.set_ylabel(f"{metric.replace('_acc', '')} accuracy (%), mean ± {ci_name}")
     ax.grid(True, which="major", alpha=0.3)
+    _cap_accuracy_axis(ax)
     _sparsity_top_axis(ax, agg, params_column)
     ax.set_title(title, pad=28 if _shared_dense_counts(agg) else 6)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
@@ -212,6 +220,7 @@ def plot_accuracy_vs_round(agg: pd.DataFrame, out_dir: str | Path, title: str,
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(f"{metric.replace('_acc', '')} accuracy (%), mean ± {_ci_name(agg)}")
     ax.grid(True, alpha=0.3)
+    _cap_accuracy_axis(ax)
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
     return _save(fig, out_dir, stem)
