@@ -1,0 +1,132 @@
+"""Shared fixtures: one local Ray instance per test session, and tiny trial configs.
+
+The trial configs are deliberately minute (width-4 ResNet, 2 batches an epoch) so that a whole
+schedule runs in well under a second once torch is warm; the tests check bookkeeping, not
+accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DIGITS_CLASSES, DIGITS_CHANNELS = 10, 1
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: a second intra-op thread only waits for the first
+    (measured 0.5 s vs 10-20 s per tiny trial under load). Ray trials set their own count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Absolute: Ray trials run with their trial directory as working directory.
+    return tmp_path_factory.mktemp("prunetune-data").resolve()
+
+
+@pytest.fixture(scope="session")
+def tiny_trial(data_root: Path) -> Callable[..., dict[str, Any]]:
+    """`tiny_trial(method=..., train={...}, ...)`: a raw TrialConfig dict for a seconds-long
+    digits trial, with the given sections merged over the tiny defaults."""
+    base = {
+        "method": "dense",
+        "seed": 0,
+        "data": {"name": "digits", "root": str(data_root)},
+        "model": {"name": "resnet18_cifar", "width": 4},
+        "train": {
+            "epochs": 2,
+            "batch_size": 32,
+            "eval_batch_size": 512,
+            "max_batches": 2,
+            "device": "cpu",
+        },
+        "prune": {"synflow_iterations": 5},
+    }
+
+    def make(**overrides: Any) -> dict[str, Any]:
+        return _merge(base, overrides)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[Any]:
+    """A 2-CPU local Ray started once per module that asks for it, and shut down after it, so
+    that code under test which calls `ray.init` itself (run_sweep) never finds one running.
+    A Ray that is already up is used and left alone."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[str, Any]:
+    """Assert the DESIGN.md contract on one round checkpoint of a digits trial; returns its
+    state. Plain tensors (weights_only), strict loading into a fresh unpruned model, masks over
+    exactly the prunable weights, and the resume/rewind fields present."""
+    import torch
+
+    import pruning
+    from trainables.config import ModelConfig, parse_trial_config
+    from trainables.models import build_model
+
+    config = parse_trial_config(trial)
+    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+    for key in ("round", "sparsity", "model", "best_model", "masks", "optimizer", "rng"):
+        assert key in state, key
+    for key in ("init_weights", "rewind_weights", "rewind_epoch"):
+        assert key in state, key
+    assert isinstance(state["rng"]["torch"], torch.Tensor)
+    assert "param_groups" in state["optimizer"]
+    if config.method == "imp":
+        assert state["rewind_weights"] is not None
+
+    fresh = build_model(ModelConfig(width=config.model.width), DIGITS_CLASSES, DIGITS_CHANNELS)
+    for name in ("model", "best_model"):
+        keys = list(state[name])
+        assert not [k for k in keys if "weight_orig" in k or "weight_mask" in k], keys
+        assert not [k for k in keys if "parametrizations" in k], keys
+        fresh.load_state_dict(state[name], strict=True)
+
+    assert list(state["masks"]) == pruning.prunable_parameter_names(fresh)
+    parameters = dict(fresh.named_parameters())
+    for name, keep in state["masks"].items():
+        assert keep.dtype == torch.bool and keep.shape == parameters[name].shape
+
+    metrics = json.loads((directory / "metrics.json").read_text())
+    assert metrics["round"] == state["round"]
+    assert metrics["sparsity"] == state["sparsity"]
+    return state
+
+
+@pytest.fixture(scope="session")
+def checkpoint_contract() -> Callable[[Path, dict[str, Any]], dict[str, Any]]:
+    """`checkpoint_contract(directory, trial_dict)`: assert the checkpoint contract."""
+    return check_checkpoint_contract

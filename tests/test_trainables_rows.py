@@ -1,0 +1,71 @@
+"""Rows and checkpoints of directly-run trials: the DESIGN.md checkpoint contract, per-epoch
+fields, and test accuracy that matches re-evaluating the checkpoint's best weights."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from trainables.config import parse_trial_config
+from trainables.datasets import load_dataset
+from trainables.loop import TrialData, evaluate
+from trainables.methods import run_trial
+from trainables.models import build_model
+from trainables.reporting import DirectoryReporter
+from trainables.runtime import resolve_runtime
+
+EPOCH_FIELDS = ("train_loss", "train_acc", "val_acc", "lr", "epoch_time_s", "images_per_s")
+
+
+@pytest.mark.parametrize("method", ["dense", "imp", "snip"])
+def test_checkpoint_contract_and_test_accuracy(tiny_trial, tmp_path, checkpoint_contract, method):
+    trial = tiny_trial(method=method, imp={"rounds": 2, "rate": 0.5})
+    config = parse_trial_config(trial)
+    reporter = DirectoryReporter(tmp_path)
+    run_trial(config, reporter)
+
+    epoch_rows = [row for row in reporter.rows if row["row_type"] == "epoch"]
+    round_rows = [row for row in reporter.rows if row["row_type"] == "round"]
+    for row in epoch_rows:
+        for field in EPOCH_FIELDS:
+            assert isinstance(row[field], float) and math.isfinite(row[field]), field
+        assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_acc"] <= 1
+        assert row["epoch_time_s"] > 0 and row["images_per_s"] > 0
+    assert [row["lr"] for row in epoch_rows[:2]] == [0.05, 0.05 * 0.5 * (1 + math.cos(math.pi / 2))]
+
+    splits = load_dataset(config.data)
+    runtime = resolve_runtime(config.train)
+    data = TrialData.build(splits, config, runtime)
+    directories = sorted(tmp_path.glob("checkpoint_*"))
+    assert len(directories) == len(round_rows)
+    for directory, row in zip(directories, round_rows, strict=True):
+        state = checkpoint_contract(directory, trial)
+        assert json.loads((directory / "metrics.json").read_text())["test_acc"] == row["test_acc"]
+        model = build_model(config.model, splits.num_classes, splits.in_channels)
+        model.load_state_dict(state["best_model"], strict=True)
+        test_acc = evaluate(
+            model, splits.test_images, splits.test_labels, data.eval_augment, runtime, 97
+        )
+        assert row["test_acc"] == pytest.approx(test_acc, abs=1e-12)
+        # The best epoch's val_acc is the round's val_acc.
+        round_epochs = [r for r in epoch_rows if r["round"] == row["round"]]
+        best = max(round_epochs, key=lambda r: r["val_acc"])
+        assert row["val_acc"] == best["val_acc"]
+        assert row["best_epoch"] == min(
+            r["epoch"] for r in round_epochs if r["val_acc"] == best["val_acc"]
+        )
+
+
+def test_rows_survive_json_with_full_precision(tiny_trial, tmp_path):
+    reporter = DirectoryReporter(tmp_path)
+    run_trial(parse_trial_config(tiny_trial(method="dense")), reporter)
+    written = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
+    for kept, row in zip(written, reporter.rows, strict=True):
+        for key, value in row.items():
+            if isinstance(value, float):
+                assert kept[key] == value, key  # no rounding on the way to disk
+    state = torch.load(tmp_path / "checkpoint_000000" / "state.pt", weights_only=True)
+    assert state["metrics"]["val_acc"] == reporter.rows[-1]["val_acc"]
