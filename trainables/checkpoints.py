@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from trainables import faults
 from trainables.config import TrialConfig
 from trainables.errors import PrunetuneError
 
@@ -46,23 +47,41 @@ def recipe_hash(config: TrialConfig) -> str:
 
 def _atomic_write(path: Path, write: Any) -> None:
     temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def save_round_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` (and its `metrics` as JSON) into `directory`; returns the state path."""
+    """Write `state` (and its `metrics` as JSON) into `directory`; returns the state path.
+
+    A failed write (disk full, unwritable directory) raises CheckpointError naming the file and
+    leaves no partial file behind; an earlier checkpoint elsewhere is untouched.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {"format_version": FORMAT_VERSION, **state}
     path = directory / STATE_FILE
-    _atomic_write(path, lambda target: torch.save(state, target))
+    seed = (state.get("config") or {}).get("seed")
+
+    def write_state(target: Path) -> None:
+        faults.before_checkpoint_write(target, seed, state.get("round"))  # test-only hook
+        torch.save(state, target)
+
     metrics = {**state["metrics"], "layer_sparsity": state["layer_sparsity"]}
 
     def write_json(target: Path) -> None:
         target.write_text(json.dumps(metrics, indent=1, default=float))
 
-    _atomic_write(directory / METRICS_FILE, write_json)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, write_state)
+        _atomic_write(directory / METRICS_FILE, write_json)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise CheckpointError(f"{path}: could not write checkpoint: {reason}") from error
     return path
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import pruning
+from trainables import faults
 from trainables.augment import BatchAugment
 from trainables.batches import iterate_batches
 from trainables.config import TrialConfig
@@ -114,6 +115,11 @@ def evaluate(
     return correct / max(seen, 1)
 
 
+def _all_finite(model: nn.Module) -> bool:
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
@@ -152,6 +158,8 @@ def train_phase(
     diverged = False
     try:
         for epoch in epochs:
+            faults.at_epoch_start(config.seed, round_index, epoch)  # test-only; inert if unset
+            poison = faults.nan_loss(config.seed, round_index, epoch)
             lr = schedule(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -174,6 +182,8 @@ def train_phase(
                 with runtime.autocast():
                     logits = model(inputs)
                     loss = loss_fn(logits, targets)
+                    if poison:
+                        loss = loss * float("nan")
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -192,7 +202,9 @@ def train_phase(
                 correct += (logits.detach().argmax(dim=1) == targets).sum()
                 seen += len(targets)
             train_loss = float(loss_sum) / max(seen, 1)
-            if not math.isfinite(train_loss):
+            # The weights too: a NaN gradient on the epoch's last step leaves the loss finite but
+            # the weights non-finite, and they must not become the "last good" state.
+            if not math.isfinite(train_loss) or not _all_finite(model):
                 diverged = True
                 model.load_state_dict(last_good_state)
                 break

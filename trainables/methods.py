@@ -266,19 +266,26 @@ def imp_targets(config: TrialConfig) -> list[float]:
 
 def load_dense_checkpoint(context: TrialContext, directory: str) -> dict[str, Any]:
     """A dense trial's round-0 state, after checking it was trained with this trial's recipe."""
+    return check_dense_checkpoint(context.config, directory)
+
+
+def check_dense_checkpoint(config: TrialConfig, directory: str) -> dict[str, Any]:
+    """Load `directory` as the dense round-0 checkpoint of `config`'s recipe; ConfigError (one
+    line naming imp.dense_checkpoint and the path) if it is missing, unreadable or another
+    recipe's. Used by the trial and, before Ray starts, by run_sweep's preflight."""
     try:
         state = load_round_checkpoint(directory)
     except CheckpointError as error:
         raise ConfigError(f"imp.dense_checkpoint: {error}") from None
-    if state.get("round") != 0 or state.get("recipe_hash") != context.recipe:
+    if state.get("round") != 0 or state.get("recipe_hash") != recipe_hash(config):
         raise ConfigError(
             f"imp.dense_checkpoint: {directory} is not a dense checkpoint of this trial's recipe "
             "(seed, data, model and train settings must match)"
         )
-    if state.get("rewind_epoch") != context.config.imp.rewind_epoch:
+    if state.get("rewind_epoch") != config.imp.rewind_epoch:
         raise ConfigError(
             f"imp.dense_checkpoint: {directory} kept rewind weights for "
-            f"{state.get('rewind_epoch')!r}, this trial rewinds to {context.config.imp.rewind}"
+            f"{state.get('rewind_epoch')!r}, this trial rewinds to {config.imp.rewind}"
         )
     return state
 

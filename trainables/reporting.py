@@ -48,8 +48,11 @@ class TuneReporter:
         tune.report(row)
 
     def round(self, row: dict[str, Any], state: dict[str, Any]) -> None:
+        import ray
         from ray import tune
 
+        # Which Ray node ran the round (multi-node sweeps; a reused dense row gets this node's).
+        row = {**row, "node_id": ray.get_runtime_context().get_node_id()}
         with tempfile.TemporaryDirectory(prefix="prunetune-ckpt-") as directory:
             save_round_checkpoint(directory, state)
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))

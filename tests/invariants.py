@@ -1,0 +1,131 @@
+"""Correctness invariants of every saved round checkpoint, checked from the files alone.
+
+`check_experiment(dir)` walks each trial directory (one with a params.json) of a Tune experiment
+(or a DirectoryReporter directory with a params.json written by the test) and, for every
+`checkpoint_*/state.pt`, asserts:
+
+- pruned weights (mask False) are exactly zero in `model` and in `best_model`;
+- masks only shrink across an IMP trial's rounds (unless a mask control shuffles them);
+- the reported `sparsity`, `params_prunable` and `params_total` equal counts of zeros in the
+  saved weights, for a model built independently from the trial's params.json config;
+- the reported `test_acc` equals re-evaluating `best_model` on the test split (respecting
+  `train.max_eval_batches`).
+
+Returns the number of checkpoints checked, so callers can assert it is not zero.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import pruning
+from trainables.config import TrialConfig, parse_trial_config
+from trainables.datasets import load_dataset
+from trainables.loop import TrialData, evaluate
+from trainables.models import build_model
+from trainables.runtime import resolve_runtime
+
+_DATA_CACHE: dict[str, Any] = {}
+
+
+def _trial_config(trial_dir: Path) -> TrialConfig:
+    params = json.loads((trial_dir / "params.json").read_text())
+    raw = params["trial"] if set(params) == {"trial"} else params
+    return parse_trial_config(raw, source=str(trial_dir / "params.json"))
+
+
+def _splits(config: TrialConfig) -> Any:
+    key = config.data.model_dump_json()
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = load_dataset(config.data)
+    return _DATA_CACHE[key]
+
+
+def _checkpoints(trial_dir: Path) -> list[Path]:
+    found = [p for p in trial_dir.glob("checkpoint_*") if (p / "state.pt").is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def check_trial(trial_dir: Path) -> int:
+    config = _trial_config(trial_dir)
+    splits = _splits(config)
+    runtime = resolve_runtime(config.train.model_copy(update={"device": "cpu"}), 1)
+    data = TrialData.build(splits, config, runtime)
+    model = build_model(config.model, splits.num_classes, splits.in_channels)
+    prunable = pruning.prunable_parameter_names(
+        model, config.prune.exclude_first_conv, config.prune.exclude_classifier
+    )
+    parameter_names = [name for name, _ in model.named_parameters()]
+    total = sum(p.numel() for p in model.parameters())
+    previous_masks: dict[str, torch.Tensor] | None = None
+    previous_round = -1
+    checked = 0
+    for checkpoint in _checkpoints(trial_dir):
+        where = f"{checkpoint}"
+        state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+        masks = state["masks"]
+        assert sorted(masks) == sorted(prunable), f"{where}: masks cover {sorted(masks)}"
+        for key in ("model", "best_model"):
+            weights = state[key]
+            for name, keep in masks.items():
+                pruned = weights[name][~keep]
+                assert torch.equal(pruned, torch.zeros_like(pruned)), (
+                    f"{where}: {key}.{name} has {int(pruned.count_nonzero())} nonzero pruned "
+                    "weights"
+                )
+        # Rounds only move forward in one trial directory; masks only shrink along them.
+        assert state["round"] > previous_round, f"{where}: round {state['round']} repeated"
+        previous_round = state["round"]
+        if (
+            config.method == "imp"
+            and config.prune.mask_control == "none"
+            and previous_masks is not None
+        ):
+            for name, keep in masks.items():
+                grew = keep & ~previous_masks[name]
+                assert not grew.any(), f"{where}: mask of {name} regrew {int(grew.sum())}"
+        previous_masks = masks
+
+        # Independent accounting: zeros in the saved final weights.
+        weights = state["model"]
+        prunable_numel = sum(weights[name].numel() for name in prunable)
+        prunable_nonzero = sum(int(weights[name].count_nonzero()) for name in prunable)
+        assert total == sum(weights[name].numel() for name in parameter_names)
+        metrics = state["metrics"]
+        on_disk = json.loads((checkpoint / "metrics.json").read_text())
+        for reported in (metrics, on_disk):
+            assert reported["sparsity"] == 1 - prunable_nonzero / prunable_numel, where
+            assert reported["params_prunable"] == prunable_nonzero, where
+            assert reported["params_total"] == total - prunable_numel + prunable_nonzero, where
+            assert reported["params_total_dense"] == total, where
+        assert state["sparsity"] == metrics["sparsity"], where
+
+        # The reported test accuracy is that of best_model on the test split.
+        model.load_state_dict(state["best_model"], strict=True)
+        test_acc = evaluate(
+            model,
+            splits.test_images,
+            splits.test_labels,
+            data.eval_augment,
+            runtime,
+            config.train.eval_batch_size,
+            config.train.max_eval_batches,
+        )
+        assert metrics["test_acc"] == test_acc, f"{where}: {metrics['test_acc']} != {test_acc}"
+        assert on_disk["test_acc"] == test_acc, where
+        checked += 1
+    return checked
+
+
+def check_experiment(directory: str | Path) -> int:
+    """Check every checkpoint of every trial under `directory`; the number checked."""
+    directory = Path(directory)
+    trial_dirs = sorted(p.parent for p in directory.glob("*/params.json"))
+    if (directory / "params.json").is_file():
+        trial_dirs.append(directory)
+    assert trial_dirs, f"{directory}: no trial directories"
+    return sum(check_trial(trial_dir) for trial_dir in trial_dirs)

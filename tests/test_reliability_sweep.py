@@ -1,0 +1,165 @@
+"""Faults injected into real sweeps (run_sweep.py as a subprocess, Ray started by it, the fault
+hook `PRUNETUNE_FAULT` inherited by its Ray workers): a trial that raises, a trial whose process
+is SIGKILLed, a trial whose loss turns NaN, and a disk that fills while a checkpoint is written.
+Every checkpoint the sweeps write is checked with tests/invariants.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from invariants import check_experiment
+from reliability_helpers import (
+    rows,
+    run_plot,
+    run_sweep,
+    tiny_base,
+    trial_dirs,
+    write_sweep,
+)
+
+from trainables.config import parse_trial_config
+from trainables.methods import run_trial
+from trainables.reporting import DirectoryReporter
+
+IMP = {"rounds": 2, "rate": 0.5, "rewind": "init"}
+COMPARED = ("val_acc", "test_acc", "sparsity", "params_total", "params_prunable", "best_epoch")
+
+
+@pytest.fixture(scope="module")
+def fault_sweep(data_root, tmp_path_factory):
+    """One sweep of three IMP trials: seed 0 raises at round 1 epoch 0, seed 1 is SIGKILLed at
+    round 1 epoch 1 (after reporting that round's epoch 0), seed 2's loss is NaN in round 1."""
+    tmp = tmp_path_factory.mktemp("faults")
+    markers = tmp / "markers"
+    markers.mkdir()
+    fault = ";".join([
+        f"crash_once:round=1,epoch=0,seed=0:{markers / 'crash'}",
+        f"kill_once:round=1,epoch=1,seed=1:{markers / 'kill'}",
+        "nan_loss:round=1,seed=2",
+    ])
+    sweep = write_sweep(
+        tmp / "faults.yaml",
+        name="faults",
+        base=tiny_base(data_root, method="imp", imp=IMP),
+        grid={"seed": [0, 1, 2]},
+        resources={"cpu": 1, "gpu": 0},
+        max_failures=1,
+    )
+    storage = tmp / "out"
+    process = run_sweep(str(sweep), "--storage", str(storage), fault=fault)
+    return process, storage / "faults", markers
+
+
+def _reference_rounds(trial_dir: Path, tmp: Path) -> list[dict]:
+    """The same trial run uninterrupted, in-process, without Ray."""
+    raw = json.loads((trial_dir / "params.json").read_text())["trial"]
+    raw["dense_cache"] = None
+    reporter = DirectoryReporter(tmp)
+    run_trial(parse_trial_config(raw), reporter, cpus=1)
+    return [row for row in reporter.rows if row["row_type"] == "round"]
+
+
+@pytest.mark.slow
+def test_sweep_survives_faults_and_exits_0(fault_sweep):
+    process, experiment, markers = fault_sweep
+    output = process.stdout + process.stderr
+    assert process.returncode == 0, output[-3000:]
+    # Both one-shot faults really fired inside the Ray workers (the env var reached them).
+    assert (markers / "crash").exists() and (markers / "kill").exists()
+    assert "3/3 trials finished" in process.stdout
+    assert "diverged (kept out of averages)" in process.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1], ids=["raise", "sigkill"])
+def test_crashed_trial_resumes_and_matches_uninterrupted_run(fault_sweep, seed, tmp_path):
+    process, experiment, _ = fault_sweep
+    assert process.returncode == 0, (process.stdout + process.stderr)[-3000:]
+    trial_dir = trial_dirs(experiment)[seed]
+    round_rows = rows(trial_dir)
+    # Each round reported once: the restart continued after its round-0 checkpoint.
+    assert [row["round"] for row in round_rows] == [0, 1, 2]
+    assert len({row["pid"] for row in round_rows}) == 2, "the trial was not restarted"
+    assert round_rows[0]["pid"] != round_rows[1]["pid"]
+    # Round 0's epochs ran once; the restart did not retrain the dense model.
+    assert [r["epoch"] for r in rows(trial_dir, "epoch") if r["round"] == 0] == [0, 1]
+
+    reference = _reference_rounds(trial_dir, tmp_path)
+    assert [row["round"] for row in reference] == [0, 1, 2]
+    for resumed, uninterrupted in zip(round_rows, reference, strict=True):
+        for key in COMPARED:
+            assert resumed[key] == uninterrupted[key], (seed, resumed["round"], key)
+        assert resumed["layer_sparsity"] == uninterrupted["layer_sparsity"]
+
+
+@pytest.mark.slow
+def test_diverged_trial_stops_cleanly_with_last_good_metrics(fault_sweep):
+    process, experiment, _ = fault_sweep
+    assert process.returncode == 0, (process.stdout + process.stderr)[-3000:]
+    trial_dir = trial_dirs(experiment)[2]
+    assert not (trial_dir / "error.txt").exists()
+    round_rows = rows(trial_dir)
+    assert [row["round"] for row in round_rows] == [0, 1]  # round 2 never started
+    assert [row["status"] for row in round_rows] == ["ok", "diverged"]
+    assert round_rows[-1]["final_round"] is True
+    assert all(math.isfinite(round_rows[-1][key]) for key in ("val_acc", "test_acc"))
+    # The diverged round's checkpoint holds the last good (finite) weights.
+    newest = sorted(trial_dir.glob("checkpoint_*"))[-1]
+    state = torch.load(newest / "state.pt", map_location="cpu", weights_only=True)
+    assert state["round"] == 1
+    for key in ("model", "best_model"):
+        assert all(torch.isfinite(t).all() for t in state[key].values() if t.is_floating_point())
+
+
+@pytest.mark.slow
+def test_plot_lists_diverged_trial_and_keeps_it_out_of_averages(fault_sweep, tmp_path):
+    process, experiment, _ = fault_sweep
+    assert process.returncode == 0, (process.stdout + process.stderr)[-3000:]
+    plot = run_plot(str(experiment), "--out", str(tmp_path))
+    assert plot.returncode == 0, plot.stdout + plot.stderr
+    text = plot.stdout + plot.stderr
+    assert "diverged" in text and "excluded" in text.lower(), text
+    excluded = (tmp_path / "excluded_trials.csv").read_text()
+    assert "diverged" in excluded and len(excluded.strip().splitlines()) == 2, excluded
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    seeds_column = next(c for c in summary.columns if c in ("n_seeds", "n", "seeds"))
+    assert (summary[seeds_column] == 2).all(), summary.to_string()
+    assert "diverged" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_fault_sweep_checkpoints_satisfy_invariants(fault_sweep):
+    process, experiment, _ = fault_sweep
+    assert process.returncode == 0, (process.stdout + process.stderr)[-3000:]
+    # 3 + 3 + 2 round checkpoints.
+    assert check_experiment(experiment) == 8
+
+
+@pytest.mark.slow
+def test_disk_full_while_checkpointing_errors_the_trial_and_exits_1(data_root, tmp_path):
+    sweep = write_sweep(
+        tmp_path / "full.yaml",
+        name="full",
+        base=tiny_base(data_root, method="snip", prune={"target_sparsity": 0.5}),
+        grid={"seed": [0, 1]},
+        resources={"cpu": 1, "gpu": 0},
+        max_failures=0,
+    )
+    process = run_sweep(str(sweep), "--storage", str(tmp_path / "out"), fault="enospc:seed=1")
+    assert process.returncode == 1, (process.stdout + process.stderr)[-3000:]
+    assert "1/2 trials finished" in process.stdout
+    errored = [line for line in process.stdout.splitlines() if "errored:" in line]
+    assert len(errored) == 1, process.stdout
+    trial_dir = trial_dirs(tmp_path / "out" / "full")[1]
+    assert errored[0].split()[1] == str(trial_dir)
+    error = (trial_dir / "error.txt").read_text()
+    assert "CheckpointError" in error and "No space left on device" in error, error
+    assert "state.pt: could not write checkpoint" in error
+    # The other trial finished and its checkpoint is sound.
+    assert check_experiment(trial_dirs(tmp_path / "out" / "full")[0]) == 1
