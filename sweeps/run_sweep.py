@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="results root: a local or shared path, or a URI such as s3://b/p"
                              " (default: ./output)")
     parser.add_argument("--name", default=None, help="experiment name (default: the file's)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and expand the sweep, print its trials and exit 0 "
+                             "without starting Ray or writing anything")
     return parser.parse_args(argv)
 
 
@@ -74,7 +77,11 @@ def _check_writable(directory: Path) -> None:
     existing = directory
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():
+        raise ConfigError(
+            f"output directory {directory} cannot be created: {existing} is not a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"output directory {directory} is not writable ({existing} is not)")
 
 
@@ -189,6 +196,18 @@ def _check_start_weights(plan: SweepPlan) -> None:
             check_weights_available(model)
 
 
+def _check_dense_checkpoints(plan: SweepPlan) -> None:
+    """Explicit `imp.dense_checkpoint` paths must exist, load, and match their trial's recipe:
+    a wrong one is a ConfigError here, before Ray starts, not an errored trial later."""
+    from trainables.config import parse_trial_config
+    from trainables.methods import check_dense_checkpoint
+
+    for trial in plan.trials:
+        directory = (trial.get("imp") or {}).get("dense_checkpoint")
+        if trial.get("method") in ("dense", "imp") and directory and "://" not in directory:
+            check_dense_checkpoint(parse_trial_config(trial, source="trial config"), directory)
+
+
 def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
     """Decode each distinct dataset once in the driver (errors here stop before Ray starts)."""
     from trainables.config import DataConfig
@@ -214,9 +233,11 @@ def _start_ray(launch: Launch) -> bool:
     if launch.address is not None:
         ray.init(address=launch.address, log_to_driver=False)
         return False
+    # address="local": a bare ray.init() joins whatever Ray instance already runs on this
+    # machine (another user's sweep, a test cluster) and then refuses num_cpus.
     ray.init(
-        num_cpus=os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1",
-        log_to_driver=False, logging_level="WARNING",
+        address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+        dashboard_host="127.0.0.1", log_to_driver=False, logging_level="WARNING",
     )
     return True
 
@@ -273,6 +294,9 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
         param_space={"trial": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=launch.plan.spec.max_concurrent_trials,
+            # A fresh worker per trial re-imports torch (~5-15 s on a busy node); every trial of
+            # a sweep asks for the same resources, so one warm worker can run them in turn.
+            reuse_actors=True,
             trial_name_creator=namer.name,
             trial_dirname_creator=namer.dirname,
         ),
@@ -311,10 +335,28 @@ def _report(launch: Launch, results: Any) -> int:
     return EXIT_TRIALS_FAILED if errored else 0
 
 
+def _print_plan(launch: Launch) -> int:
+    """--dry-run: the trials the sweep would run, by trial name, and their count."""
+    from types import SimpleNamespace
+
+    plan = launch.plan
+    namer = TrialNamer(plan)
+    note = f" ({launch.resume_note})" if launch.resume_note else ""
+    print(f"run_sweep: {launch.name}: {len(plan.trials)} trials -> {launch.experiment_dir}{note}")
+    for index, trial in enumerate(plan.trials):
+        name = namer.name(SimpleNamespace(config={"trial": trial}))
+        print(f"  {index:4d}  {name}  (method={trial['method']}, seed={trial['seed']})")
+    print(f"run_sweep: dry run: {len(plan.trials)} trials valid; nothing was started")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         launch = prepare(args)
+        if args.dry_run:
+            return _print_plan(launch)
+        _check_dense_checkpoints(launch.plan)
         datasets = _shared_datasets(launch.plan) if launch.address is None else {}
     except PrunetuneError as error:
         print(f"run_sweep: error: {error}", file=sys.stderr)

@@ -56,6 +56,23 @@ SMOKE_OVERRIDES = [
 ]
 
 
+def _smoke_overrides(spec: SweepSpec, user_overrides: list[str]) -> list[str]:
+    """SMOKE_OVERRIDES, with enough epochs for the latest `imp.rewind: epoch:K` in the sweep
+    (K + 1): the same number for every trial, so dense trials still match IMP's dense recipe."""
+    latest = 0
+    for experiment in spec.experiments:
+        for point in _grid_points({**spec.grid, **experiment.grid}):
+            overrides = [_as_override(key, value) for key, value in point.items()]
+            trial = apply_overrides(_deep_merge(spec.base, experiment.config),
+                                    overrides + user_overrides)
+            rewind = str((trial.get("imp") or {}).get("rewind", ""))
+            if rewind.startswith("epoch:") and rewind[6:].isdigit():
+                latest = max(latest, int(rewind[6:]))
+    if latest == 0:
+        return SMOKE_OVERRIDES
+    return [*SMOKE_OVERRIDES, f"train.epochs={latest + 1}", f"imp.retrain_epochs={latest + 1}"]
+
+
 _METHOD_ORDER = {"dense": 0, "imp": 1, "snip": 2}
 
 
@@ -168,6 +185,10 @@ def _sweep_error(error: ValidationError, source: str) -> ConfigError:
         return ConfigError(
             f"{source}: unknown sweep key {path!r}{hint}; allowed here: {', '.join(allowed)}"
         )
+    if first["type"] == "missing":
+        # The generic message quotes the whole input mapping, e.g. a pasted Ray cluster file.
+        path = ".".join(str(part) for part in loc)
+        return ConfigError(f"{source}: missing required sweep key {path!r} (see sweeps/*.yaml)")
     return ConfigError(f"{source}: {format_validation_error(error, SweepSpec)}")
 
 
@@ -187,15 +208,15 @@ def plan_sweep(
     overrides = list(overrides or [])
     sweep_fields = set(SweepSpec.model_fields)
     sweep_overrides = [o for o in overrides if o.split(".", 1)[0].split("=", 1)[0] in sweep_fields]
-    trial_overrides = [o for o in overrides if o not in sweep_overrides]
+    user_overrides = [o for o in overrides if o not in sweep_overrides]
     raw = apply_overrides(raw, sweep_overrides)
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
         raise _sweep_error(error, source) from None
     launch_dir = launch_dir or Path.cwd()
-    trial_overrides = (SMOKE_OVERRIDES if smoke else []) + trial_overrides
 
+    smoke_overrides = _smoke_overrides(spec, user_overrides) if smoke else []
     trials: list[dict[str, Any]] = []
     labels: list[str] = []
     seen: set[str] = set()
@@ -211,7 +232,7 @@ def plan_sweep(
         for point in _grid_points(grid):
             merged = _deep_merge(spec.base, experiment.config)
             point_overrides = [_as_override(key, value) for key, value in point.items()]
-            trial = apply_overrides(merged, point_overrides + trial_overrides)
+            trial = apply_overrides(merged, point_overrides + smoke_overrides + user_overrides)
             point_text = ", ".join(f"{key}={value!r}" for key, value in point.items())
             context = f"{source}: {where}" + (f" at {{{point_text}}}" if point else "")
             config = parse_trial_config(trial, source=context)
