@@ -157,6 +157,25 @@ def test_grid_sweep_one_trial_per_point_and_one_row_per_round(grid_sweep: dict[s
 
 
 @pytest.mark.slow
+def test_plot_renders_the_real_digits_sweep(grid_sweep: dict[str, Any]) -> None:
+    experiment = grid_sweep["experiment"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "analysis" / "plot.py"), str(experiment)],
+        capture_output=True, text=True, env=_env(), timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("results.csv", "summary.csv", "summary.md", "accuracy_vs_params.png",
+                 "accuracy_vs_params.svg"):
+        assert (experiment / name).is_file(), name
+    assert (experiment / "accuracy_vs_params.png").stat().st_size > 10_000
+    # One results row per (trial, round), counted from EXPECTED_GRID by hand: 2 + 6 + 4.
+    results = (experiment / "results.csv").read_text().strip().splitlines()
+    assert len(results) - 1 == sum(len(rounds) for rounds in EXPECTED_GRID.values()) == 12
+    summary = (experiment / "summary.md").read_text()
+    assert "dense" in summary and "SNIP" in summary and "IMP" in summary
+
+
+@pytest.mark.slow
 def test_trial_dir_names_are_readable(grid_sweep: dict[str, Any]) -> None:
     names = {d.name.rsplit("_", 2)[0] for d in trial_dirs(grid_sweep["experiment"])}
     assert names == {
@@ -495,6 +514,10 @@ BAD_SWEEPS = {
         ["resources.gpu"],
     ),
     "not a sweep file": ("cluster_name: prunetune\nmax_workers: 2\n", ["'name'"]),
+    "missing dataset, no download": (
+        "name: x\nbase: {data: {name: flowers102, root: no_such_data_dir, download: false}}\n",
+        ["no_such_data_dir", "flowers-102", "imagelabels.mat"],
+    ),
 }
 
 
@@ -537,6 +560,7 @@ def test_bad_sweep_file_is_refused_before_ray(
     )
     _assert_refused(code, err, words)
     assert not (tmp_path / "out").exists()
+    assert not (Path.cwd() / "no_such_data_dir").exists()  # nothing made under a missing root
 
 
 def test_missing_file_unwritable_storage_and_nothing_to_resume(

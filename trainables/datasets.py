@@ -284,9 +284,11 @@ def load_flowers102(cfg: Any) -> ImageSplits:
     image_size = resolved_image_size(cfg)
     store_size = store_size_for(image_size)
     root = str(Path(cfg.root).resolve())
+    # Listed (and downloaded if asked) before the cache is touched, so a missing dataset is
+    # reported without leaving a cache directory under a root that does not exist.
+    files = _flowers_file_lists(root, getattr(cfg, "download", True))
 
     def build() -> dict[str, dict[str, torch.Tensor]]:
-        files = _flowers_file_lists(root, getattr(cfg, "download", True))
         built = {}
         for split, (paths, labels) in files.items():
             if split == "train":
