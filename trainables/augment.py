@@ -207,7 +207,14 @@ class BatchAugment:
         x = self.crop(images, boxes)
         if self.hflip:
             flip = torch.rand(b, generator=generator, device=images.device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            if x.device.type == "cpu":
+                # Flip only the drawn samples, in place: the `where` below flips and then
+                # selects over the whole batch (a fifth of the augmentation at 224 px on CPU).
+                chosen = flip.nonzero().squeeze(1)
+                x.index_copy_(0, chosen, x.index_select(0, chosen).flip(-1))
+            else:
+                # No `nonzero` on an accelerator: it would wait for the device every batch.
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
     def _center_crop(self, images: torch.Tensor) -> torch.Tensor:

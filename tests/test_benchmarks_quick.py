@@ -1,0 +1,60 @@
+"""Every benchmark's `--quick` mode still runs and prints one JSON object with its figures.
+
+Nothing is timed here: the numbers of a quick run mean nothing, only that the script works.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+#: Keys each benchmark's JSON must have (besides bars, machine and wall_s).
+EXPECTED_KEYS = {
+    "bench_framework_overhead": {"epoch_s", "epoch_ratio_sweep_vs_bare", "sweep_startup_s"},
+    "bench_input_pipeline": {"sizes", "setup"},
+    "bench_pruning_ops": {"magnitude_prune", "snip_vs_train_step", "masked_training"},
+    "bench_sweep_efficiency": {"concurrency", "speedup_2_vs_1", "dense_sharing"},
+    "bench_memory": {"dataset_cache_mib", "cases", "extra_trial_uss_mib"},
+    "bench_gpu_packing": set(),
+}
+
+
+def run_quick(name: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick"],
+        cwd=BENCHMARKS.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"{name} printed nothing"
+    return json.loads(lines[-1])
+
+
+def test_every_benchmark_is_listed() -> None:
+    assert {p.stem for p in BENCHMARKS.glob("bench_*.py")} == set(EXPECTED_KEYS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
+def test_quick_mode_prints_its_figures(name: str) -> None:
+    result = run_quick(name)
+    assert result["quick"] is True
+    assert {"bars", "machine", "wall_s"} <= set(result)
+    for row in result["bars"]:
+        assert {"name", "value", "bar", "met", "unit"} <= set(row)
+    if name == "bench_gpu_packing" and "skipped" in result:
+        assert result["skipped"] == "no CUDA"
+        return
+    assert EXPECTED_KEYS[name] <= set(result), sorted(EXPECTED_KEYS[name] - set(result))
+    if name == "bench_sweep_efficiency":  # a count, not a timing: exact even in a quick run
+        sharing = result["dense_sharing"]
+        assert sharing["dense_trainings"] == len(result["setup"]["sharing_grid"]["seeds"])
