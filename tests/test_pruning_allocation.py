@@ -195,3 +195,26 @@ def test_published_resnet18_prunable_count_at_60_percent() -> None:
     scores = magnitude_scores(model, mask, ScoringContext())
     # The study's 60% row: 4,487,654 prunable weights remain (the 40% row: accounting tests).
     assert kept(prune_to_sparsity(scores, mask, 0.6)) == 4_487_654
+
+
+def test_selection_on_millions_of_scores_equals_a_stable_sort() -> None:
+    """The sampled-bracket selection used above 1M weights keeps exactly the weights a stable
+    descending sort keeps, ties (many, at the cut) and dead weights included."""
+    from pruning.allocation import _keep_top, _kth_smallest
+
+    generator = torch.Generator().manual_seed(3)
+    n = 1_500_000
+    scores = torch.randint(0, 5_000, (n,), generator=generator).float()  # ~300 ties per value
+    alive = torch.rand(n, generator=generator) < 0.9
+    for count in (1, 7, 400_000, int(alive.sum()) - 3, int(alive.sum())):
+        order = torch.sort(
+            torch.where(alive, scores, torch.tensor(-float("inf"))), descending=True, stable=True
+        ).indices
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[order[:count]] = True
+        assert torch.equal(_keep_top(scores, alive, count), expected), count
+    # A bracket that misses (all values equal) falls back to the full selection.
+    flat = torch.zeros(n)
+    assert _kth_smallest(flat, 12345) == 0
+    values = torch.randn(n, generator=generator)
+    assert _kth_smallest(values, 777) == torch.kthvalue(values, 777).values
