@@ -152,6 +152,13 @@ def train_phase(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
     schedule = lr_for_epoch or (lambda epoch: lr_at_epoch(train, epoch, total_epochs))
 
+    def accuracy_on(evaluated: nn.Module, split: str) -> float:
+        images, labels = splits.split(split)
+        return evaluate(
+            evaluated, images, labels, data.eval_augment, runtime, train.eval_batch_size,
+            train.max_eval_batches,
+        )
+
     best_val, best_epoch, best_state = -1.0, -1, clone_state(model)
     last_good_state = best_state
     rows: list[dict[str, Any]] = []
@@ -209,15 +216,7 @@ def train_phase(
                 model.load_state_dict(last_good_state)
                 break
             epoch_time = time.perf_counter() - started
-            val_acc = evaluate(
-                model,
-                splits.val_images,
-                splits.val_labels,
-                data.eval_augment,
-                runtime,
-                train.eval_batch_size,
-            train.max_eval_batches,
-            )
+            val_acc = accuracy_on(model, "val")
             last_good_state = clone_state(model)
             if val_acc > best_val:
                 best_val, best_epoch, best_state = val_acc, epoch, last_good_state
@@ -243,27 +242,11 @@ def train_phase(
 
     final_state = clone_state(model)
     if best_epoch < 0:  # diverged in the first epoch: evaluate what we have
-        best_val = evaluate(
-            model,
-            splits.val_images,
-            splits.val_labels,
-            data.eval_augment,
-            runtime,
-            train.eval_batch_size,
-            train.max_eval_batches,
-        )
+        best_val = accuracy_on(model, "val")
         best_state = final_state
     evaluation_model = copy.deepcopy(model)
     evaluation_model.load_state_dict(best_state)
-    test_acc = evaluate(
-        evaluation_model,
-        splits.test_images,
-        splits.test_labels,
-        data.eval_augment,
-        runtime,
-        train.eval_batch_size,
-            train.max_eval_batches,
-    )
+    test_acc = accuracy_on(evaluation_model, "test")
     return PhaseResult(
         final_state=final_state,
         best_state=best_state,
