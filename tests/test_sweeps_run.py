@@ -456,20 +456,26 @@ def test_quickstart_smoke_runs_on_digits(tmp_path: Path) -> None:
     not (FLOWERS_ROOT / "flowers-102").is_dir(),
     reason=f"no Flowers-102 copy at {FLOWERS_ROOT / 'flowers-102'}",
 )
-def test_reproduce_seed_table_smoke_runs_on_flowers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name",
+    ["reproduce_seed_table.yaml", "dense.yaml", "compare.yaml", "imp_grid.yaml", "snip_grid.yaml"],
+)
+def test_flowers_sweep_files_smoke_run_on_the_shared_copy(name: str, tmp_path: Path) -> None:
     settings = [*FLOWERS_SETTINGS, f"data.cache_dir={tmp_path / 'cache'}"]
     proc = run_sweep(
-        str(REPO / "sweeps" / "reproduce_seed_table.yaml"),
+        str(REPO / "sweeps" / name),
         "--smoke",
         *_sets(settings),
         "--storage",
         str(tmp_path / "out"),
         cwd=tmp_path,
-        timeout=400,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    dirs = trial_dirs(tmp_path / "out" / "reproduce_seed_table-smoke")
-    assert len(dirs) == SHIPPED_TRIALS["reproduce_seed_table.yaml"]
+    (experiment,) = [path for path in (tmp_path / "out").iterdir() if path.is_dir()]
+    assert experiment.name.endswith("-smoke")
+    dirs = trial_dirs(experiment)
+    assert len(dirs) == SHIPPED_TRIALS[name]
     assert all(finished(d) for d in dirs)
 
 
