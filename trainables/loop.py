@@ -151,6 +151,9 @@ def train_phase(
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
     schedule = lr_for_epoch or (lambda epoch: lr_at_epoch(train, epoch, total_epochs))
+    # Only the training forward is compiled; `model` (its parameters and state_dict keys) is
+    # shared with the compiled wrapper, so masks, checkpoints and evaluation see the same weights.
+    forward = torch.compile(model) if train.compile else model
 
     def accuracy_on(evaluated: nn.Module, split: str) -> float:
         images, labels = splits.split(split)
@@ -187,7 +190,7 @@ def train_phase(
                 max_batches=train.max_batches,
             ):
                 with runtime.autocast():
-                    logits = model(inputs)
+                    logits = forward(inputs)
                     loss = loss_fn(logits, targets)
                     if poison:
                         loss = loss * float("nan")
