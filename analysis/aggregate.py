@@ -212,12 +212,12 @@ def _match_dense(
 
 
 def _same(a: Any, b: Any) -> bool:
-    if _isnan(a) and _isnan(b):
+    if is_missing(a) and is_missing(b):
         return True
     return a == b
 
 
-def _isnan(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     """True for None, NaN and pandas' missing markers; False for any other value."""
     if value is None:
         return True

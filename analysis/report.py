@@ -7,20 +7,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.aggregate import line_keys
+from analysis.aggregate import is_missing, line_keys
 
 SCORER_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "random": "random",
                 "magnitude": "magnitude"}
-
-
-def _isnan(value: Any) -> bool:
-    """True for None, NaN and pandas' missing markers; False for any other value."""
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _base_label(record: dict[str, Any], varying_extras: list[str], several_finals: bool) -> str:
@@ -31,18 +21,18 @@ def _base_label(record: dict[str, Any], varying_extras: list[str], several_final
     if method == "imp":
         schedule = record.get("schedule")
         label = "IMP one-shot" if schedule == "oneshot" else "IMP iterative"
-        if not _isnan(scorer) and scorer != "magnitude":
+        if not is_missing(scorer) and scorer != "magnitude":
             label += f" ({SCORER_NAMES.get(scorer, scorer)})"
-        if several_finals and not _isnan(record.get("final_target_sparsity")):
+        if several_finals and not is_missing(record.get("final_target_sparsity")):
             label += f" to {100 * record['final_target_sparsity']:g}%"
     elif method == "snip":
-        if _isnan(scorer) or scorer == "snip":
+        if is_missing(scorer) or scorer == "snip":
             label = "SNIP"
         else:
             label = f"{SCORER_NAMES.get(scorer, scorer)} at init"
     else:
         label = str(method)
-        if not _isnan(scorer):
+        if not is_missing(scorer):
             label += f" ({scorer})"
     for key in varying_extras:
         label += f", {key}={record.get(key)}"
@@ -78,7 +68,7 @@ def line_labels(agg: pd.DataFrame) -> dict[tuple, str]:
 
 def line_id(row: Any, keys: list[str]) -> tuple:
     """Hashable identity of a line; NaN (no scorer, no schedule) compares equal to NaN."""
-    return tuple("nan" if _isnan(row[k]) else row[k] for k in keys)
+    return tuple("nan" if is_missing(row[k]) else row[k] for k in keys)
 
 
 def label_for(agg: pd.DataFrame, labels: dict[tuple, str], row: Any) -> str:
@@ -132,12 +122,12 @@ def summary_table(agg: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pct(value: float, digits: int = 2) -> str:
-    return "n/a" if _isnan(value) else f"{value:.{digits}f}"
+    return "n/a" if is_missing(value) else f"{value:.{digits}f}"
 
 
 def _mean_ci(row: dict[str, Any], metric: str) -> str:
     mean = row[f"{metric}_mean_pct"]
-    if _isnan(row["ci_low_pct"]):
+    if is_missing(row["ci_low_pct"]):
         return f"{mean:.2f} (n=1, no CI)"
     half = (row["ci_high_pct"] - row["ci_low_pct"]) / 2
     # A bootstrap interval need not be symmetric: show its ends then.
@@ -156,7 +146,7 @@ def _sparsity_cell(row: dict[str, Any]) -> str:
 
 
 def _signed(value: float) -> str:
-    return "n/a" if _isnan(value) else f"{value:+.2f}"
+    return "n/a" if is_missing(value) else f"{value:+.2f}"
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -224,7 +214,7 @@ def summary_markdown(
                    "aggregate above.")
         out.append("")
         erows = [[r["experiment"], r["trial_id"], r["trial_status"], r["method"],
-                  r["scorer"] if not _isnan(r["scorer"]) else "", r["seed"],
+                  r["scorer"] if not is_missing(r["scorer"]) else "", r["seed"],
                   r["rounds_reported"], r["reason"]] for _, r in excluded.iterrows()]
         out += _md_table(["experiment", "trial", "status", "method", "scorer", "seed",
                           "rounds", "reason"], erows)
