@@ -20,8 +20,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.spec import AUTO_DENSE_CACHE, SweepPlan, load_sweep  # noqa: E402
+from sweeps.spec import AUTO_DENSE_CACHE, SweepPlan, load_sweep, trial_key  # noqa: E402
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
+from trainables.files import atomic_write  # noqa: E402
 
 SWEEP_SUMMARY_FILE = "prunetune_sweep.json"
 EXIT_BAD_INPUT = 2
@@ -158,14 +159,14 @@ class TrialNamer:
 
     def __init__(self, plan: SweepPlan) -> None:
         self.labels = {
-            _trial_key(trial): label
+            trial_key(trial): label
             for trial, label in zip(plan.trials, plan.labels, strict=True)
         }
 
     def name(self, trial: Any) -> str:
         config = trial.config.get("trial", {})
         method = config.get("method", "?")
-        parts = [self.labels.get(_trial_key(config), method), f"s{config.get('seed')}"]
+        parts = [self.labels.get(trial_key(config), method), f"s{config.get('seed')}"]
         prune, imp = config.get("prune", {}), config.get("imp", {})
         if method == "snip" or (method == "imp" and imp.get("schedule") == "oneshot"):
             parts.append(f"sp{prune.get('target_sparsity'):g}")
@@ -175,10 +176,6 @@ class TrialNamer:
 
     def dirname(self, trial: Any) -> str:
         return f"{self.name(trial)}_{trial.trial_id}"
-
-
-def _trial_key(trial: dict[str, Any]) -> str:
-    return json.dumps(trial, sort_keys=True)
 
 
 def _check_start_weights(plan: SweepPlan) -> None:
@@ -265,10 +262,8 @@ def _write_sweep_files(launch: Launch) -> None:
     directory = Path(launch.experiment_dir)
     directory.mkdir(parents=True, exist_ok=True)
     summary = launch.plan.summary()
-    target = directory / SWEEP_SUMMARY_FILE
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(summary, indent=1))
-    os.replace(temporary, target)
+    text = json.dumps(summary, indent=1)
+    atomic_write(directory / SWEEP_SUMMARY_FILE, lambda target: target.write_text(text))
 
 
 def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:

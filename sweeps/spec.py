@@ -62,9 +62,7 @@ def _smoke_overrides(spec: SweepSpec, user_overrides: list[str]) -> list[str]:
     latest = 0
     for experiment in spec.experiments:
         for point in _grid_points({**spec.grid, **experiment.grid}):
-            overrides = [_as_override(key, value) for key, value in point.items()]
-            trial = apply_overrides(_deep_merge(spec.base, experiment.config),
-                                    overrides + user_overrides)
+            trial = _raw_trial(spec, experiment, point, user_overrides)
             rewind = str((trial.get("imp") or {}).get("rewind", ""))
             if rewind.startswith("epoch:") and rewind[6:].isdigit():
                 latest = max(latest, int(rewind[6:]))
@@ -136,6 +134,20 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def _raw_trial(
+    spec: SweepSpec, experiment: Experiment, point: dict[str, Any], overrides: list[str]
+) -> dict[str, Any]:
+    """One grid point's unvalidated trial mapping: base, then the experiment's config, then the
+    point's values, then `overrides`."""
+    point_overrides = [_as_override(key, value) for key, value in point.items()]
+    return apply_overrides(_deep_merge(spec.base, experiment.config), point_overrides + overrides)
+
+
+def trial_key(trial: dict[str, Any]) -> str:
+    """A trial config's identity (equal configs, equal keys)."""
+    return json.dumps(trial, sort_keys=True)
 
 
 def _as_override(key: str, value: Any) -> str:
@@ -230,9 +242,7 @@ def plan_sweep(
         grid = {**spec.grid, **experiment.grid}
         grid_keys += [key for key in experiment.grid if key not in grid_keys]
         for point in _grid_points(grid):
-            merged = _deep_merge(spec.base, experiment.config)
-            point_overrides = [_as_override(key, value) for key, value in point.items()]
-            trial = apply_overrides(merged, point_overrides + smoke_overrides + user_overrides)
+            trial = _raw_trial(spec, experiment, point, smoke_overrides + user_overrides)
             point_text = ", ".join(f"{key}={value!r}" for key, value in point.items())
             context = f"{source}: {where}" + (f" at {{{point_text}}}" if point else "")
             config = parse_trial_config(trial, source=context)
@@ -244,7 +254,7 @@ def plan_sweep(
                     f"{context}: train.device is 'cuda' but resources.gpu is 0; Ray gives a "
                     "trial no GPU unless resources.gpu asks for one"
                 )
-            key = json.dumps(resolved, sort_keys=True)
+            key = trial_key(resolved)
             if key in seen:
                 continue  # the same trial from two grid points runs once
             seen.add(key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from trainables import faults
 from trainables.config import TrialConfig
 from trainables.errors import PrunetuneError
+from trainables.files import atomic_write
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
@@ -45,16 +45,6 @@ def recipe_hash(config: TrialConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def save_round_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     """Write `state` (and its `metrics` as JSON) into `directory`; returns the state path.
 
@@ -77,8 +67,8 @@ def save_round_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, write_state)
-        _atomic_write(directory / METRICS_FILE, write_json)
+        atomic_write(path, write_state)
+        atomic_write(directory / METRICS_FILE, write_json)
     except OSError as error:
         reason = error.strerror or str(error)
         raise CheckpointError(f"{path}: could not write checkpoint: {reason}") from error

@@ -7,6 +7,7 @@ types, out-of-range values and unknown registry names are refused at load time w
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from pathlib import Path
@@ -271,7 +272,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of `raw` with `key.path=value` overrides set (values parsed as YAML)."""
-    result = _deep_copy(raw)
+    result = copy.deepcopy(raw)
     for override in overrides:
         key, sep, text = override.partition("=")
         if not sep or not key.strip():
@@ -290,14 +291,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = child
         node[parts[-1]] = value
     return result
-
-
-def _deep_copy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {key: _deep_copy(value) for key, value in raw.items()}
-    if isinstance(raw, list):
-        return [_deep_copy(value) for value in raw]
-    return raw
 
 
 def load_trial_config(path: str | Path, overrides: list[str] | None = None) -> TrialConfig:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from trainables.errors import DatasetUnavailableError
+from trainables.files import atomic_write
 from trainables.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -183,16 +183,6 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
 # --------------------------------------------------------------------------- disk cache
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def _load_cached(paths: dict[str, Path]) -> dict[str, dict[str, torch.Tensor]] | None:
     if not all(p.exists() for p in paths.values()):
@@ -230,7 +220,8 @@ def _disk_cached_splits(
             return cached
         built = build()
         for split, path in paths.items():
-            _atomic_save({**built[split], "format": CACHE_FORMAT}, path)
+            payload = {**built[split], "format": CACHE_FORMAT}
+            atomic_write(path, lambda target, payload=payload: torch.save(payload, target))
         return built
 
 
