@@ -12,7 +12,7 @@ from analysis.load import (
     load_layer_sparsity,
     load_results,
 )
-from analysis.stats import bootstrap_interval, mean_std, t_interval
+from analysis.stats import bootstrap_interval, logit_t_interval, mean_std, t_interval
 
 __all__ = [
     "AnalysisInputError",
@@ -23,6 +23,7 @@ __all__ = [
     "load_epochs",
     "load_layer_sparsity",
     "load_results",
+    "logit_t_interval",
     "matching_sparsity",
     "mean_std",
     "t_interval",

@@ -13,8 +13,20 @@ Rules (tests pin them):
 - Dense reference, per experiment: the trials with ``method == "dense"``; if the experiment has
   none, round 0 of its IMP trials (``dense_source`` says which). An experiment with neither is
   compared with the dense reference pooled over all experiments.
-- Interval: Student-t over seeds, ``mean +- t_{(1+ci)/2, n-1} * s / sqrt(n)`` (std with
-  ddof=1); NaN when n = 1. ``bootstrap=True`` uses a seeded percentile bootstrap instead.
+- Interval (``interval=``, see :mod:`analysis.stats`; NaN when n = 1):
+
+  - ``"t"`` (default): Student-t over seeds, ``mean +- t_{(1+ci)/2, n-1} * s / sqrt(n)`` (std
+    with ddof=1). The usual interval for a mean, kept as the default because it is the one
+    papers report and its half-width reads directly as "± points". It assumes roughly normal
+    seed-to-seed variation; with few seeds and a large spread its ends can pass 0 or 1 (n = 3
+    seeds of a collapsing method gave [-33.6%, 128.6%]). Such ends are kept as computed and
+    flagged (``ci_outside_range``), so tables can mark them and figures say they are cut.
+  - ``"logit-t"``: the same t interval on the logit scale, mapped back with the logistic
+    function: always inside (0, 1), asymmetric near the bounds; an interval for
+    ``expit(mean logit)``, which differs from the arithmetic mean when seeds disagree; NaN when
+    a seed is at exactly 0 or 1. Use it when intervals near 0% or 100% matter.
+  - ``"bootstrap"``: seeded percentile bootstrap of the mean; inside [min, max] of the seeds,
+    too narrow with few seeds.
 - Matching sparsity of a line: the highest mean measured sparsity among its levels whose mean
   accuracy satisfies ``mean >= dense_mean - tolerance`` (tolerance in percentage points). Levels
   need not be monotone; a level above a failing one still counts. NaN when no level qualifies
@@ -30,7 +42,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import ROW_FIELDS
-from analysis.stats import bootstrap_interval, mean_std, t_interval
+from analysis.stats import (
+    INTERVALS,
+    bootstrap_interval,
+    logit_t_interval,
+    mean_std,
+    t_interval,
+)
 
 METRICS = ("test_acc", "val_acc")
 # Numeric columns averaged (per seed first) to place a group on the plot.
@@ -67,18 +85,28 @@ def _level_frame(results: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def _interval(
+    values: np.ndarray, ci: float, interval: str, n_resamples: int, seed: int
+) -> tuple[float, float, str]:
+    if interval == "bootstrap":
+        low, high = bootstrap_interval(values, ci, n_resamples=n_resamples, seed=seed)
+        return low, high, f"bootstrap percentile {ci:g} ({n_resamples} resamples, seed {seed})"
+    if interval == "logit-t":
+        low, high = logit_t_interval(values, ci)
+        if values.size > 1 and math.isnan(low):
+            return low, high, f"logit-t {ci:g}: undefined (a seed at exactly 0% or 100%)"
+        return low, high, f"logit-t {ci:g}"
+    low, high = t_interval(values, ci)
+    return low, high, f"student-t {ci:g}"
+
+
 def _stats(
-    rows: pd.DataFrame, metric: str, ci: float, bootstrap: bool, n_resamples: int, seed: int
+    rows: pd.DataFrame, metric: str, ci: float, interval: str, n_resamples: int, seed: int
 ) -> dict[str, Any]:
     per_seed = rows.groupby(["experiment", "seed"], dropna=False)
     values = per_seed[metric].mean().to_numpy(dtype=float)
     mean, std = mean_std(values)
-    if bootstrap:
-        low, high = bootstrap_interval(values, ci, n_resamples=n_resamples, seed=seed)
-        method = f"bootstrap percentile {ci:g} ({n_resamples} resamples, seed {seed})"
-    else:
-        low, high = t_interval(values, ci)
-        method = f"student-t {ci:g}"
+    low, high, method = _interval(values, ci, interval, n_resamples, seed)
     out: dict[str, Any] = {
         "n": int(values.size),
         "seeds": ",".join(str(s) for _, s in per_seed[metric].mean().index),
@@ -87,6 +115,8 @@ def _stats(
         "ci_low": low,
         "ci_high": high,
         "ci_method": method if values.size > 1 else "none (n=1)",
+        # Accuracies cannot leave [0, 1]; a t interval can (see the module docstring).
+        "ci_outside_range": bool(low < 0.0 or high > 1.0),
         "trials": int(rows["trial_id"].nunique()),
     }
     positions = per_seed[[c for c in _POSITION_COLUMNS if c in rows.columns]].mean()
@@ -121,7 +151,7 @@ def aggregate(
     results: pd.DataFrame,
     metric: str = "test_acc",
     ci: float = 0.95,
-    bootstrap: bool = False,
+    interval: str = "t",
     n_resamples: int = 10_000,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -131,13 +161,17 @@ def aggregate(
     "dense"``), then every method line sorted by level. Accuracy columns (``mean``, ``std``,
     ``ci_low``, ``ci_high``, ``dense_mean``, ``delta_vs_dense``) are in the metric's own units
     (fractions), unrounded. ``delta_vs_dense = mean - dense_mean`` of the matching dense
-    reference (see the module docstring for every rule).
+    reference. ``interval`` is one of ``"t"``, ``"logit-t"``, ``"bootstrap"``; ``ci_method``
+    names it and ``ci_outside_range`` flags intervals reaching past [0, 1] (see the module
+    docstring for every rule).
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
     extras = extra_group_keys(results)
     rows = _level_frame(results)
-    args = (metric, ci, bootstrap, n_resamples, seed)
+    args = (metric, ci, interval, n_resamples, seed)
 
     dense, sources = dense_rows(results)
     dense_groups = []
@@ -177,14 +211,16 @@ def aggregate(
         "experiment", "method", "scorer", "schedule", "final_target_sparsity", *extras,
         "level_by", "round", "target_sparsity", "sparsity", "params_total", "params_prunable",
         "params_total_dense", "params_prunable_dense", "metric", "n", "seeds", "mean", "std",
-        "ci_low", "ci_high", "ci_method", "dense_mean", "dense_n", "delta_vs_dense",
-        "dense_source", "trials",
+        "ci_low", "ci_high", "ci_method", "ci_outside_range", "dense_mean", "dense_n",
+        "delta_vs_dense", "dense_source", "trials",
     ]
     for column in first:
         if column not in frame.columns:
             frame[column] = np.nan
     frame = frame[first]
     frame.attrs["dense_sources"] = sources
+    frame.attrs["interval"] = interval
+    frame.attrs["ci"] = ci
     frame.attrs["extra_keys"] = extras
     return frame
 

@@ -20,7 +20,7 @@ from matplotlib.transforms import offset_copy  # noqa: E402
 
 from analysis.aggregate import _level_frame, line_keys  # noqa: E402
 from analysis.load import load_layer_sparsity  # noqa: E402
-from analysis.report import line_id, line_labels  # noqa: E402
+from analysis.report import interval_name, line_id, line_labels  # noqa: E402
 
 # Okabe & Ito (2008), black left out for lines: it is the dense reference's colour.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
@@ -53,11 +53,19 @@ def _lines(agg: pd.DataFrame):
         yield labels[line_id(line.iloc[0], keys)], line
 
 
-def _cap_accuracy_axis(ax) -> None:
-    """Accuracy lives in [0, 100]: with few seeds a t-interval can reach past 100%, and the
-    axis should not stretch to show impossible values (the band is cut at the frame)."""
+def _cap_accuracy_axis(ax, agg: pd.DataFrame) -> None:
+    """Accuracy lives in [0, 100]: with few seeds a t-interval can reach past it, and the axis
+    should not stretch to show impossible values. The band is cut at the frame, and a note
+    under the axes says so, so that a cut band is never read as the whole interval."""
     low, high = ax.get_ylim()
     ax.set_ylim(max(low, 0.0), min(high, 100.5))
+    if agg["ci_outside_range"].any():
+        ax.annotate(
+            "† some intervals reach past 0% or 100% (too few seeds for their spread); "
+            "drawn cut at the frame",
+            xy=(0.0, 0.0), xycoords="axes fraction", xytext=(0, -42),
+            textcoords="offset points", fontsize=8, va="top",
+        )
 
 
 def plot_accuracy_vs_params(
@@ -130,7 +138,7 @@ def plot_accuracy_vs_params(
     ax.set_xlabel(PARAMS_LABELS.get(params_column, params_column))
     ax.set_ylabel(f"{metric.replace('_acc', '')} accuracy (%), mean ± {ci_name}")
     ax.grid(True, which="major", alpha=0.3)
-    _cap_accuracy_axis(ax)
+    _cap_accuracy_axis(ax, agg)
     _sparsity_top_axis(ax, agg, params_column)
     ax.set_title(title, pad=28 if _shared_dense_counts(agg) else 6)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
@@ -138,8 +146,8 @@ def plot_accuracy_vs_params(
 
 
 def _ci_name(agg: pd.DataFrame) -> str:
-    method = str(agg["ci_method"].iloc[0])
-    return "bootstrap CI" if method.startswith("bootstrap") else "t CI"
+    """Axis-label name of the interval, e.g. '95% Student-t CI'."""
+    return interval_name(agg)
 
 
 def _shared_dense_counts(agg: pd.DataFrame) -> tuple[float, float] | None:
@@ -220,7 +228,7 @@ def plot_accuracy_vs_round(agg: pd.DataFrame, out_dir: str | Path, title: str,
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(f"{metric.replace('_acc', '')} accuracy (%), mean ± {_ci_name(agg)}")
     ax.grid(True, alpha=0.3)
-    _cap_accuracy_axis(ax)
+    _cap_accuracy_axis(ax, agg)
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
     return _save(fig, out_dir, stem)

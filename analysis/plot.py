@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     python analysis/plot.py output/imp [output/snip ...] [--metric test_acc|val_acc] [--ci 0.95]
-        [--bootstrap] [--out DIR] [--tolerance 1.0] [--params total|prunable]
+        [--interval t|logit-t|bootstrap] [--out DIR] [--tolerance 1.0] [--params total|prunable]
         [--layer-sparsity 0.9]
 
 Writes into ``--out`` (default: the first experiment directory): results.csv (+ results.parquet
@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 from analysis.aggregate import aggregate, matching_sparsity  # noqa: E402
 from analysis.load import AnalysisInputError, excluded_trials, load_results  # noqa: E402
 from analysis.report import summary_markdown, summary_table, terminal_text  # noqa: E402
+from analysis.stats import INTERVALS  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 
@@ -44,8 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="accuracy to aggregate (default: test_acc)")
     parser.add_argument("--ci", type=float, default=0.95,
                         help="confidence level of the interval over seeds (default: 0.95)")
-    parser.add_argument("--bootstrap", action="store_true",
-                        help="percentile bootstrap (10,000 resamples, seeded) instead of Student-t")
+    parser.add_argument("--interval", choices=INTERVALS, default="t",
+                        help="interval over seeds: t = Student-t of the mean (default; can reach "
+                             "past 0/100%% with few seeds), logit-t = t on the logit scale "
+                             "(stays inside 0-100%%), bootstrap = seeded percentile bootstrap")
+    parser.add_argument("--bootstrap", dest="interval", action="store_const", const="bootstrap",
+                        help="same as --interval bootstrap")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: the first experiment directory)")
     parser.add_argument("--tolerance", type=float, default=1.0,
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     excluded.to_csv(out_dir / "excluded_trials.csv", index=False)
     written.append(out_dir / "excluded_trials.csv")
 
-    agg = aggregate(results, metric=args.metric, ci=args.ci, bootstrap=args.bootstrap)
+    agg = aggregate(results, metric=args.metric, ci=args.ci, interval=args.interval)
     if agg.empty:
         print(terminal_excluded(excluded), file=sys.stderr)
         raise AnalysisInputError(
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     params_column = f"params_{args.params}"
     summary.to_csv(out_dir / "summary.csv", index=False)
     (out_dir / "summary.md").write_text(
-        summary_markdown(summary, matching, excluded, agg, title=title, ci=args.ci,
+        summary_markdown(summary, matching, excluded, agg, title=title,
                          tolerance=args.tolerance, params_column=params_column),
         encoding="utf-8",
     )

@@ -111,6 +111,7 @@ def summary_table(agg: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
             "ci_low_pct": 100 * row["ci_low"],
             "ci_high_pct": 100 * row["ci_high"],
             "ci_method": row["ci_method"],
+            "ci_outside_0_100": bool(row["ci_outside_range"]),
             "dense_mean_pct": 100 * row["dense_mean"],
             "delta_vs_dense_points": 100 * row["delta_vs_dense"],
             "dense_source": row["dense_source"],
@@ -125,15 +126,49 @@ def _pct(value: float, digits: int = 2) -> str:
     return "n/a" if is_missing(value) else f"{value:.{digits}f}"
 
 
+#: Marks an interval that reaches past 0% or 100% (a t interval with few, spread-out seeds).
+OUTSIDE_MARK = "†"
+
+
 def _mean_ci(row: dict[str, Any], metric: str) -> str:
     mean = row[f"{metric}_mean_pct"]
     if is_missing(row["ci_low_pct"]):
+        if row["n"] > 1:
+            return f"{mean:.2f} (no CI: {row['ci_method'].split(': ', 1)[-1]})"
         return f"{mean:.2f} (n=1, no CI)"
     half = (row["ci_high_pct"] - row["ci_low_pct"]) / 2
-    # A bootstrap interval need not be symmetric: show its ends then.
+    mark = OUTSIDE_MARK if row["ci_outside_0_100"] else ""
+    # Bootstrap and logit-t intervals need not be symmetric: show their ends then.
     if abs((mean - row["ci_low_pct"]) - (row["ci_high_pct"] - mean)) > 0.005:
-        return f"{mean:.2f} [{row['ci_low_pct']:.2f}, {row['ci_high_pct']:.2f}]"
-    return f"{mean:.2f} ± {half:.2f}"
+        return f"{mean:.2f} [{row['ci_low_pct']:.2f}, {row['ci_high_pct']:.2f}]{mark}"
+    return f"{mean:.2f} ± {half:.2f}{mark}"
+
+
+INTERVAL_NAMES = {"t": "Student-t CI", "logit-t": "logit-t CI", "bootstrap": "bootstrap CI"}
+
+
+def interval_name(agg: pd.DataFrame) -> str:
+    """Short name of an aggregate's interval, e.g. '95% Student-t CI'."""
+    interval = agg.attrs.get("interval", "t")
+    return f"{100 * agg.attrs.get('ci', 0.95):g}% {INTERVAL_NAMES.get(interval, interval)}"
+
+
+def interval_legend(agg: pd.DataFrame) -> str:
+    """What an aggregate's intervals are, in words (and what a † means, when one is shown)."""
+    interval = agg.attrs.get("interval", "t")
+    text = {
+        "t": "Student-t interval of the mean over seeds (assumes normal seed-to-seed "
+             "variation)",
+        "logit-t": "Student-t interval on the logit scale, mapped back to percent (always "
+                   "inside 0-100%, shown as [low, high])",
+        "bootstrap": "percentile bootstrap interval of the mean over seeds (seeded; too "
+                     "narrow with few seeds)",
+    }.get(interval, interval)
+    text = f"{100 * agg.attrs.get('ci', 0.95):g}% {text}"
+    if agg["ci_outside_range"].any():
+        text += (f". {OUTSIDE_MARK} the interval reaches past 0% or 100%: too few seeds for "
+                 "their spread to pin the mean down (`--interval logit-t` stays inside 0-100%)")
+    return text
 
 
 def _sparsity_cell(row: dict[str, Any]) -> str:
@@ -161,19 +196,18 @@ def summary_markdown(
     excluded: pd.DataFrame,
     agg: pd.DataFrame,
     title: str,
-    ci: float,
     tolerance: float,
     params_column: str = "params_total",
 ) -> str:
     """summary.md: the per-level table, the matching sparsities and the excluded trials."""
     metric = str(agg["metric"].iloc[0])
-    ci_name = f"{100 * ci:g}% CI"
+    ci_name = interval_name(agg)
     out = [f"# {title}", ""]
     out.append(
-        f"{metric} in percent: mean over seeds ± half-width of the {ci_name} "
-        f"({agg['ci_method'].iloc[0] if len(agg) else ''}; intervals need n >= 2). "
-        "Δ vs dense is in percentage points. Sparsity = measured pruned fraction of the "
-        "prunable weights (mean over seeds); params = remaining nonzero parameters."
+        f"{metric} in percent: mean over seeds ± half-width of the interval, or [low, high] "
+        f"where it is not symmetric. Interval: {interval_legend(agg)}; intervals need "
+        "n >= 2. Δ vs dense is in percentage points. Sparsity = measured pruned fraction of "
+        "the prunable weights (mean over seeds); params = remaining nonzero parameters."
     )
     out.append("")
     out.append("Dense reference: " + "; ".join(
@@ -234,6 +268,7 @@ def terminal_text(summary: pd.DataFrame, matching: pd.DataFrame, excluded: pd.Da
         lines.append(f"{row['label']:<{width}}  {_sparsity_cell(row):>19}  {int(row['n']):>2}  "
                      f"{_mean_ci(row, metric):>22}  {_signed(row['delta_vs_dense_points']):>7}")
     lines.append("")
+    lines.append(f"interval: {interval_legend(agg)}")
     lines.append("dense reference: " + ("; ".join(
         f"{e}: {s}" for e, s in agg.attrs.get("dense_sources", {}).items()) or "none"))
     labels = line_labels(agg)

@@ -206,7 +206,7 @@ def test_other_swept_keys_split_groups_and_match_dense(tmp_path):
 
 
 def test_bootstrap_option_and_val_metric(results):
-    agg = aggregate(results, metric="val_acc", bootstrap=True, seed=1)
+    agg = aggregate(results, metric="val_acc", interval="bootstrap", seed=1)
     dense = _row(agg, method="dense")
     assert dense["mean"] == pytest.approx(0.81, abs=1e-9)  # val = test - 0.01
     assert dense["ci_method"].startswith("bootstrap")
