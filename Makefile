@@ -1,11 +1,13 @@
 # Two commands do all the set-up (see README):
 #   make quickstart   create the venv, run the quickstart sweep on digits and plot it
 #   make test         create the venv, lint, run the whole test suite (what CI runs)
+#   make docs         rerun the sweeps the README quotes; rewrite its tables and figures
+#   make docs-check   fail if README.md differs from what the results in output/docs give
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv quickstart test lint clean
+.PHONY: venv quickstart test lint clean docs docs-check
 
 venv: $(VENV)/.installed
 
@@ -20,6 +22,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 quickstart: venv
 	$(PY) sweeps/run_sweep.py sweeps/quickstart.yaml
 	$(PY) analysis/plot.py output/quickstart
+
+# The README's numbers are never typed: docs/generate.py reruns the sweeps of docs/sections.py
+# (a fresh output/docs/NAME each time) and rewrites the marked blocks of README.md.
+docs: venv
+	$(PY) docs/generate.py
+
+docs-check: venv
+	$(PY) docs/generate.py --check --results output/docs
 
 lint: venv
 	$(VENV)/bin/ruff check .

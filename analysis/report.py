@@ -130,7 +130,8 @@ def _pct(value: float, digits: int = 2) -> str:
 OUTSIDE_MARK = "†"
 
 
-def _mean_ci(row: dict[str, Any], metric: str) -> str:
+def mean_ci_text(row: dict[str, Any], metric: str) -> str:
+    """A summary row's mean and interval in percent, e.g. '97.96 ± 1.74' or '42.13 ± 69.58†'."""
     mean = row[f"{metric}_mean_pct"]
     if is_missing(row["ci_low_pct"]):
         if row["n"] > 1:
@@ -180,7 +181,8 @@ def _sparsity_cell(row: dict[str, Any]) -> str:
     return text
 
 
-def _signed(value: float) -> str:
+def signed_text(value: float) -> str:
+    """A change in points with its sign, e.g. '+0.56'; 'n/a' when missing."""
     return "n/a" if is_missing(value) else f"{value:+.2f}"
 
 
@@ -221,8 +223,8 @@ def summary_markdown(
     for _, r in summary.iterrows():
         row = r.to_dict()
         rows.append([row["label"], _sparsity_cell(row), _pct(row["target_sparsity_pct"]),
-                     f"{row[params_column]:,.0f}", int(row["n"]), _mean_ci(row, metric),
-                     _signed(row["delta_vs_dense_points"])])
+                     f"{row[params_column]:,.0f}", int(row["n"]), mean_ci_text(row, metric),
+                     signed_text(row["delta_vs_dense_points"])])
     out += _md_table(header, rows)
     out += ["", f"## Matching sparsity (tolerance {tolerance:g} point(s))", "",
             "The highest sparsity level whose mean accuracy is >= the dense mean minus the "
@@ -266,7 +268,8 @@ def terminal_text(summary: pd.DataFrame, matching: pd.DataFrame, excluded: pd.Da
     for _, r in summary.iterrows():
         row = r.to_dict()
         lines.append(f"{row['label']:<{width}}  {_sparsity_cell(row):>19}  {int(row['n']):>2}  "
-                     f"{_mean_ci(row, metric):>22}  {_signed(row['delta_vs_dense_points']):>7}")
+                     f"{mean_ci_text(row, metric):>22}  "
+                     f"{signed_text(row['delta_vs_dense_points']):>7}")
     lines.append("")
     lines.append(f"interval: {interval_legend(agg)}")
     lines.append("dense reference: " + ("; ".join(

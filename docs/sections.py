@@ -1,0 +1,121 @@
+"""The README's generated blocks: one `Section` per shipped sweep the README quotes.
+
+Each section owns the text between `<!-- docs:NAME:start -->` and `<!-- docs:NAME:end -->` in
+README.md (its figure links, its table, and a line saying where the numbers come from) and the
+figure files `docs/NAME_*.png`. Prose that interprets the numbers stays hand-written outside the
+markers.
+
+To quote another sweep in the README: add a `Section` to `SECTIONS` (a name, the sweep file,
+and optionally other figures or a table function), put the two markers where it belongs in
+README.md, and run `make docs`. A table function takes the section's `Analysed` results and
+returns Markdown; figures are `Figure` entries whose `draw` takes the same and a file stem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import aggregate, load_results, matching_sparsity
+from analysis.report import interval_legend, mean_ci_text, signed_text, summary_table
+
+
+@dataclass
+class Analysed:
+    """A section's results read back through `analysis`: the tidy rows, the aggregate over
+    seeds and the summary table (percent), as `analysis/plot.py` would compute them."""
+
+    results: pd.DataFrame
+    agg: pd.DataFrame
+    summary: pd.DataFrame
+
+    @classmethod
+    def from_directory(cls, experiment_dir: Path, interval: str = "t") -> Analysed:
+        results = load_results(experiment_dir)
+        agg = aggregate(results, interval=interval)
+        summary = summary_table(agg, matching_sparsity(agg))
+        return cls(results, agg, summary)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of a section: `draw(analysed, out_dir, stem, title)` writes `stem`.png."""
+
+    suffix: str
+    alt: str
+    draw: Callable[[Analysed, Path, str, str], list[Path]]
+
+
+def _accuracy_vs_params(analysed: Analysed, out_dir: Path, stem: str, title: str) -> list[Path]:
+    from analysis import figures  # matplotlib only when drawing
+
+    return figures.plot_accuracy_vs_params(analysed.agg, out_dir, title, stem=stem)
+
+
+def _accuracy_vs_round(analysed: Analysed, out_dir: Path, stem: str, title: str) -> list[Path]:
+    from analysis import figures
+
+    return figures.plot_accuracy_vs_round(analysed.agg, out_dir, title, stem=stem)
+
+
+ACCURACY_VS_PARAMS = Figure("accuracy_vs_params", "test accuracy vs remaining parameters",
+                            _accuracy_vs_params)
+ACCURACY_VS_ROUND = Figure("accuracy_vs_round", "test accuracy per IMP round", _accuracy_vs_round)
+
+
+def _levels(values: list[str]) -> str:
+    return " / ".join(values)
+
+
+def _number(value: float) -> str:
+    """A percentage with at most two decimals and no trailing zeros (80, 96, 99.2)."""
+    return f"{round(value, 2):g}"
+
+
+def method_table(analysed: Analysed) -> str:
+    """One row per method line, its levels joined by ' / ' (sparsity, params, accuracy, Δ)."""
+    summary = analysed.summary
+    metric = str(analysed.agg["metric"].iloc[0])
+    seeds = sorted(set(summary["n"].astype(int)))
+    n_text = f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} seeds"
+    accuracy = metric.replace("_acc", " acc")
+    header = ["method", "sparsity", "remaining params",
+              f"{accuracy} % (mean ± 95% CI, {n_text})", "Δ vs dense (points)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for label, line in summary.groupby("label", sort=False):
+        rows = [r.to_dict() for _, r in line.iterrows()]
+        if rows[0]["level_by"] == "dense":
+            sparsity, delta = "0", ""
+        else:
+            sparsity = _levels([_number(r["sparsity_pct"]) for r in rows]) + "%"
+            delta = _levels([signed_text(r["delta_vs_dense_points"]) for r in rows])
+        if rows[0]["level_by"] == "round":
+            label = f"{label} (round {_levels([str(int(r['round'])) for r in rows])})"
+        cells = [label, sparsity, _levels([f"{r['params_total']:,.0f}" for r in rows]),
+                 _levels([mean_ci_text(r, metric) for r in rows]), delta]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nIntervals: {interval_legend(analysed.agg)}."
+
+
+@dataclass(frozen=True)
+class Section:
+    """A generated README block: a shipped sweep, its figures and its table."""
+
+    name: str
+    sweep: str
+    title: str
+    figures: tuple[Figure, ...] = (ACCURACY_VS_PARAMS,)
+    table: Callable[[Analysed], str] = method_table
+    interval: str = "t"
+    run_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def figure_path(self, figure: Figure) -> str:
+        return f"docs/{self.name}_{figure.suffix}.png"
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section(name="quickstart", sweep="sweeps/quickstart.yaml", title="quickstart"),
+)

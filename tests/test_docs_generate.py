@@ -1,0 +1,155 @@
+"""docs/generate.py: the README's generated blocks are a function of a results directory alone,
+and the check fails when README.md differs from what given results produce (issue 14, part 2)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from docs import generate  # noqa: E402
+from docs.sections import SECTIONS  # noqa: E402
+
+try:
+    from fixtures_experiments import build_standard_experiment
+except ImportError:  # tests/ collected as a package
+    from tests.fixtures_experiments import build_standard_experiment
+
+T975_2 = 0.95 * math.sqrt(2 / (4 * 0.975 * 0.025))  # closed form with 2 degrees of freedom
+PROVENANCE = {"sweep": "sweeps/quickstart.yaml", "commit": "0123456789", "cpu": "Test CPU",
+              "uncommitted_changes": False, "cores": 2, "torch": "2.14.0", "ray": "2.60.0",
+              "wall_s": 231.4}
+README = """# title
+
+hand-written prose before
+
+<!-- docs:quickstart:start -->
+stale block
+<!-- docs:quickstart:end -->
+
+hand-written prose after
+"""
+
+
+@pytest.fixture
+def results_root(tmp_path):
+    root = tmp_path / "results"
+    experiment = build_standard_experiment(root, name="quickstart")
+    (experiment / generate.PROVENANCE_FILE).write_text(json.dumps(PROVENANCE))
+    return root
+
+
+def _readme(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "docs").mkdir(exist_ok=True)
+    path = directory / "README.md"
+    path.write_text(README)
+    return path
+
+
+def _generate(results_root: Path, directory: Path) -> Path:
+    readme = _readme(directory)
+    argv = ["--results", str(results_root), "--readme", str(readme), "--only", "quickstart"]
+    assert generate.main(argv) == 0
+    return readme
+
+
+def test_block_holds_the_hand_computed_numbers_and_keeps_the_prose(results_root, tmp_path):
+    text = _generate(results_root, tmp_path / "a").read_text()
+    assert text.startswith("# title\n\nhand-written prose before\n\n<!-- docs:quickstart:start")
+    assert text.endswith("<!-- docs:quickstart:end -->\n\nhand-written prose after\n")
+    assert "stale block" not in text
+    # Dense 0.80/0.82/0.84: mean 82, std 2 points; IMP rounds by hand (fixtures_experiments).
+    assert f"| dense | 0 | 1,010,000 | 82.00 ± {T975_2 * 2 / math.sqrt(3):.2f} |  |" in text
+    imp = (f"| IMP iterative (round 1 / 2 / 3) | 50.1 / 75.1 / 87.6% | "
+           f"509,000 / 259,000 / 134,000 | 83.00 ± {T975_2 * 1 / math.sqrt(3):.2f} / "
+           f"81.50 ± {T975_2 * 0.5 / math.sqrt(3):.2f} / 79.00 ± {T975_2 * 2 / math.sqrt(3):.2f}"
+           " | +1.00 / -0.50 / -3.00 |")
+    assert imp in text
+    assert "(mean ± 95% CI, 2-3 seeds)" in text  # the random line has 2 seeds
+    assert "95% Student-t interval of the mean over seeds" in text
+    assert ("commit `0123456789`; Test CPU, 2 cores, torch 2.14.0, ray 2.60.0): the sweep "
+            "took 3 min 51 s") in text
+    assert "![quickstart: test accuracy vs remaining parameters]" \
+           "(docs/quickstart_accuracy_vs_params.png)" in text
+
+
+def test_same_results_give_identical_readme_and_figure(results_root, tmp_path):
+    first = _generate(results_root, tmp_path / "a")
+    second = _generate(results_root, tmp_path / "b")
+    assert first.read_text() == second.read_text()
+    png = "docs/quickstart_accuracy_vs_params.png"
+    assert (tmp_path / "a" / png).read_bytes() == (tmp_path / "b" / png).read_bytes()
+    # Regenerating over an already generated README changes nothing either.
+    again = generate.main(["--results", str(results_root), "--readme", str(first),
+                           "--only", "quickstart"])
+    assert again == 0 and first.read_text() == second.read_text()
+
+
+def test_check_passes_on_match_and_fails_on_any_difference(results_root, tmp_path, capsys):
+    readme = _generate(results_root, tmp_path / "a")
+    check = ["--check", "--results", str(results_root), "--readme", str(readme),
+             "--only", "quickstart"]
+    assert generate.main(check) == 0
+    # A hand edit inside the block (a typed number) is caught, with a diff.
+    text = readme.read_text()
+    readme.write_text(text.replace("| +1.00 / -0.50 / -3.00 |", "| +1.00 / -0.50 / -2.00 |"))
+    assert generate.main(check) == generate.EXIT_DIFFERS
+    assert "+| IMP iterative" in capsys.readouterr().out
+    # Results that changed (one seed's dense accuracy) no longer match the README either.
+    readme.write_text(text)
+    (row_file,) = (results_root / "quickstart").glob("*method=dense,seed=0_*/result.json")
+    original = row_file.read_text()
+    _set_round_accuracy(row_file, 0.81)
+    assert generate.main(check) == generate.EXIT_DIFFERS
+    # Prose outside the markers is not checked.
+    row_file.write_text(original)
+    readme.write_text(text.replace("hand-written prose after", "edited prose"))
+    assert generate.main(check) == 0
+
+
+def _set_round_accuracy(result_json: Path, test_acc: float) -> None:
+    rows = [json.loads(line) for line in result_json.read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row.get("row_type") == "round":
+            row["test_acc"] = test_acc
+    result_json.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_missing_markers_or_provenance_exit_2(results_root, tmp_path, capsys):
+    readme = _readme(tmp_path / "a")
+    readme.write_text("# no markers\n")
+    argv = ["--results", str(results_root), "--readme", str(readme), "--only", "quickstart"]
+    assert generate.main(argv) == generate.EXIT_BAD_INPUT
+    assert "<!-- docs:quickstart:start -->" in capsys.readouterr().err
+    readme.write_text(README)
+    (results_root / "quickstart" / generate.PROVENANCE_FILE).unlink()
+    assert generate.main(argv) == generate.EXIT_BAD_INPUT
+    assert "docs_provenance.json is missing" in capsys.readouterr().err
+    assert readme.read_text() == README
+
+
+def test_a_directory_that_is_not_a_sweep_is_never_removed(tmp_path):
+    (tmp_path / "quickstart").mkdir()
+    (tmp_path / "quickstart" / "notes.txt").write_text("mine")
+    with pytest.raises(generate.DocsError, match="not a prunetune sweep"):
+        generate.run_section(SECTIONS[0], tmp_path)
+    assert (tmp_path / "quickstart" / "notes.txt").read_text() == "mine"
+
+
+def test_the_repository_readme_has_every_section_and_its_figures():
+    readme = (REPO / "README.md").read_text()
+    for section in SECTIONS:
+        start, end = generate.markers(section.name)
+        assert readme.count(start) == 1 and readme.count(end) == 1, section.name
+        assert readme.index(start) < readme.index(end)
+        assert (REPO / section.sweep).is_file()
+        for figure in section.figures:
+            assert (REPO / section.figure_path(figure)).is_file()
+            assert f"({section.figure_path(figure)})" in readme
