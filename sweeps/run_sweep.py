@@ -20,6 +20,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sweeps.cluster_access import check_cluster_access, connection_failure  # noqa: E402
 from sweeps.spec import AUTO_DENSE_CACHE, SweepPlan, load_sweep, trial_key  # noqa: E402
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
 from trainables.files import atomic_write  # noqa: E402
@@ -228,7 +229,16 @@ def _start_ray(launch: Launch) -> bool:
     import ray
 
     if launch.address is not None:
-        ray.init(address=launch.address, log_to_driver=False)
+        # Token authentication (Ray 2.60) and unreachable heads: one line at once, not a
+        # traceback after ~20 s of retries (see sweeps/cluster_access.py).
+        check_cluster_access(launch.address)
+        try:
+            ray.init(address=launch.address, log_to_driver=False)
+        except Exception as error:
+            failure = connection_failure(error, launch.address)
+            if failure is None:
+                raise
+            raise failure from None
         return False
     # address="local": a bare ray.init() joins whatever Ray instance already runs on this
     # machine (another user's sweep, a test cluster) and then refuses num_cpus.
@@ -364,9 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
 
-    started = _start_ray(launch)
+    started = False
     try:
         try:
+            started = _start_ray(launch)
             _check_cluster(launch, explicit_storage=args.storage is not None)
         except PrunetuneError as error:
             print(f"run_sweep: error: {error}", file=sys.stderr)
