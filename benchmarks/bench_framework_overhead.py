@@ -8,8 +8,8 @@ batch size and epochs, one torch thread each. Three ways, repetitions interleave
 * sweep: a one-trial sweep through `sweeps/run_sweep.py` in a fresh process (Ray Tune),
   per-epoch `epoch_time_s` read back from the trial's result.json.
 
-Per-epoch times exclude each run's first epoch (warm-up). The start-up cost of a sweep is its
-wall time minus the trial's own `round_time_s`.
+Per-epoch times exclude each run's first epoch (warm-up). The start-up of a sweep, stage by
+stage, is `bench_startup.py`'s.
 
     python benchmarks/bench_framework_overhead.py [--quick]
 """
@@ -105,11 +105,9 @@ def sweep_run(args: argparse.Namespace, work: Path, rep: int) -> dict[str, Any]:
         "resources": {"cpu": 1, "gpu": 0},
     }
     sweep_file = common.write_sweep(work, spec)
-    wall = common.run_sweep(sweep_file, work / "out")
+    common.run_sweep(sweep_file, work / "out")
     (rows,) = common.result_rows(work / "out" / spec["name"]).values()
-    epochs = [row["epoch_time_s"] for row in rows if row.get("row_type") == "epoch"]
-    (round_row,) = [row for row in rows if row.get("row_type") == "round"]
-    return {"wall_s": wall, "epochs": epochs, "trial_s": round_row["round_time_s"]}
+    return {"epochs": [row["epoch_time_s"] for row in rows if row.get("row_type") == "epoch"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,18 +122,16 @@ def main(argv: list[str] | None = None) -> None:
         args.reps, args.epochs, args.width, args.max_batches = 1, 2, 4, 2
     started = time.perf_counter()
 
-    bare, direct, sweep, startup = [], [], [], []
+    bare, direct, sweep = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         for rep in range(args.reps):  # A/B/C interleaved, so load changes hit all three
             bare += bare_epochs(args)[1:]
             direct += direct_epochs(args)[1:]
             run = sweep_run(args, Path(tmp), rep)
             sweep += run["epochs"][1:]
-            startup.append(run["wall_s"] - run["trial_s"])
 
     bare_s, direct_s, sweep_s = (common.median(x) for x in (bare, direct, sweep))
     ratio = sweep_s / bare_s
-    startup_s = common.median(startup)
     common.emit(
         {
             "benchmark": "framework_overhead",
@@ -144,8 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             "epoch_s": {"bare": bare_s, "direct": direct_s, "sweep": sweep_s},
             "epoch_ratio_sweep_vs_bare": ratio,
             "epoch_ratio_direct_vs_bare": direct_s / bare_s,
-            "sweep_startup_s": startup_s,
-            "samples": {"bare": bare, "direct": direct, "sweep": sweep, "startup": startup},
+            "samples": {"bare": bare, "direct": direct, "sweep": sweep},
             "bars": [
                 common.bar(
                     "per-epoch time, Ray Tune trial / bare loop",
@@ -153,13 +148,6 @@ def main(argv: list[str] | None = None) -> None:
                     "<= 1.05",
                     ratio <= 1.05,
                     "x",
-                ),
-                common.bar(
-                    "one-trial sweep start-up (wall - trial time)",
-                    startup_s,
-                    "< 10 s",
-                    startup_s < 10,
-                    "s",
                 ),
             ],
         },

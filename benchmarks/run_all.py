@@ -22,6 +22,7 @@ BENCHMARKS = (
     "bench_pruning_ops",
     "bench_input_pipeline",
     "bench_framework_overhead",
+    "bench_startup",
     "bench_memory",
     "bench_sweep_efficiency",
 )

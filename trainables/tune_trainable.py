@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
-from trainables.config import DataConfig, parse_trial_config
-from trainables.methods import run_trial
-from trainables.reporting import TuneReporter
-from trainables.shared_data import from_shareable
+# A trial's worker process imports torch, torchvision and prunetune through this module, before
+# its first epoch. The cyclic collector's passes over those hundreds of thousands of new,
+# long-lived objects free nothing but took a large share of that import: pause it, and freeze
+# what the import made so that later collections do not scan it either
+# (benchmarks/bench_startup.py).
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    from trainables.config import DataConfig, parse_trial_config
+    from trainables.methods import run_trial
+    from trainables.reporting import TuneReporter
+    from trainables.shared_data import from_shareable
+finally:
+    if _collecting:
+        gc.freeze()
+        gc.enable()
 
 
 def dataset_key(data: DataConfig) -> str:
