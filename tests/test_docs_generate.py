@@ -24,7 +24,7 @@ except ImportError:  # tests/ collected as a package
 T975_2 = 0.95 * math.sqrt(2 / (4 * 0.975 * 0.025))  # closed form with 2 degrees of freedom
 PROVENANCE = {"sweep": "sweeps/quickstart.yaml", "commit": "0123456789", "cpu": "Test CPU",
               "uncommitted_changes": False, "cores": 2, "torch": "2.14.0", "ray": "2.60.0",
-              "wall_s": 231.4}
+              "wall_s": 231.4, "load_avg_1m_at_start": 0.25}
 README = """# title
 
 hand-written prose before
@@ -75,7 +75,7 @@ def test_block_holds_the_hand_computed_numbers_and_keeps_the_prose(results_root,
     assert "(mean ± 95% CI, 2-3 seeds)" in text  # the random line has 2 seeds
     assert "95% Student-t interval of the mean over seeds" in text
     assert ("commit `0123456789`; Test CPU, 2 cores, torch 2.14.0, ray 2.60.0): the sweep "
-            "took 3 min 51 s") in text
+            "took 3 min 51 s (1-min load average 0.25 when it started)") in text
     assert "![quickstart: test accuracy vs remaining parameters]" \
            "(docs/quickstart_accuracy_vs_params.png)" in text
 
