@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from trainables.errors import PrunetuneError
 
@@ -44,8 +45,8 @@ def check_token_configured() -> None:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     if path and not os.environ.get("RAY_AUTH_TOKEN"):
         try:
-            readable = bool(open(path, encoding="utf-8").read().strip())  # noqa: SIM115
-        except OSError:
+            readable = bool(Path(path).read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
             readable = False
         if not readable:
             raise ClusterAccessError(

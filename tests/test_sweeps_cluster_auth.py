@@ -18,7 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.cluster_access import ClusterAccessError, check_reachable, split_host_port
+from sweeps.cluster_access import (
+    ClusterAccessError,
+    check_reachable,
+    connection_failure,
+    split_host_port,
+)
 
 try:
     from ray_cluster_helpers import LoopbackCluster, free_port, loopback_cluster
@@ -39,6 +44,20 @@ def test_nothing_listening_is_one_line_at_once():
     port = free_port()  # bound and released: nothing listens there now
     with pytest.raises(ClusterAccessError, match=f"no Ray head answers at 127.0.0.1:{port}"):
         check_reachable("127.0.0.1", port, timeout_s=2.0)
+
+
+def test_ray_init_failures_after_the_checks_become_one_line():
+    # What ray.init raises when a refused token slips past the checks (its text, as Ray 2.60
+    # words it), when no cluster is found, and anything else (left alone).
+    refused = RuntimeError("Failed to connect to GCS. Last connection error: ... "
+                           "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: ...")
+    error = connection_failure(refused, "10.0.0.5:6379")
+    assert "refused this driver: set RAY_AUTH_MODE=token" in str(error)
+    missing = ConnectionError("Could not find any running Ray instance.\nMore text")
+    error = connection_failure(missing, "auto")
+    assert str(error) == ("cannot connect to the Ray cluster at auto: Could not find any "
+                          "running Ray instance.")
+    assert connection_failure(ValueError("bad argument"), "auto") is None
 
 
 @pytest.fixture(scope="module")
