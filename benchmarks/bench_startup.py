@@ -38,8 +38,8 @@ STAGES = [
     ("ray.init", "_start_ray start", "_start_ray end"),
     ("build the Tuner", "_tuner start", "_tuner end"),
     ("Tune starts the trial (worker, imports)", "_tuner end", "trainable entered"),
-    ("trial set-up until its first epoch starts", "trainable entered", "first epoch starts"),
-    ("first epoch (training and evaluation)", "first epoch starts", "first epoch reported"),
+    ("trial set-up (and the first validation pass)", "trainable entered", "first epoch starts"),
+    ("first epoch's training (its epoch_time_s)", "first epoch starts", "first epoch reported"),
     ("ray.shutdown after the sweep", "ray.shutdown start", "ray.shutdown end"),
     ("interpreter exit", "main end", "exit"),
 ]
