@@ -97,7 +97,27 @@ def one_run(tree: Path, sweep_file: Path, work: Path) -> dict[str, float]:
     events[HEADLINE] = events["first epoch starts"]
     events[OLD_METRIC] = events["exit"] - round_row["round_time_s"]
     subprocess.run(["rm", "-rf", str(storage)], check=True)
+    _wait_for_ray_exit()
     return events
+
+
+def _wait_for_ray_exit(timeout_s: float = 20.0) -> None:
+    """Let the run's Ray processes (still exiting after the driver) finish before the next run
+    starts, so that no run pays for the previous one's clean-up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        busy = False
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and common.RAY_TMPDIR.encode() in (
+                        entry / "cmdline").read_bytes():
+                    busy = True
+                    break
+            except OSError:
+                continue
+        if not busy:
+            return
+        time.sleep(0.2)
 
 
 def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
