@@ -9,6 +9,7 @@ from pruning.allocation import (
     erk_layer_densities,
     imp_target_sparsity,
     kept_count_for_sparsity,
+    lamp_scores,
     prune_remaining_fraction,
     prune_to_sparsity,
 )
@@ -24,7 +25,10 @@ from pruning.masks import (
     prunable_parameter_names,
     save_mask,
 )
+from pruning.regrowth import drop_and_grow, drop_and_grow_layer
+from pruning.schedules import DropSchedule, GradualSchedule
 from pruning.scorers import (
+    BATCHNORM_MODES,
     SCORERS,
     Scorer,
     ScoringContext,
@@ -40,8 +44,11 @@ from pruning.scorers import (
 
 __all__ = [
     "ALLOCATIONS",
+    "BATCHNORM_MODES",
     "SCORERS",
     "Allocation",
+    "DropSchedule",
+    "GradualSchedule",
     "LayerCount",
     "Mask",
     "MaskedTraining",
@@ -53,6 +60,8 @@ __all__ = [
     "attach_mask",
     "check_mask_fits",
     "count_parameters",
+    "drop_and_grow",
+    "drop_and_grow_layer",
     "erk_layer_budgets",
     "erk_layer_densities",
     "full_mask",
@@ -60,6 +69,7 @@ __all__ = [
     "grasp_scores",
     "imp_target_sparsity",
     "kept_count_for_sparsity",
+    "lamp_scores",
     "layerwise_shuffle",
     "load_mask",
     "magnitude_scores",
