@@ -6,13 +6,14 @@ Rules (tests pin them):
   diverged trials are excluded as whole trials and listed by ``excluded_trials``.
 - The unit of replication is a seed: rows sharing (experiment, seed) inside a group are first
   averaged, so a seed is never counted twice; ``n`` is the number of seeds.
-- Levels: IMP with the iterative schedule is grouped by round index (and by the trial's final
-  target sparsity, should several be swept); IMP one-shot and the SNIP trainable (every scorer)
-  are grouped by ``target_sparsity``. Every other swept key except the seed splits groups too.
-- IMP round 0 is dense training; it never appears on the IMP line.
+- Levels: each round row says how its method's levels are defined (``level_by``, set by the
+  method): by round index for a method whose rounds are its sparsity levels (iterative IMP;
+  also split by the trial's final target sparsity, should several be swept), otherwise by
+  ``target_sparsity``. Every other swept key except the seed splits groups too.
+- Round 0 of a method other than dense is its dense start; it never appears on the method's line.
 - Dense reference, per experiment: the trials with ``method == "dense"``; if the experiment has
-  none, round 0 of its IMP trials (``dense_source`` says which). An experiment with neither is
-  compared with the dense reference pooled over all experiments.
+  none, the round-0 rows of its other methods (``dense_source`` says which). An experiment with
+  neither is compared with the dense reference pooled over all experiments.
 - Interval: Student-t over seeds, ``mean +- t_{(1+ci)/2, n-1} * s / sqrt(n)`` (std with
   ddof=1); NaN when n = 1. ``bootstrap=True`` uses a seeded percentile bootstrap instead.
 - Matching sparsity of a line: the highest mean measured sparsity among its levels whose mean
@@ -42,7 +43,7 @@ _POSITION_COLUMNS = [
     "params_total_dense",
     "params_prunable_dense",
 ]
-LINE_KEYS = ["experiment", "method", "scorer", "schedule", "final_target_sparsity"]
+LINE_KEYS = ["experiment", "method", "label", "scorer", "schedule", "final_target_sparsity"]
 
 
 def extra_group_keys(results: pd.DataFrame) -> list[str]:
@@ -52,18 +53,18 @@ def extra_group_keys(results: pd.DataFrame) -> list[str]:
 
 
 def _level_frame(results: pd.DataFrame) -> pd.DataFrame:
-    """Finished rows with ``level_by``/``level`` columns; IMP round 0 rows flagged."""
+    """Finished rows with ``level_by``/``level`` columns; dense-start rows (round 0 of a method
+    other than dense) flagged as ``imp_round0``."""
     rows = results[results["trial_status"] == "finished"].copy()
-    is_imp = rows["method"] == "imp"
-    iterative = is_imp & (rows["schedule"] == "iterative")
+    by_round = rows["level_by"] == "round"
     final_target = rows.groupby(["experiment", "trial_id"])["target_sparsity"].transform("max")
-    rows["final_target_sparsity"] = np.where(iterative, final_target, np.nan)
+    rows["final_target_sparsity"] = np.where(by_round, final_target, np.nan)
     rows["level_by"] = np.where(
-        rows["method"] == "dense", "dense", np.where(iterative, "round", "target_sparsity")
+        rows["method"] == "dense", "dense", np.where(by_round, "round", "target_sparsity")
     )
-    rows["level"] = np.where(iterative, rows["round"], rows["target_sparsity"].round(9))
+    rows["level"] = np.where(by_round, rows["round"], rows["target_sparsity"].round(9))
     rows["level"] = np.where(rows["method"] == "dense", 0.0, rows["level"])
-    rows["imp_round0"] = is_imp & (rows["round"] == 0)
+    rows["imp_round0"] = (rows["method"] != "dense") & (rows["round"] == 0)
     return rows
 
 
@@ -109,7 +110,8 @@ def dense_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             if dense.empty:
                 continue
             sources[str(experiment)] = (
-                f"round 0 of {dense['trial_id'].nunique()} IMP trial(s) (no dense trials)"
+                f"round 0 of {dense['trial_id'].nunique()} trial(s) starting from dense "
+                "(no dense trials)"
             )
         parts.append(dense.assign(dense_source=sources[str(experiment)]))
     if not parts:
@@ -174,7 +176,7 @@ def aggregate(
         return frame
     frame["metric"] = metric
     first = [
-        "experiment", "method", "scorer", "schedule", "final_target_sparsity", *extras,
+        "experiment", "method", "label", "scorer", "schedule", "final_target_sparsity", *extras,
         "level_by", "round", "target_sparsity", "sparsity", "params_total", "params_prunable",
         "params_total_dense", "params_prunable_dense", "metric", "n", "seeds", "mean", "std",
         "ci_low", "ci_high", "ci_method", "dense_mean", "dense_n", "delta_vs_dense",

@@ -9,31 +9,17 @@ import pandas as pd
 
 from analysis.aggregate import is_missing, line_keys
 
-SCORER_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "random": "random",
-                "magnitude": "magnitude"}
-
 
 def _base_label(record: dict[str, Any], varying_extras: list[str], several_finals: bool) -> str:
-    method = record.get("method")
-    scorer = record.get("scorer")
-    if method == "dense":
+    """The method's own label, as its rows carry it (`Method.row_tags`), plus what tells apart
+    lines that share it."""
+    label = record.get("label")
+    label = str(record.get("method")) if is_missing(label) else str(label)
+    if record.get("method") == "dense":
         return "dense"
-    if method == "imp":
-        schedule = record.get("schedule")
-        label = "IMP one-shot" if schedule == "oneshot" else "IMP iterative"
-        if not is_missing(scorer) and scorer != "magnitude":
-            label += f" ({SCORER_NAMES.get(scorer, scorer)})"
-        if several_finals and not is_missing(record.get("final_target_sparsity")):
-            label += f" to {100 * record['final_target_sparsity']:g}%"
-    elif method == "snip":
-        if is_missing(scorer) or scorer == "snip":
-            label = "SNIP"
-        else:
-            label = f"{SCORER_NAMES.get(scorer, scorer)} at init"
-    else:
-        label = str(method)
-        if not is_missing(scorer):
-            label += f" ({scorer})"
+    if (several_finals and record.get("level_by") == "round"
+            and not is_missing(record.get("final_target_sparsity"))):
+        label += f" to {100 * record['final_target_sparsity']:g}%"
     for key in varying_extras:
         label += f", {key}={record.get(key)}"
     return label
@@ -50,8 +36,8 @@ def line_labels(agg: pd.DataFrame) -> dict[tuple, str]:
     extras = list(agg.attrs.get("extra_keys", []))
     non_dense = lines[lines["method"] != "dense"]
     varying = [k for k in extras if non_dense[k].astype(str).nunique() > 1]
-    iterative = non_dense[non_dense["schedule"] == "iterative"]
-    several_finals = iterative["final_target_sparsity"].nunique() > 1
+    by_round = non_dense[non_dense["level_by"] == "round"]
+    several_finals = by_round["final_target_sparsity"].nunique() > 1
     base = {}
     for _, row in lines.iterrows():
         record = row.to_dict()

@@ -117,8 +117,8 @@ def prepare(args: argparse.Namespace) -> Launch:
     experiment_dir = _join(storage, name)
     cache = _dense_cache_dir(storage, experiment_dir, name)
     for trial in plan.trials:
-        if trial.get("dense_cache") == AUTO_DENSE_CACHE:
-            trial["dense_cache"] = cache
+        if trial["dense_model"]["cache"] == AUTO_DENSE_CACHE:
+            trial["dense_model"]["cache"] = cache
     address = args.address or os.environ.get("RAY_ADDRESS")
     resume = args.resume
     note = ""
@@ -155,7 +155,7 @@ def _check_local_gpus(gpus_per_trial: float) -> None:
 
 
 class TrialNamer:
-    """Readable trial (and TensorBoard run) names: label, seed and sparsity setting."""
+    """Readable trial (and TensorBoard run) names: label, seed, and the method's own parts."""
 
     def __init__(self, plan: SweepPlan) -> None:
         self.labels = {
@@ -164,15 +164,14 @@ class TrialNamer:
         }
 
     def name(self, trial: Any) -> str:
-        config = trial.config.get("trial", {})
-        method = config.get("method", "?")
-        parts = [self.labels.get(trial_key(config), method), f"s{config.get('seed')}"]
-        prune, imp = config.get("prune", {}), config.get("imp", {})
-        if method == "snip" or (method == "imp" and imp.get("schedule") == "oneshot"):
-            parts.append(f"sp{prune.get('target_sparsity'):g}")
-        elif method == "imp":
-            parts.append(f"p{imp.get('rate'):g}x{imp.get('rounds')}")
-        return "_".join(parts)
+        from trainables.config import parse_trial_config
+        from trainables.methods import METHODS
+
+        raw = trial.config.get("trial", {})
+        config = parse_trial_config(raw, source="trial config", check_ignored=False)
+        label = self.labels.get(trial_key(raw), config.method)
+        parts = METHODS.get(config.method).name_parts(config)
+        return "_".join([label, f"s{config.seed}", *parts])
 
     def dirname(self, trial: Any) -> str:
         return f"{self.name(trial)}_{trial.trial_id}"
@@ -194,15 +193,19 @@ def _check_start_weights(plan: SweepPlan) -> None:
 
 
 def _check_dense_checkpoints(plan: SweepPlan) -> None:
-    """Explicit `imp.dense_checkpoint` paths must exist, load, and match their trial's recipe:
+    """Explicit `dense_model.checkpoint` paths must exist, load, and match their trial's recipe:
     a wrong one is a ConfigError here, before Ray starts, not an errored trial later."""
     from trainables.config import parse_trial_config
-    from trainables.methods import check_dense_checkpoint
+    from trainables.methods import METHODS
+    from trainables.methods.dense_model import check_dense_checkpoint
 
     for trial in plan.trials:
-        directory = (trial.get("imp") or {}).get("dense_checkpoint")
-        if trial.get("method") in ("dense", "imp") and directory and "://" not in directory:
-            check_dense_checkpoint(parse_trial_config(trial, source="trial config"), directory)
+        directory = trial["dense_model"]["checkpoint"]
+        if directory and "://" not in directory:
+            config = parse_trial_config(trial, source="trial config", check_ignored=False)
+            keep = set(config.dense_model.keep_epochs)
+            keep |= METHODS.get(config.method).dense_epochs(config)
+            check_dense_checkpoint(config, directory, sorted(keep))
 
 
 def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
@@ -274,7 +277,9 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
 
     resources = launch.plan.spec.resources
     trainable = tune.with_resources(
-        tune.with_parameters(prunetune_trainable, datasets=datasets),
+        tune.with_parameters(
+            prunetune_trainable, datasets=datasets, methods=_methods_of(launch.plan)
+        ),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
     if launch.resume:
@@ -305,6 +310,23 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
             log_to_file=True,
         ),
     )
+
+
+def _methods_of(plan: SweepPlan) -> dict[str, Any]:
+    """The method objects the sweep uses, to travel with the trainable: a method registered only
+    in this process (a plug-in defined in the user's script or a test module) must reach the
+    workers too. Workers import the `trainables` package themselves; any other method module is
+    pickled by value, because a worker's import path need not contain it."""
+    import ray.cloudpickle
+
+    from trainables.methods import METHODS
+
+    methods = {trial["method"]: METHODS.get(trial["method"]) for trial in plan.trials}
+    for method in methods.values():
+        module = type(method).__module__
+        if module != "__main__" and not module.startswith("trainables."):
+            ray.cloudpickle.register_pickle_by_value(sys.modules[module])
+    return methods
 
 
 def _report(launch: Launch, results: Any) -> int:

@@ -70,6 +70,22 @@ def _config(spec: TrialSpec) -> dict[str, Any]:
     return config
 
 
+# The label and level_by tags a trainable's rows carry (see each Method.row_tags).
+_SCORER_LABELS = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
+                  "random": "random at init", "magnitude": "magnitude at init"}
+
+
+def _tags(spec: TrialSpec) -> dict[str, Any]:
+    if spec.method == "dense":
+        return {"label": "dense", "level_by": "dense"}
+    if spec.method == "imp":
+        iterative = spec.schedule != "oneshot"
+        return {"label": "IMP iterative" if iterative else "IMP one-shot",
+                "level_by": "round" if iterative else "target_sparsity"}
+    return {"label": _SCORER_LABELS.get(spec.scorer or spec.method, spec.method),
+            "level_by": "target_sparsity"}
+
+
 def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
@@ -92,8 +108,10 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
     rows: list[dict[str, Any]] = []
     iteration = 0
     total_time = 0.0
-    last = len(spec.rounds) - 1
-    for round_index, (target, acc) in enumerate(spec.rounds):
+    last = len(spec.rounds) - 1 + (0 if spec.method in ("dense", "imp") else 1)
+    # Like the trainables: only methods that start from the dense model report a round 0.
+    first = 0 if spec.method in ("dense", "imp") else 1
+    for round_index, (target, acc) in enumerate(spec.rounds, start=first):
         for epoch in range(spec.epochs_per_round):
             iteration += 1
             total_time += 1.5
@@ -124,6 +142,7 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
         round_row = {
             "row_type": "round",
             "method": spec.method,
+            **_tags(spec),
             "schedule": spec.schedule,
             "scorer": spec.scorer,
             "seed": spec.seed,

@@ -35,7 +35,7 @@ _DATA_CACHE: dict[str, Any] = {}
 def _trial_config(trial_dir: Path) -> TrialConfig:
     params = json.loads((trial_dir / "params.json").read_text())
     raw = params["trial"] if set(params) == {"trial"} else params
-    return parse_trial_config(raw, source=str(trial_dir / "params.json"))
+    return parse_trial_config(raw, source=str(trial_dir / "params.json"), check_ignored=False)
 
 
 def _splits(config: TrialConfig) -> Any:
@@ -67,6 +67,12 @@ def check_trial(trial_dir: Path) -> int:
     for checkpoint in _checkpoints(trial_dir):
         where = f"{checkpoint}"
         state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+        if state["kind"] == "progress":  # mid-round: only its mask is checked, and no metrics
+            phase = state["phase"]
+            assert not (checkpoint / "metrics.json").exists(), where
+            for name, keep in (phase["mask"] or {}).items():
+                assert not phase["model"][name][~keep].any(), f"{where}: {name} pruned nonzero"
+            continue
         masks = state["masks"]
         assert sorted(masks) == sorted(prunable), f"{where}: masks cover {sorted(masks)}"
         for key in ("model", "best_model"):

@@ -95,7 +95,7 @@ GRID_SWEEP = {
         },
         {
             "label": "snip",
-            "config": {"method": "snip", "prune": {"scorer": "snip"}},
+            "config": {"method": "snip"},
             "grid": {"prune.target_sparsity": [0.5, 0.8]},
         },
     ],
@@ -383,6 +383,7 @@ FLOWERS_SETTINGS = [
 # Trials per shipped file, counted by hand from the YAML: experiments x their grids.
 SHIPPED_TRIALS = {
     "quickstart.yaml": 3 * (1 + 1 + 3 + 3),
+    "methods_digits.yaml": 3 * (1 + 1 + 6 * 3),  # dense, IMP, then six methods at 3 targets
     "dense.yaml": 3,
     "imp_grid.yaml": 3 * (1 + 6 + 1),
     "snip_grid.yaml": 3 * 6 * 5,
@@ -452,6 +453,19 @@ def test_quickstart_smoke_runs_on_digits(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_methods_comparison_smoke_runs_on_digits(tmp_path: Path) -> None:
+    # One seed keeps it short; the full grid (3 seeds) is planned by test_sweeps_layers.py.
+    proc = run_sweep(
+        str(REPO / "sweeps" / "methods_digits.yaml"), "--smoke", "--set", "grid.seed=[0]",
+        "--set", "model.width=4", "--storage", str(tmp_path / "out"), cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    dirs = trial_dirs(tmp_path / "out" / "methods_digits-smoke")
+    assert len(dirs) == SHIPPED_TRIALS["methods_digits.yaml"] // 3
+    assert all(finished(d) for d in dirs)
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (FLOWERS_ROOT / "flowers-102").is_dir(),
     reason=f"no Flowers-102 copy at {FLOWERS_ROOT / 'flowers-102'}",
@@ -501,11 +515,11 @@ BAD_SWEEPS = {
     ),
     "unknown dataset": ("name: x\nbase: {data: {name: mnist}}\n", ["data.name", "mnist"]),
     "unknown model": ("name: x\nbase: {model: {name: vgg}}\n", ["model.name", "vgg"]),
-    "unknown scorer": (
+    "old spelling of a scorer": (
         "name: x\n"
         + TINY_YAML
-        + "experiments: [{config: {method: snip, prune: {scorer: snap}}}]\n",
-        ["prune.scorer", "snap"],
+        + "experiments: [{config: {method: snip, prune: {scorer: random}}}]\n",
+        ["experiments[0].config", "prune.scorer", "was renamed", "method: random"],
     ),
     "empty grid axis": ("name: x\n" + TINY_YAML + "grid: {seed: []}\n", ["seed", "no values"]),
     "empty experiment grid axis": (

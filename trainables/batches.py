@@ -73,3 +73,10 @@ def iterate_batches(
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         yield augment(x, aug_generator), y
+
+
+def steps_per_epoch(examples: int, batch_size: int, max_batches: int | None = None) -> int:
+    """Optimizer steps in one training epoch: full batches only (the loop drops the last short
+    one), capped at `max_batches`."""
+    steps = examples // batch_size
+    return steps if max_batches is None else min(steps, max_batches)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +16,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.errors import ConfigError
-
-METHODS = ("dense", "imp", "snip")
-_REWIND_PATTERN = re.compile(r"^(init|none|epoch:\d+)$")
 
 
 class _Section(BaseModel):
@@ -114,84 +110,190 @@ class TrainConfig(_Section):
 
 
 class PruneConfig(_Section):
+    """What every pruning method shares: what is prunable, how far, and the sanity controls.
+
+    Which of these a method reads is the method's business (`Method.reads`); a field set for a
+    method that ignores it is refused, not dropped.
+    """
+
     target_sparsity: float = Field(
-        0.8, ge=0, lt=1, description="pruned fraction of the prunable weights (snip, one-shot)"
+        0.8, ge=0, lt=1, description="final pruned fraction of the prunable weights"
     )
-    scorer: str = Field(
-        "snip", description="score of the snip trainable: snip, random, magnitude, grasp, synflow"
+    allocation: Literal["global", "layerwise", "erk", "lamp"] | None = Field(
+        None, description="how the sparsity is spread over layers; None = the method's default"
     )
-    allocation: Literal["global", "layerwise", "erk"] = "global"
     exclude_first_conv: bool = Field(False, description="never prune the first convolution")
     exclude_classifier: bool = Field(False, description="never prune the final linear layer")
-    score_batches: int = Field(1, ge=1, description="training batches SNIP/GraSP score on")
-    synflow_iterations: int = Field(100, ge=1)
     mask_control: Literal["none", "layerwise_shuffle"] = Field(
         "none", description="layerwise_shuffle keeps each layer's count, shuffles positions"
     )
     reinit: bool = Field(False, description="keep the mask, draw fresh weights")
 
-    @field_validator("scorer")
-    @classmethod
-    def _registered_scorer(cls, scorer: str) -> str:
-        from pruning import SCORERS
 
-        return _check_registered(scorer, sorted(SCORERS), "scorer")
+class DenseModelConfig(_Section):
+    """The dense model that methods starting from a trained network (dense, IMP, gmp from
+    dense) share: where it comes from and which of its training epochs are kept for rewinding."""
 
-
-class ImpConfig(_Section):
-    schedule: Literal["iterative", "oneshot"] = Field(
-        "iterative", description="iterative rounds at `rate`, or one-shot to target_sparsity"
-    )
-    rounds: int = Field(5, ge=1, le=100, description="pruning rounds (iterative)")
-    rate: float = Field(0.2, gt=0, lt=1, description="fraction of remaining weights per round")
-    rewind: str = Field("init", description="reset after pruning: init, epoch:K, or none")
-    lr_rewind: bool = Field(True, description="restart the LR schedule when rewind is none")
-    retrain_epochs: int | None = Field(
-        None, ge=1, description="epochs per retraining round; None = train.epochs"
-    )
-    dense_checkpoint: str | None = Field(
+    checkpoint: str | None = Field(
         None, description="a dense trial's checkpoint dir to start from instead of training"
     )
+    cache: str | None = Field(
+        None,
+        description="directory of dense models shared by the trials of one seed and recipe "
+        "(run_sweep sets it); None = each trial trains its own",
+    )
+    keep_epochs: list[int] = Field(
+        default_factory=list,
+        description="epochs K whose weights the dense run keeps for rewinding (`epoch:K`), "
+        "besides the initial ones; run_sweep sets the union over a recipe's trials",
+    )
 
-    @field_validator("rewind")
+    @field_validator("keep_epochs")
     @classmethod
-    def _rewind_spelling(cls, rewind: str) -> str:
-        if not _REWIND_PATTERN.match(rewind):
-            raise ValueError(f"rewind {rewind!r} is not one of: init, none, epoch:K (K >= 0)")
-        return rewind
-
-    @property
-    def rewind_epoch(self) -> int | None:
-        """K of `epoch:K`; 0 for `init`; None for `none`."""
-        if self.rewind == "none":
-            return None
-        return 0 if self.rewind == "init" else int(self.rewind.split(":")[1])
+    def _positive_sorted(cls, epochs: list[int]) -> list[int]:
+        if any(epoch < 1 for epoch in epochs):
+            raise ValueError("keep_epochs entries must be >= 1 (epoch 0 is the initial weights)")
+        return sorted(set(epochs))
 
 
-class TrialConfig(_Section):
-    method: Literal["dense", "imp", "snip"] = "dense"
+class MethodSection(_Section):
+    """Base class of a method's own settings, found under the key named after the method."""
+
+
+class SectionError(ValueError):
+    """A problem found while validating a method section or the trial as a whole; its message
+    is already the complete one line (field path included)."""
+
+
+# Spellings that existed before methods owned their settings, and what replaced them.
+MOVED_KEYS = {
+    "prune.scorer": "the scorer is the method now: write method: {scorer_method}",
+    "prune.score_batches": "moved to snip.score_batches (or grasp.score_batches)",
+    "prune.synflow_iterations": "moved to synflow.iterations",
+    "imp.dense_checkpoint": "moved to dense_model.checkpoint",
+    "dense_cache": "moved to dense_model.cache",
+}
+
+
+_SCORER_METHODS = {"snip": "snip", "grasp": "grasp", "synflow": "synflow", "random": "random",
+                   "magnitude": "magnitude_init"}
+
+
+def moved_key_message(path: str, value: Any = None) -> str:
+    """One line for a key of an old spelling, saying what to write instead."""
+    method = _SCORER_METHODS.get(value) if isinstance(value, str) else None
+    scorer_method = method or "snip, grasp, synflow, random or magnitude_init"
+    return f"config key {path!r} was renamed: " + MOVED_KEYS[path].format(
+        scorer_method=scorer_method)
+
+
+def _methods() -> Any:
+    from trainables.methods import METHODS
+
+    return METHODS
+
+
+class TrialConfig(BaseModel):
+    """One trial. Besides the shared sections below, the chosen method's own settings live under
+    a key named after it (`imp: {...}`, `gmp: {...}`), validated by the method's section model;
+    an absent section means the method's defaults."""
+
+    # extra="allow" only admits method sections: `_method_section` refuses anything else.
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    method: str = Field("dense", description="registered pruning method (see trainables/methods)")
     seed: int = Field(0, ge=0, description="seeds initialisation, batch order and augmentation")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     prune: PruneConfig = PruneConfig()
-    imp: ImpConfig = ImpConfig()
-    dense_cache: str | None = Field(
-        None,
-        description="directory of dense checkpoints shared by trials of the same seed and "
-        "recipe (run_sweep sets it); None = every IMP trial trains its own dense model",
-    )
+    dense_model: DenseModelConfig = DenseModelConfig()
+
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, method: str) -> str:
+        return _check_registered(method, _methods().names(), "method")
 
     @model_validator(mode="after")
-    def _rewind_inside_dense_run(self) -> TrialConfig:
-        epoch = self.imp.rewind_epoch
-        limit = min(self.train.epochs, self.imp.retrain_epochs or self.train.epochs)
-        if self.method == "imp" and epoch is not None and epoch >= limit:
-            raise ValueError(
-                f"imp.rewind epoch:{epoch} must be below train.epochs and imp.retrain_epochs "
-                f"({limit})"
-            )
+    def _method_section(self) -> TrialConfig:
+        methods = _methods()
+        method = methods.get(self.method)
+        extra = self.__pydantic_extra__
+        for key in list(extra):
+            if key in MOVED_KEYS:
+                raise SectionError(moved_key_message(key))
+            if key not in methods:
+                allowed = [*type(self).model_fields, self.method]
+                raise SectionError(
+                    f"unknown config key {key!r}{did_you_mean(key, allowed)}; "
+                    f"allowed here: {', '.join(allowed)}"
+                )
+            if key != self.method:
+                raise SectionError(
+                    f"config section {key!r} configures method {key}, but this trial's method "
+                    f"is {self.method}"
+                )
+            if method.section is None:
+                raise SectionError(f"method {key} has no settings section {key!r}")
+            extra[key] = validate_section(method.section, extra[key], key)
+        if method.section is not None and self.method not in extra:
+            extra[self.method] = method.section()
+        method.validate(self)
         return self
+
+    @property
+    def settings(self) -> Any:
+        """The chosen method's own section (None for a method without one)."""
+        return (self.__pydantic_extra__ or {}).get(self.method)
+
+
+def validate_section(section: type[BaseModel], value: Any, key: str) -> BaseModel:
+    """`value` validated as the method section `key`; SectionError naming `key.field` if bad."""
+    if isinstance(value, section):
+        return value
+    if not isinstance(value, dict):
+        raise SectionError(
+            f"config field {key!r}: expected a mapping of {key} settings (got {value!r})"
+        )
+    try:
+        return section.model_validate(value)
+    except ValidationError as error:
+        raise SectionError(format_validation_error(error, section, prefix=f"{key}.")) from None
+
+
+def set_fields(section: BaseModel, prefix: str) -> list[str]:
+    """Dotted paths of the fields explicitly set in `section` (recursively), as written."""
+    paths = []
+    for name in sorted(section.model_fields_set):
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            paths += set_fields(value, f"{prefix}{name}.")
+        else:
+            paths.append(f"{prefix}{name}")
+    return paths
+
+
+def ignored_fields(config: TrialConfig) -> list[str]:
+    """Fields set in the shared pruning sections or the method's own section that the method
+    does not read (`Method.reads`), in path order."""
+    method = _methods().get(config.method)
+    written = set_fields(config.prune, "prune.") + set_fields(config.dense_model, "dense_model.")
+    if config.settings is not None:
+        written += set_fields(config.settings, f"{config.method}.")
+    reads = method.reads(config)
+    return [path for path in written if not _covered(path, reads)]
+
+
+def _covered(path: str, reads: set[str]) -> bool:
+    return path in reads or any(
+        pattern.endswith(".*") and path.startswith(pattern[:-1]) for pattern in reads
+    )
+
+
+def ignored_field_message(config: TrialConfig, path: str) -> str:
+    """One line: `path` is set but `config`'s method does not read it."""
+    method = _methods().get(config.method)
+    return f"{path} is ignored by method {config.method}{method.mode_note(config)}; remove it"
 
 
 def _check_registered(name: str, allowed: list[str], kind: str) -> str:
@@ -223,9 +325,20 @@ def format_validation_error(
     error: ValidationError, model: type[BaseModel] = TrialConfig, prefix: str = ""
 ) -> str:
     """One line for the first problem in `error`, naming its dotted field path."""
-    first = error.errors()[0]
+    return format_error_detail(error.errors()[0], model, prefix)
+
+
+def format_error_detail(
+    first: dict[str, Any], model: type[BaseModel] = TrialConfig, prefix: str = ""
+) -> str:
+    """One line for one entry of `ValidationError.errors()`."""
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, SectionError):
+        return str(cause)
     loc = tuple(first["loc"])
     path = prefix + ".".join(str(part) for part in loc) if loc else prefix.rstrip(".")
+    if first["type"] == "extra_forbidden" and path in MOVED_KEYS:
+        return moved_key_message(path, first.get("input"))
     if first["type"] == "extra_forbidden":
         allowed = fields_at(model, loc[:-1])
         hint = did_you_mean(str(loc[-1]), allowed)
@@ -238,15 +351,75 @@ def format_validation_error(
     return f"{where}: {message} (got {first['input']!r})"
 
 
-def parse_trial_config(raw: dict[str, Any], source: str = "config") -> TrialConfig:
-    """Validate a nested dict into a TrialConfig; ConfigError (one line) if it is invalid."""
+def parse_trial_config(
+    raw: dict[str, Any], source: str = "config", check_ignored: bool = True
+) -> TrialConfig:
+    """Validate a nested dict into a TrialConfig; ConfigError (one line) if it is invalid.
+
+    With `check_ignored` (user input), a field the method would ignore is refused too; configs
+    that run_sweep already resolved (every default written out) are parsed without it.
+    """
     if not isinstance(raw, dict):
         kind = type(raw).__name__
         raise ConfigError(f"{source}: expected a mapping of config fields, got {kind}")
     try:
-        return TrialConfig.model_validate(raw)
+        config = TrialConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"{source}: {format_validation_error(error)}") from None
+    if check_ignored:
+        ignored = ignored_fields(config)
+        if ignored:
+            raise ConfigError(f"{source}: {ignored_field_message(config, ignored[0])}")
+    return config
+
+
+def check_written_fields(raw: Any, source: str) -> None:
+    """Check every value written in one layer of a config (a sweep's base, an experiment, a grid
+    value, an override) on its own: type, range and registry name of each field, unknown keys.
+
+    Cross-field rules need the composed trial and are checked there; a value that a later layer
+    replaces is still checked here, so no layer can hide an invalid value.
+    """
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__
+        raise ConfigError(f"{source}: expected a mapping of config fields, got {kind}")
+    _check_fields(raw, TrialConfig, "", source)
+
+
+def _check_fields(raw: dict[str, Any], model: type[BaseModel], prefix: str, source: str) -> None:
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        field = model.model_fields.get(str(key))
+        section = field.annotation if field is not None else None
+        if field is None and model is TrialConfig:
+            section = _section_model(str(key), source)
+            if section is None:  # a method without settings: let the composed check say so
+                continue
+        if isinstance(section, type) and issubclass(section, BaseModel) and isinstance(value, dict):
+            _check_fields(value, section, f"{path}.", source)
+            continue
+        try:
+            model.model_validate({key: value})
+        except ValidationError as error:
+            # Errors located elsewhere come from cross-field rules evaluated against defaults;
+            # the composed trial reports those.
+            own = [e for e in error.errors() if tuple(e["loc"])[:1] == (key,)]
+            if own:
+                message = format_error_detail(own[0], model, prefix)
+                raise ConfigError(f"{source}: {message}") from None
+
+
+def _section_model(key: str, source: str) -> type[BaseModel] | None:
+    methods = _methods()
+    if key in MOVED_KEYS:
+        raise ConfigError(f"{source}: {moved_key_message(key)}")
+    if key not in methods:
+        allowed = [*TrialConfig.model_fields, *methods.names()]
+        raise ConfigError(
+            f"{source}: unknown config key {key!r}{did_you_mean(key, allowed)}; "
+            f"allowed here: {', '.join(allowed)}"
+        )
+    return methods.get(key).section
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
