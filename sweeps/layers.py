@@ -99,11 +99,12 @@ def _remove(values: dict[str, Any], path: str) -> None:
     del node[last]
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `update` merged in, section by section (copies; neither input changes)."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -117,7 +118,7 @@ def compose_trial(layers: list[Layer], context: str, use: SharedFieldUse) -> Tri
             use.set_fields.setdefault(path, layer.name)
     raw: dict[str, Any] = {}
     for layer in layers:
-        raw = _merge(raw, layer.values)
+        raw = deep_merge(raw, layer.values)
     dropped = _drop_other_methods_sections(raw, layers)
     config = parse_trial_config(raw, source=context, check_ignored=False)
     ignored = ignored_fields(config)

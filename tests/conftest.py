@@ -7,7 +7,6 @@ accuracy.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,17 +14,9 @@ from typing import Any
 
 import pytest
 
+from sweeps.layers import deep_merge
+
 DIGITS_CLASSES, DIGITS_CHANNELS = 10, 1
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    result = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = _merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,7 +56,7 @@ def tiny_trial(data_root: Path) -> Callable[..., dict[str, Any]]:
     }
 
     def make(**overrides: Any) -> dict[str, Any]:
-        return _merge(base, overrides)
+        return deep_merge(base, overrides)
 
     return make
 

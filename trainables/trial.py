@@ -16,13 +16,14 @@ from trainables.reporting import Reporter, TrialLog
 from trainables.runtime import resolve_runtime
 
 
-def build_context(
+def run_trial(
     config: TrialConfig,
     reporter: Reporter,
     splits: ImageSplits | None = None,
     cpus: float | None = None,
-) -> TrialContext:
-    """Seed, load data, build the model on the trial's device, find where to resume."""
+) -> None:
+    """Run (or continue, from the reporter's latest checkpoint) one trial of `config.method`:
+    seed, load data, build the model on the trial's device, find where to resume, run."""
     runtime = resolve_runtime(config.train, cpus)
     splits = splits if splits is not None else load_dataset(config.data)
     random_streams.seed_initialisation(config.seed)
@@ -33,7 +34,7 @@ def build_context(
         model, config.prune.exclude_first_conv, config.prune.exclude_classifier
     )
     log = TrialLog(reporter)
-    return TrialContext(
+    context = TrialContext(
         config=config,
         method=METHODS.get(config.method),
         runtime=runtime,
@@ -44,14 +45,4 @@ def build_context(
         recipe=recipe_hash(config),
         resume=log.latest_state(),
     )
-
-
-def run_trial(
-    config: TrialConfig,
-    reporter: Reporter,
-    splits: ImageSplits | None = None,
-    cpus: float | None = None,
-) -> None:
-    """Run (or continue, from the reporter's latest checkpoint) one trial of `config.method`."""
-    context = build_context(config, reporter, splits, cpus)
     context.method.run(context)

@@ -8,7 +8,7 @@ overrides only what differs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from trainables.config import MethodSection, SectionError, TrialConfig
 from trainables.registry import Registry
@@ -24,19 +24,20 @@ PRUNABLE_FIELDS = frozenset({"prune.exclude_first_conv", "prune.exclude_classifi
 class Method:
     """Base class of a pruning method (see the module docstring)."""
 
-    name: ClassVar[str]
+    # Class attributes (an instance may set its own, as one class serving a family does).
+    name: str
     """The `method:` value in configs and the key of its own section."""
-    label: ClassVar[str]
+    label: str
     """How figures and tables call it."""
-    section: ClassVar[type[MethodSection] | None] = None
+    section: type[MethodSection] | None = None
     """Its own settings (a pydantic model with defaults and descriptions), or None."""
-    sweep_order: ClassVar[int] = 50
+    sweep_order: int = 50
     """Position in a sweep: lower runs first (dense 0, so the shared dense model is ready)."""
-    prune_fields: ClassVar[frozenset[str]] = frozenset()
+    prune_fields: frozenset[str] = frozenset()
     """The `prune.*` fields it reads besides what is prunable (see `reads`)."""
-    default_allocation: ClassVar[str] = "global"
+    default_allocation: str = "global"
     """`prune.allocation` when the config leaves it None."""
-    allocations: ClassVar[frozenset[str]] = frozenset({"global", "layerwise", "erk"})
+    allocations: frozenset[str] = frozenset({"global", "layerwise", "erk"})
     """The `prune.allocation` values that make sense for it."""
 
     # ---- what it needs ------------------------------------------------------------------
