@@ -12,7 +12,9 @@ from pruning.allocation import (
     prune_remaining_fraction,
     prune_to_sparsity,
 )
+from pruning.cost import flops, flops_effective, output_positions
 from pruning.enforce import MaskedTraining, attach_mask
+from pruning.latency import LatencyResult, LatencySettings, latency_ms
 from pruning.masks import (
     Mask,
     apply_mask,
@@ -42,6 +44,8 @@ __all__ = [
     "ALLOCATIONS",
     "SCORERS",
     "Allocation",
+    "LatencyResult",
+    "LatencySettings",
     "LayerCount",
     "Mask",
     "MaskedTraining",
@@ -55,15 +59,19 @@ __all__ = [
     "count_parameters",
     "erk_layer_budgets",
     "erk_layer_densities",
+    "flops",
+    "flops_effective",
     "full_mask",
     "get_scorer",
     "grasp_scores",
     "imp_target_sparsity",
     "kept_count_for_sparsity",
+    "latency_ms",
     "layerwise_shuffle",
     "load_mask",
     "magnitude_scores",
     "mask_sparsity",
+    "output_positions",
     "prunable_parameter_names",
     "prune_remaining_fraction",
     "prune_to_sparsity",
