@@ -12,6 +12,16 @@ from pruning.allocation import (
     prune_remaining_fraction,
     prune_to_sparsity,
 )
+from pruning.channel_groups import ChannelGraph, ChannelGroup
+from pruning.channel_importance import CRITERIA, ChannelScores, bn_scale_penalty, channel_scores
+from pruning.channels import (
+    CHANNEL_ALLOCATIONS,
+    ChannelAllocation,
+    ChannelPruning,
+    channels_to_keep,
+    prune_channels,
+    prune_channels_to_params,
+)
 from pruning.cost import flops, flops_effective, output_positions
 from pruning.enforce import MaskedTraining, attach_mask
 from pruning.latency import LatencyResult, LatencySettings, latency_ms
@@ -46,14 +56,23 @@ from pruning.scorers import (
     snip_scores,
     synflow_scores,
 )
+from pruning.shrunk_model import LayerWidths, layer_widths, rebuild, shrunk_state
 
 __all__ = [
     "ALLOCATIONS",
+    "CHANNEL_ALLOCATIONS",
+    "CRITERIA",
     "SCORERS",
     "Allocation",
+    "ChannelAllocation",
+    "ChannelGraph",
+    "ChannelGroup",
+    "ChannelPruning",
+    "ChannelScores",
     "LatencyResult",
     "LatencySettings",
     "LayerCount",
+    "LayerWidths",
     "Mask",
     "MaskedTraining",
     "NMLatency",
@@ -66,6 +85,9 @@ __all__ = [
     "SemiStructuredCopies",
     "apply_mask",
     "attach_mask",
+    "bn_scale_penalty",
+    "channel_scores",
+    "channels_to_keep",
     "check_mask_fits",
     "count_parameters",
     "erk_layer_budgets",
@@ -79,6 +101,7 @@ __all__ = [
     "imp_target_sparsity",
     "kept_count_for_sparsity",
     "latency_ms",
+    "layer_widths",
     "layerwise_shuffle",
     "load_mask",
     "magnitude_scores",
@@ -88,13 +111,17 @@ __all__ = [
     "output_positions",
     "parse_pattern",
     "prunable_parameter_names",
+    "prune_channels",
+    "prune_channels_to_params",
     "prune_remaining_fraction",
     "prune_to_sparsity",
     "random_scores",
+    "rebuild",
     "save_mask",
     "score",
     "semi_structured_copies",
     "scorer_names",
+    "shrunk_state",
     "snip_scores",
     "synflow_scores",
 ]
