@@ -20,7 +20,6 @@ from pruning.channels import (
     ChannelPruning,
     channels_to_keep,
     prune_channels,
-    prune_channels_to_params,
 )
 from pruning.cost import flops, flops_effective, output_positions
 from pruning.enforce import MaskedTraining, attach_mask
@@ -112,7 +111,6 @@ __all__ = [
     "parse_pattern",
     "prunable_parameter_names",
     "prune_channels",
-    "prune_channels_to_params",
     "prune_remaining_fraction",
     "prune_to_sparsity",
     "random_scores",

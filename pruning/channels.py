@@ -128,10 +128,11 @@ class ChannelPruning:
 def prune_channels(
     model: nn.Module,
     example_inputs: torch.Tensor,
-    ratio: float,
+    *,
+    ratio: float | None = None,
+    target_params: int | None = None,
     criterion: str = "l1",
     allocation: ChannelAllocation = "uniform",
-    *,
     original_channels: dict[str, int] | None = None,
     min_keep_fraction: float = 0.1,
     keep_outputs: list[str] | None = None,
@@ -139,65 +140,51 @@ def prune_channels(
 ) -> ChannelPruning:
     """Score ``model``'s channel groups with ``criterion`` and remove channels in place.
 
-    ``scoring`` goes to ``channel_scores`` (``batches``, ``num_batches``, ``loss_fn``, ``seed``).
+    The target is either ``ratio`` (the fraction of channels removed) or ``target_params``:
+    then the least pruning that leaves at most that many parameters in all, found by bisecting
+    the ratio (parameters fall monotonically as it grows) and counting each candidate exactly
+    on a pruned copy; ValueError if even the floors leave more. ``scoring`` goes to
+    ``channel_scores`` (``batches``, ``num_batches``, ``loss_fn``, ``seed``).
     """
-    graph = ChannelGraph(model, example_inputs, keep_outputs)
-    scores = channel_scores(graph, criterion, **scoring)
-    keep = channels_to_keep(scores, ratio, allocation, original_channels, min_keep_fraction)
-    return _remove_all_but(graph, keep, ratio)
-
-
-def prune_channels_to_params(
-    model: nn.Module,
-    example_inputs: torch.Tensor,
-    target_params: int,
-    criterion: str = "l1",
-    allocation: ChannelAllocation = "uniform",
-    *,
-    original_channels: dict[str, int] | None = None,
-    min_keep_fraction: float = 0.1,
-    keep_outputs: list[str] | None = None,
-    **scoring: object,
-) -> ChannelPruning:
-    """Prune in place the least that leaves at most ``target_params`` parameters in all.
-
-    Scores once, then bisects the ratio (parameters fall monotonically as it grows), counting
-    each candidate exactly on a pruned copy. ValueError if even the floors leave more.
-    """
+    if (ratio is None) == (target_params is None):
+        raise ValueError(
+            "give exactly one of ratio (fraction of channels removed) or target_params"
+        )
     graph = ChannelGraph(model, example_inputs, keep_outputs)
     scores = channel_scores(graph, criterion, **scoring)
     current = {group.name: group.channels for group in graph.groups}
     original = dict(original_channels or current)
 
-    def selection(ratio: float) -> dict[str, torch.Tensor]:
-        return channels_to_keep(scores, ratio, allocation, original, min_keep_fraction)
+    def selection(at: float) -> dict[str, torch.Tensor]:
+        return channels_to_keep(scores, at, allocation, original, min_keep_fraction)
 
-    counted: dict[tuple[int, ...], int] = {}
+    if target_params is not None:
+        counted: dict[tuple[int, ...], int] = {}
 
-    def params_at(ratio: float) -> int:
-        keep = selection(ratio)
-        key = tuple(len(indices) for indices in keep.values())
-        if key not in counted:
-            trial = copy.deepcopy(model)
-            _remove_all_but(ChannelGraph(trial, example_inputs, keep_outputs), keep, ratio)
-            counted[key] = _count(trial)
-        return counted[key]
+        def params_at(at: float) -> int:
+            keep = selection(at)
+            key = tuple(len(indices) for indices in keep.values())
+            if key not in counted:
+                trial = copy.deepcopy(model)
+                _remove_all_but(ChannelGraph(trial, example_inputs, keep_outputs), keep, at)
+                counted[key] = _count(trial)
+            return counted[key]
 
-    done = 1 - sum(current.values()) / sum(original.values())
-    low, high = done, math.nextafter(1.0, 0.0)
-    if params_at(low) <= target_params:
-        high = low
-    elif params_at(high) > target_params:
-        raise ValueError(
-            f"target_params {target_params} is below what the per-group floors keep "
-            f"({params_at(high)} parameters at min_keep_fraction {min_keep_fraction})"
-        )
-    ratio = _smallest_true(low, high, lambda r: params_at(r) <= target_params)
+        already = 1 - sum(current.values()) / sum(original.values())
+        most = math.nextafter(1.0, 0.0)
+        if params_at(most) > target_params:
+            raise ValueError(
+                f"target_params {target_params} is below what the per-group floors keep "
+                f"({params_at(most)} parameters at min_keep_fraction {min_keep_fraction})"
+            )
+        ratio = _smallest_true(already, most, lambda at: params_at(at) <= target_params)
     return _remove_all_but(graph, selection(ratio), ratio)
 
 
 def _smallest_true(low: float, high: float, test: Callable[[float], bool]) -> float:
-    """Bisection on [low, high] for a monotone test false at low and true at high."""
+    """The smallest x in [low, high] where a monotone test holds (it holds at high)."""
+    if test(low):
+        return low
     for _ in range(60):  # far below 1 / (channels of any network) in the end
         if high - low <= 1e-12:
             break

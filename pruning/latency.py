@@ -27,12 +27,14 @@ class LatencySettings:
     """How latency is measured; the defaults are the small budget a round can afford."""
 
     batch_sizes: tuple[int, ...] = (1, 64)
-    warmup: int = 2
+    warmup: int = 1
     """Untimed passes per batch size before the timed ones (allocator, caches, kernel choice)."""
     min_repeats: int = 3
-    max_repeats: int = 50
-    budget_s: float = 0.5
-    """Wall-clock seconds of timed passes per batch size after which repeating stops."""
+    max_repeats: int = 30
+    budget_s: float = 0.05
+    """Wall-clock seconds of timed passes per batch size after which repeating stops (the
+    ``min_repeats`` passes run even when they take longer): small, so that measuring stays a
+    few percent of even a short round (see benchmarks/bench_latency.py)."""
     threads: int | None = None
     """torch intra-op threads while measuring (restored after); None leaves them as they are."""
 

@@ -20,7 +20,6 @@ from pruning import (
     channels_to_keep,
     flops,
     prune_channels,
-    prune_channels_to_params,
     rebuild,
     shrunk_state,
 )
@@ -178,7 +177,9 @@ def test_surgery_removes_the_chosen_channels_everywhere_downstream(make, allocat
     model = randomise_norms(make(), seed=3)
     original = copy.deepcopy(model)
     classes = model.fc.out_features
-    result = prune_channels(model, torch.randn(1, 3, 32, 32), ratio, "l1", allocation)
+    result = prune_channels(
+        model, torch.randn(1, 3, 32, 32), ratio=ratio, criterion="l1", allocation=allocation
+    )
     # A removed filter's channel is gone from its BatchNorms and from every reader's input.
     for name, got, expected in old_and_new_slices(original, model, result.kept):
         assert torch.equal(got, expected), name
@@ -197,7 +198,9 @@ def test_surgery_removes_the_chosen_channels_everywhere_downstream(make, allocat
 def test_uniform_counts_are_the_hand_rounding_and_the_best_channels_by_l1() -> None:
     model = cifar_resnet(width=8)
     l1 = brute_force_l1(model)
-    result = prune_channels(model, torch.randn(1, 3, 16, 16), 0.3, "l1", "uniform")
+    result = prune_channels(
+        model, torch.randn(1, 3, 16, 16), ratio=0.3, criterion="l1", allocation="uniform"
+    )
     # c - round(0.3 c): 8 -> 8 - 2 = 6, 16 -> 16 - 5 = 11, 32 -> 32 - 10 = 22, 64 -> 64 - 19 = 45
     hand = {8: 6, 16: 11, 32: 22, 64: 45}
     assert result.channels_after == {name: hand[c] for name, c in result.channels_before.items()}
@@ -209,7 +212,12 @@ def test_uniform_counts_are_the_hand_rounding_and_the_best_channels_by_l1() -> N
 def test_uniform_floors_keep_every_layer() -> None:
     model = cifar_resnet(width=8)
     result = prune_channels(
-        model, torch.randn(1, 3, 16, 16), 0.95, "l1", "uniform", min_keep_fraction=0.1
+        model,
+        torch.randn(1, 3, 16, 16),
+        ratio=0.95,
+        criterion="l1",
+        allocation="uniform",
+        min_keep_fraction=0.1,
     )
     # c - round(0.95 c) = 0, 1, 2, 3 for c = 8, 16, 32, 64; floors max(1, ceil(0.1 c)) = 1, 2, 4, 7
     hand = {8: 1, 16: 2, 32: 4, 64: 7}
@@ -235,7 +243,12 @@ def test_global_counts_follow_a_brute_force_threshold_over_all_filter_norms(
         if score <= threshold:  # random weights: no ties at the threshold
             expected[name].discard(c)
     result = prune_channels(
-        model, torch.randn(1, 3, 16, 16), ratio, "l1", "global", min_keep_fraction=min_keep_fraction
+        model,
+        torch.randn(1, 3, 16, 16),
+        ratio=ratio,
+        criterion="l1",
+        allocation="global",
+        min_keep_fraction=min_keep_fraction,
     )
     assert {name: set(kept) for name, kept in result.kept.items()} == expected
     assert sum(result.channels_before.values()) - sum(result.channels_after.values()) == to_remove
@@ -266,7 +279,9 @@ def test_ties_keep_the_earlier_channel() -> None:
 
 def test_uniform_half_of_width_16_is_the_width_8_network() -> None:
     model = cifar_resnet(width=16)
-    result = prune_channels(model, torch.randn(1, 3, 16, 16), 0.5, "l2", "uniform")
+    result = prune_channels(
+        model, torch.randn(1, 3, 16, 16), ratio=0.5, criterion="l2", allocation="uniform"
+    )
     narrow = cifar_resnet(width=8)
     assert result.params_after == sum(p.numel() for p in narrow.parameters())
     assert flops(model, (1, 3, 32, 32)) == flops(narrow, (1, 3, 32, 32))
@@ -275,22 +290,34 @@ def test_uniform_half_of_width_16_is_the_width_8_network() -> None:
 def test_iterative_rounds_count_from_the_original_widths() -> None:
     model = cifar_resnet(width=8)
     example = torch.randn(1, 3, 16, 16)
-    first = prune_channels(model, example, 0.5, "l1", "uniform")
+    first = prune_channels(model, example, ratio=0.5, criterion="l1", allocation="uniform")
     second = prune_channels(
-        model, example, 0.75, "l1", "uniform", original_channels=first.channels_before
+        model,
+        example,
+        ratio=0.75,
+        criterion="l1",
+        allocation="uniform",
+        original_channels=first.channels_before,
     )
     # c - round(0.75 c) of the original c = 8, 16, 32, 64 -> 2, 4, 8, 16
     hand = {8: 2, 16: 4, 32: 8, 64: 16}
     assert second.channels_after == {n: hand[c] for n, c in first.channels_before.items()}
     with pytest.raises(ValueError, match="never revives"):
         prune_channels(
-            model, example, 0.5, "l1", "uniform", original_channels=first.channels_before
+            model,
+            example,
+            ratio=0.5,
+            criterion="l1",
+            allocation="uniform",
+            original_channels=first.channels_before,
         )
 
 
 def test_reloaded_model_rebuilt_from_tensors_and_ints_gives_identical_outputs(tmp_path) -> None:
     model = randomise_norms(cifar_resnet(width=8, seed=1), seed=2)
-    prune_channels(model, torch.randn(1, 3, 16, 16), 0.45, "l1", "global")
+    prune_channels(
+        model, torch.randn(1, 3, 16, 16), ratio=0.45, criterion="l1", allocation="global"
+    )
     torch.save(shrunk_state(model), tmp_path / "state.pt")
     loaded = torch.load(tmp_path / "state.pt", weights_only=True)
     fresh = cifar_resnet(width=8, seed=99)  # the unpruned architecture, other weights
@@ -305,7 +332,9 @@ def test_reloaded_model_rebuilt_from_tensors_and_ints_gives_identical_outputs(tm
 
 def test_rebuild_refuses_what_does_not_fit() -> None:
     model = cifar_resnet(width=8)
-    prune_channels(model, torch.randn(1, 3, 16, 16), 0.5, "l1", "uniform")
+    prune_channels(
+        model, torch.randn(1, 3, 16, 16), ratio=0.5, criterion="l1", allocation="uniform"
+    )
     state = shrunk_state(model)
     missing = {
         **state,
@@ -327,7 +356,9 @@ def test_target_parameter_count_is_met_by_the_least_pruning(allocation) -> None:
     total = sum(p.numel() for p in model.parameters())
     target = total // 3
     example = torch.randn(1, 3, 16, 16)
-    result = prune_channels_to_params(copy.deepcopy(model), example, target, "l1", allocation)
+    result = prune_channels(
+        copy.deepcopy(model), example, target_params=target, criterion="l1", allocation=allocation
+    )
     assert result.params_after <= target
     # One step less pruning leaves more than the target: for global, one channel fewer removed;
     # for uniform, the ratio just below the one found.
@@ -335,7 +366,18 @@ def test_target_parameter_count_is_met_by_the_least_pruning(allocation) -> None:
     total_channels = sum(result.channels_before.values())
     less = (removed - 1) / total_channels if allocation == "global" else result.ratio - 1e-9
     assert (
-        prune_channels(copy.deepcopy(model), example, less, "l1", allocation).params_after > target
+        prune_channels(
+            copy.deepcopy(model), example, ratio=less, criterion="l1", allocation=allocation
+        ).params_after
+        > target
     )
     with pytest.raises(ValueError, match="floors"):
-        prune_channels_to_params(copy.deepcopy(model), example, 1000, "l1", allocation)
+        prune_channels(copy.deepcopy(model), example, target_params=1000, allocation=allocation)
+
+
+def test_exactly_one_target_is_accepted() -> None:
+    example = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="exactly one of ratio"):
+        prune_channels(cifar_resnet(), example)
+    with pytest.raises(ValueError, match="exactly one of ratio"):
+        prune_channels(cifar_resnet(), example, ratio=0.5, target_params=10_000)
