@@ -23,7 +23,6 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 #: Layers whose weight zeros ``flops_effective`` discounts (the layers prunetune prunes).
 WEIGHTED_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -36,7 +35,7 @@ def flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     Runs one forward pass in eval mode under ``torch.no_grad`` and restores every module's
     train/eval flag; weights and buffers are untouched.
     """
-    with FlopCounterMode(display=False) as counter:
+    with _flop_counter() as counter:
         _forward(model, input_shape)
     return counter.get_total_flops() // 2  # FlopCounterMode: 2 FLOPs per multiply-accumulate
 
@@ -44,7 +43,7 @@ def flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 def flops_effective(model: nn.Module, input_shape: Sequence[int]) -> int:
     """``flops`` less the multiplies by zero weights of every Conv1d/2d/3d and Linear layer."""
     positions: dict[str, int] = {}
-    with FlopCounterMode(display=False) as counter, _output_positions(model, positions):
+    with _flop_counter() as counter, _output_positions(model, positions):
         _forward(model, input_shape)
     dense = counter.get_total_flops() // 2
     modules = dict(model.named_modules())
@@ -53,6 +52,14 @@ def flops_effective(model: nn.Module, input_shape: Sequence[int]) -> int:
         for name, count in positions.items()
     )
     return dense - zero_products
+
+
+def _flop_counter():
+    # Imported here: torch.utils.flop_counter costs ~0.1 s to import, and every trial process
+    # imports pruning whether or not it counts FLOPs.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False)
 
 
 def output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
