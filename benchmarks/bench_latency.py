@@ -159,8 +159,9 @@ def measuring_cost(model: Any, shape: tuple[int, ...], classes: int, reps: int) 
     }
 
 
-def quickstart_round_steps() -> dict[str, Any]:
-    """Training steps of one quickstart round: epochs x ceil(train images / batch size)."""
+def quickstart() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The quickstart's model and data shape; the training steps of one of its rounds
+    (epochs x ceil(train images / batch size))."""
     import yaml
 
     from trainables.config import DataConfig
@@ -171,15 +172,11 @@ def quickstart_round_steps() -> dict[str, Any]:
         splits = load_dataset(DataConfig(**{**base["data"], "root": root}))
     train = len(splits.train_labels)
     batch, epochs = base["train"]["batch_size"], base["train"]["epochs"]
-    return {
-        "model": base["model"],
-        "image_shape": list(splits.test_images.shape[1:]),
-        "classes": splits.num_classes,
-        "train_images": train,
-        "batch_size": batch,
-        "epochs": epochs,
+    shape, classes = list(splits.test_images.shape[1:]), splits.num_classes
+    return {"model": base["model"], "image_shape": shape, "classes": classes}, {
+        "train_images": train, "batch_size": batch, "epochs": epochs,
         "steps": epochs * math.ceil(train / batch),
-    }
+    }  # fmt: skip
 
 
 LABELS = {
@@ -235,6 +232,45 @@ def markdown(figures: dict[str, Any], cost: dict[str, Any], args: argparse.Names
     return "\n".join(lines)
 
 
+def measuring_costs(args: argparse.Namespace) -> dict[str, Any]:
+    """What one latency_ms call at the defaults costs: the quickstart's model, ResNet-18."""
+    setup, steps = quickstart()
+    shape, classes = tuple(setup["image_shape"]), setup["classes"]
+    model = resnet18(setup["model"]["width"], setup["model"]["name"], classes, shape[0])
+    small = 32 if args.quick else 112
+    cost = {
+        "quickstart": measuring_cost(model, shape, classes, args.cost_reps),
+        f"resnet18_{small}px": measuring_cost(
+            resnet18(), (3, small, small), CLASSES, args.cost_reps
+        ),
+    }
+    cost["quickstart"]["round_steps"] = {**setup, **steps}
+    cost["quickstart"]["share_of_round"] = cost["quickstart"]["measure_s"] / (
+        steps["steps"] * cost["quickstart"]["train_step_b64_s"]
+    )
+    return cost
+
+
+def bars(figures: dict[str, Any], share_of_round: float, args: argparse.Namespace) -> list:
+    rows = []
+    for name, target in (("channels_50", 0.6), ("channels_75", None), ("unstructured_90", None)):
+        for size in args.batches:
+            ratio = figures[name]["latency_vs_dense"][f"b{size}"]
+            label = f"{LABELS[name]} / dense latency, ResNet-18 {args.image_size} px, batch {size}"
+            met = None if target is None else ratio <= target
+            rows.append(common.bar(label, ratio, f"<= {target}" if target else "report", met, "x"))
+    rows.append(
+        common.bar(
+            "latency measurement at default settings, share of a quickstart round",
+            share_of_round,
+            "< 3%",
+            share_of_round < 0.03,
+            "fraction",
+        )
+    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
@@ -263,81 +299,21 @@ def main(argv: list[str] | None = None) -> None:
             key: value["vs_dense"] for key, value in latency[name].items()
         }
 
-    quickstart = quickstart_round_steps()
-    width, shape = quickstart["model"]["width"], tuple(quickstart["image_shape"])
-    small_size = 32 if args.quick else 112
-    cost = {
-        "quickstart": measuring_cost(
-            resnet18(width, quickstart["model"]["name"], quickstart["classes"], shape[0]),
-            shape,
-            quickstart["classes"],
-            args.cost_reps,
-        ),
-        f"resnet18_{small_size}px": measuring_cost(
-            resnet18(), (3, small_size, small_size), CLASSES, args.cost_reps
-        ),
-    }
-    quick_cost = cost["quickstart"]
-    quick_cost["round_steps"] = quickstart
-    quick_cost["share_of_round"] = quick_cost["measure_s"] / (
-        quickstart["steps"] * quick_cost["train_step_b64_s"]
-    )
-
-    bars = []
-    for key in (f"b{size}" for size in args.batches):
-        ratio = figures["channels_50"]["latency_vs_dense"][key]
-        bars.append(
-            common.bar(
-                f"50% channel-pruned / dense latency, ResNet-18 {args.image_size} px, "
-                f"batch {key[1:]} (CPU)",
-                ratio,
-                "<= 0.6",
-                ratio <= 0.6,
-                "x",
-            )
-        )
-    for name in ("channels_75", "unstructured_90"):
-        for key in (f"b{size}" for size in args.batches):
-            label = "75% channel-pruned" if name == "channels_75" else "90% unstructured (as dense)"
-            bars.append(
-                common.bar(
-                    f"{label} / dense latency, batch {key[1:]} (CPU)",
-                    figures[name]["latency_vs_dense"][key],
-                    "report",
-                    None,
-                    "x",
-                )
-            )
-    bars.append(
-        common.bar(
-            "latency measurement at default settings, share of a quickstart round",
-            quick_cost["share_of_round"],
-            "< 3%",
-            quick_cost["share_of_round"] < 0.03,
-            "fraction",
-        )
-    )
+    cost = measuring_costs(args)
     common.emit(
         {
             "benchmark": "latency",
             "quick": args.quick,
             "setup": {
                 "model": f"resnet18 ({CLASSES} classes), fresh initialisation",
-                "image_size": args.image_size,
-                "batches": args.batches,
-                "rounds": args.rounds,
-                "torch_threads": args.threads,
-                "latency": {
-                    "warmup": 1,
-                    "min_repeats": args.min_repeats,
-                    "max_repeats": args.max_repeats,
-                    "budget_s": args.budget,
-                },
+                **{key: getattr(args, key) for key in ("image_size", "batches", "rounds")},
+                **{key: getattr(args, key) for key in ("threads", "min_repeats", "max_repeats")},
+                "budget_s": args.budget,
                 "unstructured_note": "no CPU sparse kernel: the 90% model runs as dense",
             },
             "models": figures,
             "measuring_cost": cost,
-            "bars": bars,
+            "bars": bars(figures, cost["quickstart"]["share_of_round"], args),
             "markdown": markdown(figures, cost, args),
         },
         started,
