@@ -22,6 +22,7 @@ EXPECTED_KEYS = {
     "bench_sweep_efficiency": {"concurrency", "speedup_2_vs_1", "dense_sharing"},
     "bench_memory": {"dataset_cache_mib", "cases", "extra_trial_uss_mib"},
     "bench_gpu_packing": set(),
+    "bench_latency": {"models", "measuring_cost", "setup"},
 }
 
 
