@@ -385,13 +385,10 @@ def imp_schedule(context: TrialContext) -> None:
 
 def scoring_batches(context: TrialContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first `prune.score_batches` training batches of a seeded shuffle, un-augmented."""
-    from trainables.batches import iterate_batches
-
-    splits = context.data.splits
     return list(
-        iterate_batches(
-            splits.train_images,
-            splits.train_labels,
+        # Dataset seam: batches come from the splits object, in memory or streamed.
+        context.data.splits.batches(
+            "train",
             context.config.train.batch_size,
             shuffle=True,
             generator=epoch_generator(context.config.seed, 0, 999_983),
