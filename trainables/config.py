@@ -140,6 +140,14 @@ class ModelConfig(_Section):
         check_model_name(name)
         return name
 
+    @model_validator(mode="after")
+    def _width_the_model_has(self) -> ModelConfig:
+        from trainables.models import model_entry
+
+        if self.width is not None and model_entry(self.name).standard_width is None:
+            raise ValueError(f"model.width does not apply to {self.name}; leave it unset")
+        return self
+
 
 class TrainConfig(_Section):
     epochs: int = Field(20, ge=1, description="training epochs (dense phase; retraining default)")

@@ -140,10 +140,10 @@ def resolved_cache_dir(cfg: Any) -> Path:
 
 
 def data_identity(cfg: Any) -> str:
-    """The fields that decide which images and labels a DataConfig yields, as one string.
+    """The fields that decide what `load_dataset` returns for a DataConfig, as one string.
 
-    Augmentation and loader settings (`augment`, `hflip`, `workers`, ...) are left out: trials
-    that differ only in those share one decoded copy.
+    Augmentation settings (`augment`, `crop`, `hflip`, ...) are left out: trials that differ
+    only in those share one decoded copy.
     """
     fractions = getattr(cfg, "split_fractions", None)
     return json.dumps({
@@ -153,7 +153,9 @@ def data_identity(cfg: Any) -> str:
         "split_seed": getattr(cfg, "split_seed", 0),
         "val_size": getattr(cfg, "val_size", None),
         "split_fractions": list(fractions) if fractions is not None else None,
-        "storage": getattr(cfg, "storage", "auto"),
+        "storage": getattr(cfg, "storage", None),
+        "workers": getattr(cfg, "workers", None),
+        "prefetch": getattr(cfg, "prefetch", None),
         "cache_dir": str(resolved_cache_dir(cfg)),
     }, sort_keys=True)
 

@@ -126,6 +126,7 @@ def build_model(cfg: Any, num_classes: int, in_channels: int = 3) -> nn.Module:
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     entry = model_entry(cfg.name)
+    resolved_width(cfg, entry)  # ConfigError for a width on a model without one
     if getattr(cfg, "pretrained", False):
         _check_pretrained(cfg, entry, in_channels)
     model = entry.build(cfg, num_classes, in_channels)
