@@ -19,10 +19,11 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sweeps.loggers import DEFAULT_LOGGERS, check_installed
 from trainables.config import (
     apply_overrides,
     did_you_mean,
@@ -101,6 +102,16 @@ class SweepSpec(_Strict):
     share_dense: bool = Field(
         True, description="IMP trials reuse the dense model of the same seed and recipe"
     )
+    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: list(DEFAULT_LOGGERS),
+        description="experiment tracking through Ray Tune's logger callbacks (JSON always)",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _extras_installed(cls, loggers: list[str]) -> list[str]:
+        check_installed(loggers)
+        return loggers
 
     @field_validator("grid")
     @classmethod
