@@ -63,24 +63,13 @@ class ImageSplits:
         return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
 
     def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        generator: torch.Generator | None,
-        device: torch.device | str,
-        augment: Any,
-        drop_last: bool = False,
-        max_batches: int | None = None,
+        self, split: str, batch_size: int, **options: Any
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(augmented float images, int64 labels) batches of `split` on `device`; see
-        `trainables.batches.iterate_batches` for the order and the randomness."""
+        """(augmented float images, int64 labels) batches of `split` on the device; `options`
+        are `iterate_batches`'s (shuffle, generator, device, augment, drop_last, max_batches),
+        which also says how the order and the randomness are drawn."""
         images, labels = self.split(split)
-        return iterate_batches(
-            images, labels, batch_size, shuffle=shuffle, generator=generator, device=device,
-            augment=augment, drop_last=drop_last, max_batches=max_batches,
-        )
+        return iterate_batches(images, labels, batch_size, **options)
 
 
 @dataclass(frozen=True)
