@@ -189,7 +189,7 @@ def _check_start_weights(plan: SweepPlan) -> None:
     checked: set[str] = set()
     for trial in plan.trials:
         model = ModelConfig.model_validate(trial["model"])
-        key = f"{model.pretrained}|{model.weights_path}"
+        key = f"{model.name}|{model.pretrained}|{model.weights_path}"
         if key not in checked:
             checked.add(key)
             check_weights_available(model)

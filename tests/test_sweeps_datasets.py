@@ -172,3 +172,36 @@ def test_a_missing_logger_extra_is_refused_before_ray_starts(tmp_path, monkeypat
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "pip install 'prunetune[wandb]'" in error
     assert "'loggers'" in error
+
+
+def test_imagenet_weights_of_every_model_are_checked_before_ray(tmp_path, monkeypatch, capsys):
+    import torch
+    import torchvision
+
+    from sweeps import run_sweep as module
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), checkpoints / "resnet18-f37072fd.pth")
+
+    def no_network(url, dst, *args, **kwargs):
+        raise OSError("no network in this test")
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(module, "_start_ray", no_ray)
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "x",
+        "base": {"data": {"name": "synthetic"}, "model": {"pretrained": True}},
+        "grid": {"model.name": ["resnet18", "torchvision:mobilenet_v3_small"]},
+    }))
+    assert module.main([str(path), "--storage", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "torchvision:mobilenet_v3_small" in error
+    assert os.path.basename(
+        torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1.url
+    ) in error
