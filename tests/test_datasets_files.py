@@ -241,3 +241,34 @@ def test_a_streamed_training_phase_equals_the_in_memory_one(imagenet_root):
     for key in memory:
         assert torch.equal(memory[key], stream[key]), key
     assert not np.isnan(float(memory["test_acc"]))
+
+
+def test_streaming_keeps_at_most_workers_x_prefetch_batches_decoded(imagenet_root, monkeypatch):
+    import multiprocessing
+    import time
+
+    from trainables.datasets import streaming
+
+    decoded = multiprocessing.get_context("fork").Value("i", 0)
+    real_decode = streaming.decode_image_file
+
+    def counting_decode(path: str) -> torch.Tensor:
+        with decoded.get_lock():
+            decoded.value += 1
+        return real_decode(path)
+
+    # DataLoader workers are forked, so they inherit the patched function and the counter.
+    monkeypatch.setattr(streaming, "decode_image_file", counting_decode)
+    stream = load_dataset(data_cfg(imagenet_root, "imagenet", val_size=3, storage="stream",
+                                   workers=2, prefetch=1, image_size=8))
+    augment = BatchAugment.from_config(data_cfg(imagenet_root), stream, train=False)
+    batch_size, consumed, ahead = 2, 0, []
+    for images, _ in stream.batches("train", batch_size, shuffle=False, generator=None,
+                                    device="cpu", augment=augment):
+        consumed += len(images)
+        time.sleep(0.3)  # a slow training step: the workers run ahead as far as allowed
+        ahead.append(decoded.value - consumed)
+    assert consumed == stream.size("train") == 15
+    # workers x prefetch = 2 batches of 2 images decoded ahead at the most (measured: exactly
+    # that, here); at least one batch ahead shows the workers do run ahead of the consumer.
+    assert batch_size <= max(ahead) <= 2 * 1 * batch_size
