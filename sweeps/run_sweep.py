@@ -13,13 +13,14 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
 from sweeps.spec import AUTO_DENSE_CACHE, SweepPlan, load_sweep, trial_key  # noqa: E402
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
 from trainables.files import atomic_write  # noqa: E402
@@ -40,6 +41,7 @@ class Launch:
     resume: bool
     address: str | None
     resume_note: str = ""
+    loggers: list[Any] = field(default_factory=list)  # Ray Tune logger callbacks
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -186,7 +188,7 @@ def _check_start_weights(plan: SweepPlan) -> None:
     checked: set[str] = set()
     for trial in plan.trials:
         model = ModelConfig.model_validate(trial["model"])
-        key = f"{model.pretrained}|{model.weights_path}"
+        key = f"{model.name}|{model.pretrained}|{model.weights_path}"
         if key not in checked:
             checked.add(key)
             check_weights_available(model)
@@ -283,12 +285,17 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
     if launch.resume:
+        # The restored run config brings its own logger callbacks; Ray adds any of its default
+        # loggers (JSON, CSV, TensorBoard) they lack, so an experiment from before `loggers`
+        # existed keeps writing result.json.
         return tune.Tuner.restore(
             launch.experiment_dir, trainable=trainable, resume_unfinished=True,
             resume_errored=True,
         )
     trials = launch.plan.trials
     namer = TrialNamer(launch.plan)
+    # Exactly the sweep's `loggers` (JSON always among them), not Ray's default set as well.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
@@ -305,7 +312,7 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
             storage_path=launch.storage,
             failure_config=tune.FailureConfig(max_failures=launch.plan.spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[CompactProgress(total_trials=len(trials))],
+            callbacks=[CompactProgress(total_trials=len(trials)), *launch.loggers],
             verbose=0,
             log_to_file=True,
         ),
@@ -374,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return _print_plan(launch)
         _check_dense_checkpoints(launch.plan)
+        launch.loggers = logger_callbacks(
+            launch.plan.spec.loggers, launch.name, launch.experiment_dir
+        )
+        check_reachable(launch.loggers)
         datasets = _shared_datasets(launch.plan) if launch.address is None else {}
     except PrunetuneError as error:
         print(f"run_sweep: error: {error}", file=sys.stderr)

@@ -20,11 +20,12 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sweeps.layers import Layer, SharedFieldUse, check_layer, compose_trial, nested, overrides_layer
+from sweeps.loggers import DEFAULT_LOGGERS, check_installed
 from trainables.config import (
     TrialConfig,
     apply_overrides,
@@ -93,6 +94,16 @@ class SweepSpec(_Strict):
     share_dense: bool = Field(
         True, description="IMP trials reuse the dense model of the same seed and recipe"
     )
+    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: list(DEFAULT_LOGGERS),
+        description="experiment tracking through Ray Tune's logger callbacks (JSON always)",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _extras_installed(cls, loggers: list[str]) -> list[str]:
+        check_installed(loggers)
+        return loggers
 
     @field_validator("grid")
     @classmethod

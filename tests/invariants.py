@@ -114,8 +114,8 @@ def check_trial(trial_dir: Path) -> int:
         model.load_state_dict(state["best_model"], strict=True)
         test_acc = evaluate(
             model,
-            splits.test_images,
-            splits.test_labels,
+            splits,
+            "test",
             data.eval_augment,
             runtime,
             config.train.eval_batch_size,

@@ -105,6 +105,29 @@ def test_overrides_do_not_mutate_their_input() -> None:
         ("method: dense", ["method.x=1"], ["'method' is a value"]),
         ("- a\n- b", [], ["expected a mapping"]),
         ("train: [unclosed", [], ["malformed YAML", "line 1"]),
+        (
+            "data: {name: digits, val_size: 100}",
+            [],
+            ["data.val_size does not apply to dataset 'digits'", "cifar10, cifar100"],
+        ),
+        ("data: {name: cifar10, storage: stream}", [], ["data.storage", "imagefolder"]),
+        (
+            "data: {name: imagefolder, split_fractions: [0.8, 0.1]}",
+            [],
+            ["'data.split_fractions'", "three fractions"],
+        ),
+        ("data: {name: cifar10, val_size: 1.5}", [], ["fraction >= 1"]),
+        ("data: {name: cifar10, crop: zoom}", [], ["'data.crop'", "'random_resized'"]),
+        (
+            "model: {name: 'torchvision:mobilenet_v3_smal'}",
+            [],
+            ["'model.name'", "did you mean 'mobilenet_v3_small'"],
+        ),
+        (
+            "model: {name: 'torchvision:resnet50', width: 16}",
+            [],
+            ["model.width does not apply to torchvision:resnet50"],
+        ),
     ],
 )
 def test_invalid_configs_give_one_line_naming_the_field(

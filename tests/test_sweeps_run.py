@@ -389,6 +389,9 @@ SHIPPED_TRIALS = {
     "snip_grid.yaml": 3 * 6 * 5,
     "compare.yaml": 3 * (1 + 6 + 6),
     "reproduce_seed_table.yaml": 1 + 4,
+    # 3 seeds x (dense + IMP + 4 random + 4 SNIP targets); smoke-run in test_sweeps_datasets.py.
+    "lth_cifar10_resnet20.yaml": 3 * (1 + 1 + 4 + 4),
+    "lth_cifar10_vgg16.yaml": 3 * (1 + 1 + 4 + 4),
 }
 
 

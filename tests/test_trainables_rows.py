@@ -48,7 +48,7 @@ def test_checkpoint_contract_and_test_accuracy(tiny_trial, tmp_path, checkpoint_
         model = build_model(config.model, splits.num_classes, splits.in_channels)
         model.load_state_dict(state["best_model"], strict=True)
         test_acc = evaluate(
-            model, splits.test_images, splits.test_labels, data.eval_augment, runtime, 97
+            model, splits, "test", data.eval_augment, runtime, 97
         )
         assert row["test_acc"] == pytest.approx(test_acc, abs=1e-12)
         # The best epoch's val_acc is the round's val_acc.

@@ -19,23 +19,22 @@ from torch import nn
 import pruning
 from trainables import faults, random_streams
 from trainables.augment import BatchAugment
-from trainables.batches import iterate_batches
 from trainables.config import TrialConfig
-from trainables.datasets import ImageSplits
+from trainables.datasets import DatasetSplits
 from trainables.lr_schedule import lr_at_epoch
 from trainables.runtime import Runtime
 
 
 @dataclass
 class TrialData:
-    """A dataset's uint8 splits plus the batch transforms a trial applies to them."""
+    """A dataset's splits (in memory or streamed) plus the batch transforms a trial applies."""
 
-    splits: ImageSplits
+    splits: DatasetSplits
     train_augment: BatchAugment
     eval_augment: BatchAugment
 
     @classmethod
-    def build(cls, splits: ImageSplits, config: TrialConfig, runtime: Runtime) -> TrialData:
+    def build(cls, splits: DatasetSplits, config: TrialConfig, runtime: Runtime) -> TrialData:
         def augment(train: bool) -> BatchAugment:
             return BatchAugment.from_config(
                 config.data, splits, train, channels_last=runtime.channels_last
@@ -77,21 +76,21 @@ def make_optimizer(model: nn.Module, config: TrialConfig) -> torch.optim.Optimiz
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    splits: DatasetSplits,
+    split: str,
     augment: BatchAugment,
     runtime: Runtime,
     batch_size: int,
     max_batches: int | None = None,
 ) -> float:
-    """Top-1 accuracy (a fraction) of `model` on a uint8 split (or its first `max_batches`
-    batches), in eval mode."""
+    """Top-1 accuracy (a fraction) of `model` on `split` of `splits` (or its first
+    `max_batches` batches), in eval mode."""
     was_training = model.training
     model.eval()
     correct = seen = 0
-    for inputs, targets in iterate_batches(
-        images,
-        labels,
+    # Dataset seam: batches come from the splits object, in memory or streamed from disk.
+    for inputs, targets in splits.batches(
+        split,
         batch_size,
         shuffle=False,
         generator=None,
@@ -191,9 +190,8 @@ def train_phase(
     forward = torch.compile(model) if train.compile else model
 
     def accuracy_on(evaluated: nn.Module, split: str) -> float:
-        images, labels = splits.split(split)
         return evaluate(
-            evaluated, images, labels, data.eval_augment, runtime, train.eval_batch_size,
+            evaluated, splits, split, data.eval_augment, runtime, train.eval_batch_size,
             train.max_eval_batches,
         )
 
@@ -225,9 +223,9 @@ def train_phase(
             loss_sum = torch.zeros((), device=runtime.device)
             correct = torch.zeros((), device=runtime.device, dtype=torch.long)
             seen = 0
-            for inputs, targets in iterate_batches(
-                splits.train_images,
-                splits.train_labels,
+            # Dataset seam: batches come from the splits object, in memory or streamed.
+            for inputs, targets in splits.batches(
+                "train",
                 train.batch_size,
                 shuffle=True,
                 generator=random_streams.data_order(config.seed, round_index, epoch),

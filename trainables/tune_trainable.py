@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainables.config import DataConfig, parse_trial_config
+from trainables.datasets import data_identity
 from trainables.methods import METHODS, Method
 from trainables.reporting import TuneReporter
 from trainables.shared_data import from_shareable
@@ -12,8 +13,8 @@ from trainables.trial import run_trial
 
 
 def dataset_key(data: DataConfig) -> str:
-    """Identity of the decoded uint8 cache: trials with equal keys can share one copy."""
-    return f"{data.name}|{data.root}|{data.image_size}|{data.split_seed}"
+    """Identity of the decoded dataset: trials with equal keys can share one copy."""
+    return data_identity(data)
 
 
 def prunetune_trainable(

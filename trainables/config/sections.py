@@ -20,14 +20,49 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    name: str = Field("digits", description="registered dataset: digits, flowers102, synthetic")
-    root: str = Field("data", description="dataset root (Flowers102 lives in <root>/flowers-102)")
+    name: str = Field(
+        "digits",
+        description="registered dataset: digits, synthetic, flowers102, cifar10, cifar100, "
+        "imagefolder, imagenet",
+    )
+    root: str = Field(
+        "data",
+        description="dataset root: holds flowers-102/, cifar-10-batches-py/, cifar-100-python/ "
+        "or ImageNet's train/ + val/; for imagefolder, the tree itself",
+    )
     image_size: int | None = Field(
         None, ge=8, le=1024, description="model input size in px; None = the dataset's default"
     )
     download: bool = Field(True, description="download the dataset when it is absent")
-    split_seed: int = Field(0, ge=0, description="seed of the train/val/test split (digits)")
-    augment: bool = Field(True, description="random-resized-crop (+ flip) on training batches")
+    split_seed: int = Field(
+        0, ge=0, description="seed of the train/val/test split or validation hold-out"
+    )
+    val_size: int | float | None = Field(
+        None, gt=0, description="validation hold-out from the training set: a count, or a "
+        "fraction < 1 (cifar10/100: 5000, imagenet: 10000, imagefolder without val/: 0.1)",
+    )
+    split_fractions: list[float] | None = Field(
+        None, description="train/val/test fractions of a single imagefolder tree "
+        "(default [0.8, 0.1, 0.1])",
+    )
+    storage: Literal["auto", "memory", "stream"] | None = Field(
+        None, description="image-file datasets: decode once into memory, or stream from disk "
+        "every epoch; None/auto = memory when the decoded images need at most 8 GiB",
+    )
+    workers: int | None = Field(
+        None, ge=0, le=256, description="DataLoader workers decoding a streamed dataset (4)"
+    )
+    prefetch: int | None = Field(
+        None, ge=1, le=64, description="batches each streaming worker keeps ready (2)"
+    )
+    augment: bool = Field(True, description="random crop (+ flip) on training batches")
+    crop: Literal["random_resized", "padded"] | None = Field(
+        None, description="random_resized (RandomResizedCrop) or padded (pad, then random "
+        "crop: the CIFAR standard); None = dataset default",
+    )
+    crop_padding: int | None = Field(
+        None, ge=0, le=64, description="padding of the padded crop in px (4)"
+    )
     crop_scale_min: float | None = Field(
         None, gt=0, le=1, description="smallest crop area fraction; None = dataset default"
     )
@@ -43,11 +78,48 @@ class DataConfig(_Section):
 
         return check_registered(name, DATASETS.names(), "dataset")
 
+    @field_validator("split_fractions")
+    @classmethod
+    def _three_fractions(cls, fractions: list[float] | None) -> list[float] | None:
+        if fractions is not None and (
+            len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9
+        ):
+            raise ValueError(
+                f"split_fractions must be three fractions [train, val, test] summing to 1, "
+                f"got {fractions}"
+            )
+        return fractions
+
+    @model_validator(mode="after")
+    def _options_the_dataset_reads(self) -> DataConfig:
+        from trainables.datasets import DATASETS, OPTIONAL_FIELDS, dataset_defaults
+
+        options = dataset_defaults(self.name).options
+        for option in OPTIONAL_FIELDS:
+            if getattr(self, option) is not None and option not in options:
+                readers = [n for n in DATASETS.names() if option in dataset_defaults(n).options]
+                raise ValueError(
+                    f"data.{option} does not apply to dataset {self.name!r}; it applies to "
+                    + ", ".join(readers)
+                )
+        if isinstance(self.val_size, float) and self.val_size >= 1:
+            raise ValueError(f"val_size {self.val_size} is a fraction >= 1; use a count or < 1")
+        return self
+
 
 class ModelConfig(_Section):
-    name: str = Field("resnet18_cifar", description="registered model: resnet18, resnet18_cifar")
-    width: int = Field(64, ge=1, le=1024, description="base width (64 = standard ResNet-18)")
-    pretrained: bool = Field(False, description="start from torchvision's ImageNet weights")
+    name: str = Field(
+        "resnet18_cifar",
+        description="registered model (resnet18, resnet18_cifar, resnet20, resnet32, resnet56, "
+        "vgg16_bn, vgg19_bn) or torchvision:<classifier>, e.g. torchvision:resnet50",
+    )
+    width: int | None = Field(
+        None, ge=1, le=1024, description="base width; None = the model's standard (ResNet-18 "
+        "and VGG 64, CIFAR ResNets 16); torchvision models have none",
+    )
+    pretrained: bool = Field(
+        False, description="start from torchvision's ImageNet weights (resnet18, torchvision:*)"
+    )
     weights_path: str | None = Field(
         None, description="local state dict to start from instead of downloading weights"
     )
@@ -55,9 +127,18 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _registered_model(cls, name: str) -> str:
-        from trainables.models import MODELS
+        from trainables.models import check_model_name
 
-        return check_registered(name, MODELS.names(), "model")
+        check_model_name(name)
+        return name
+
+    @model_validator(mode="after")
+    def _width_the_model_has(self) -> ModelConfig:
+        from trainables.models import model_entry
+
+        if self.width is not None and model_entry(self.name).standard_width is None:
+            raise ValueError(f"model.width does not apply to {self.name}; leave it unset")
+        return self
 
 
 class TrainConfig(_Section):

@@ -11,7 +11,7 @@ from torch import nn
 from trainables import random_streams
 from trainables.batches import steps_per_epoch
 from trainables.config import TrialConfig
-from trainables.datasets import ImageSplits
+from trainables.datasets import DatasetSplits
 from trainables.loop import TrialData
 from trainables.methods.base import Method
 from trainables.models import build_model
@@ -19,7 +19,7 @@ from trainables.reporting import TrialLog, is_progress
 from trainables.runtime import Runtime
 
 
-def build_network(config: TrialConfig, splits: ImageSplits) -> nn.Module:
+def build_network(config: TrialConfig, splits: DatasetSplits) -> nn.Module:
     """The trial's architecture with freshly initialised weights (from the global RNG)."""
     return build_model(config.model, splits.num_classes, splits.in_channels)
 
@@ -50,7 +50,7 @@ class TrialContext:
 
     def steps_per_epoch(self) -> int:
         train = self.config.train
-        examples = len(self.data.splits.train_labels)
+        examples = self.data.splits.size("train")
         return steps_per_epoch(examples, train.batch_size, train.max_batches)
 
     def completed_round(self) -> int:

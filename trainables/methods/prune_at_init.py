@@ -16,7 +16,6 @@ from torch import nn
 
 import pruning
 from trainables import random_streams
-from trainables.batches import iterate_batches
 from trainables.config import MethodSection, TrialConfig
 from trainables.methods.base import METHODS, Method
 from trainables.methods.context import TrialContext
@@ -120,11 +119,10 @@ class PruneAtInit(Method):
 
 def scoring_batches(context: TrialContext, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first `count` training batches of a seeded shuffle, un-augmented."""
-    splits = context.data.splits
     return list(
-        iterate_batches(
-            splits.train_images,
-            splits.train_labels,
+        # Dataset seam: batches come from the splits object, in memory or streamed.
+        context.data.splits.batches(
+            "train",
             context.config.train.batch_size,
             shuffle=True,
             generator=random_streams.scoring_batches(context.config.seed),
