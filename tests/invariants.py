@@ -25,9 +25,10 @@ import torch
 import pruning
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.datasets import load_dataset
-from trainables.loop import TrialData, evaluate
+from trainables.loop import evaluate
 from trainables.models import build_model
 from trainables.runtime import resolve_runtime
+from trainables.trial_data import TrialData
 
 _DATA_CACHE: dict[str, Any] = {}
 

@@ -11,11 +11,12 @@ import torch
 
 from trainables.config import parse_trial_config
 from trainables.datasets import load_dataset
-from trainables.loop import TrialData, evaluate
+from trainables.loop import evaluate
 from trainables.models import build_model
 from trainables.reporting import DirectoryReporter
 from trainables.runtime import resolve_runtime
 from trainables.trial import run_trial
+from trainables.trial_data import TrialData
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_acc", "lr", "epoch_time_s", "images_per_s")
 

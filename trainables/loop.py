@@ -23,24 +23,7 @@ from trainables.config import TrialConfig
 from trainables.datasets import DatasetSplits
 from trainables.lr_schedule import lr_at_epoch
 from trainables.runtime import Runtime
-
-
-@dataclass
-class TrialData:
-    """A dataset's splits (in memory or streamed) plus the batch transforms a trial applies."""
-
-    splits: DatasetSplits
-    train_augment: BatchAugment
-    eval_augment: BatchAugment
-
-    @classmethod
-    def build(cls, splits: DatasetSplits, config: TrialConfig, runtime: Runtime) -> TrialData:
-        def augment(train: bool) -> BatchAugment:
-            return BatchAugment.from_config(
-                config.data, splits, train, channels_last=runtime.channels_last
-            )
-
-        return cls(splits, train_augment=augment(True), eval_augment=augment(False))
+from trainables.trial_data import TrialData
 
 
 @dataclass

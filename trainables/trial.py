@@ -8,12 +8,12 @@ import pruning
 from trainables import random_streams
 from trainables.config import TrialConfig
 from trainables.datasets import ImageSplits, load_dataset
-from trainables.loop import TrialData
 from trainables.methods import METHODS
 from trainables.methods.context import TrialContext, build_network
 from trainables.recipe import recipe_hash
 from trainables.reporting import Reporter, TrialLog
 from trainables.runtime import resolve_runtime
+from trainables.trial_data import TrialData
 
 
 def run_trial(

@@ -12,11 +12,11 @@ from trainables import random_streams
 from trainables.batches import steps_per_epoch
 from trainables.config import TrialConfig
 from trainables.datasets import DatasetSplits
-from trainables.loop import TrialData
 from trainables.methods.base import Method
 from trainables.models import build_model
 from trainables.reporting import TrialLog, is_progress
 from trainables.runtime import Runtime
+from trainables.trial_data import TrialData
 
 
 def build_network(config: TrialConfig, splits: DatasetSplits) -> nn.Module:
