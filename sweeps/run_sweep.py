@@ -10,9 +10,11 @@ output directory or a missing dataset ends with one line on stderr and exit stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from trainables.files import atomic_write  # noqa: E402
 SWEEP_SUMMARY_FILE = "prunetune_sweep.json"
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
+_NO_DEFAULT_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
 
 @dataclass
@@ -294,8 +297,6 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
         )
     trials = launch.plan.trials
     namer = TrialNamer(launch.plan)
-    # Exactly the sweep's `loggers` (JSON always among them), not Ray's default set as well.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
@@ -374,6 +375,26 @@ def _print_plan(launch: Launch) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _only_the_sweeps_loggers(resume: bool) -> Iterator[None]:
+    """While a fresh sweep runs, exactly its `loggers` (JSON always among them), not Ray's
+    default set as well; restored after, so that other Tuners in this process keep Ray's
+    defaults. A resumed sweep keeps the callbacks it was saved with (Ray adds any default logger
+    they lack, so old experiments keep writing result.json)."""
+    if resume:
+        yield
+        return
+    previous = os.environ.get(_NO_DEFAULT_LOGGERS)
+    os.environ[_NO_DEFAULT_LOGGERS] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[_NO_DEFAULT_LOGGERS]
+        else:
+            os.environ[_NO_DEFAULT_LOGGERS] = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -405,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run_sweep: error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         _write_sweep_files(launch)
-        results = _tuner(launch, datasets).fit()
+        with _only_the_sweeps_loggers(launch.resume):
+            results = _tuner(launch, datasets).fit()
         return _report(launch, results)
     finally:
         if started:

@@ -5,6 +5,7 @@ labelled in the analysis, with its own config section and its own refusals."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,8 @@ def test_a_method_registered_in_a_test_module_runs_through_run_sweep(
 
     code, out, err = run_main([str(path), "--storage", str(out_dir)], capsys)
     assert code == 0, out + err
+    # run_sweep switched off Ray's default loggers for its own Tuner only, not for this process.
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
     experiment = out_dir / "plugin"
     trials = {}
     for result in experiment.glob("*/result.json"):
