@@ -115,8 +115,10 @@ class Channels(RetrainingMethod):
     def row_tags(self, config: TrialConfig) -> dict[str, Any]:
         settings = config.settings
         iterative = settings.schedule == "iterative"
-        label = CRITERION_LABELS[settings.criterion] + (" (iterative)" if iterative else "")
         by_channels = settings.target == "channels"
+        label = CRITERION_LABELS[settings.criterion] + (" by channel fraction" if by_channels
+                                                         else "")
+        label += " (iterative)" if iterative else ""
         level_by = "round" if iterative else (
             "target_channel_fraction" if by_channels else "target_sparsity")
         return {"label": label, "level_by": level_by, "schedule": settings.schedule,
