@@ -11,9 +11,10 @@ thread (a 1-CPU trial, as both sweep files grant):
 Every round row holds `measure_time_s` (FLOPs, nonzero FLOPs and latency at each batch size, at
 the file's `measure` settings, i.e. the defaults) and `round_time_s` (which includes it): their
 ratio is the share of the round spent measuring, both timed in the same run. Side by side, each
-trial also runs with `measure.enabled: false`, interleaved with the measured run (on, off, on,
-off, ...): the wall-time difference over the unmeasured trial's wall time, a noisier second
-view of the same cost. The bar: the largest per-round share stays under 3%.
+trial also runs with `measure.enabled: false`, interleaved with the measured run (on, off, off,
+on, ...): the wall-time difference over the unmeasured trial's wall time, a noisier second
+view of the same cost (the whole trial's, dataset loading included). The bar: the largest
+per-round share stays under 3%.
 
     python benchmarks/bench_round_cost.py [--quick]
 """
@@ -70,13 +71,18 @@ def measure_one(trial: dict[str, Any], repeats: int) -> dict[str, Any]:
     unmeasured["measure"] = {**unmeasured.get("measure", {}), "enabled": False}
     walls_on, walls_off, shares = [], [], []
     rounds: list[dict[str, Any]] = []
-    for _ in range(repeats):
+    for repeat in range(repeats):
+        # A B B A ...: whichever runs first in a pair pays the process's warm-up.
+        first_off = repeat % 2 == 1
+        if first_off:
+            walls_off.append(run_trial(unmeasured)[0])
         wall, rows = run_trial(trial)
         walls_on.append(wall)
         shares.append([row["measure_time_s"] / row["round_time_s"] for row in rows])
         rounds = [{key: row[key] for key in ("round", "params_total", "flops", "measure_time_s",
                                              "round_time_s")} for row in rows]
-        walls_off.append(run_trial(unmeasured)[0])
+        if not first_off:
+            walls_off.append(run_trial(unmeasured)[0])
     per_round = [common.median(values) for values in zip(*shares, strict=True)]
     return {
         "measure_settings": trial.get("measure", {}),

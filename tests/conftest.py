@@ -53,6 +53,8 @@ def tiny_trial(data_root: Path) -> Callable[..., dict[str, Any]]:
             "max_batches": 2,
             "device": "cpu",
         },
+        # Every round measures its cost; the cheapest settings that still time two batch sizes.
+        "measure": {"batch_sizes": [1, 2], "budget_s": 0.0, "min_repeats": 1},
     }
 
     def make(**overrides: Any) -> dict[str, Any]:
