@@ -26,6 +26,7 @@ BENCHMARKS = (
     "bench_memory",
     "bench_sweep_efficiency",
     "bench_latency",
+    "bench_round_cost",
 )
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

@@ -20,6 +20,7 @@ from pruning.channels import (
     ChannelAllocation,
     ChannelPruning,
     channels_to_keep,
+    keep_channels,
     prune_channels,
 )
 from pruning.cost import flops, flops_effective, output_positions
@@ -107,6 +108,7 @@ __all__ = [
     "get_scorer",
     "grasp_scores",
     "imp_target_sparsity",
+    "keep_channels",
     "kept_count_for_sparsity",
     "lamp_scores",
     "latency_ms",

@@ -215,3 +215,19 @@ def _remove_all_but(
 
 def _count(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def keep_channels(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    kept: dict[str, list[int]],
+    keep_outputs: list[str] | None = None,
+) -> None:
+    """Remove in place every channel of each group except ``kept[group]`` (indices in the
+    current numbering): a ``ChannelPruning.kept`` applied to another copy of the network it
+    was computed on (e.g. the weights an iterative schedule rewinds to)."""
+    graph = ChannelGraph(model, example_inputs, keep_outputs)
+    before = {group.name: group.channels for group in graph.groups}
+    if set(kept) != set(before):
+        raise ValueError(f"kept names groups {sorted(kept)}; the model has {sorted(before)}")
+    graph.remove({name: sorted(set(range(before[name])) - set(kept[name])) for name in before})

@@ -53,6 +53,8 @@ def tiny_trial(data_root: Path) -> Callable[..., dict[str, Any]]:
             "max_batches": 2,
             "device": "cpu",
         },
+        # Every round measures its cost; the cheapest settings that still time two batch sizes.
+        "measure": {"batch_sizes": [1, 2], "budget_s": 0.0, "min_repeats": 1},
     }
 
     def make(**overrides: Any) -> dict[str, Any]:
@@ -80,7 +82,8 @@ def ray_local() -> Iterator[Any]:
 def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[str, Any]:
     """Assert the DESIGN.md contract on one round checkpoint of a digits trial; returns its
     state. Plain tensors (weights_only), strict loading into a fresh unpruned model, masks over
-    exactly the prunable weights, and the resume/rewind fields present."""
+    exactly the prunable weights, and the resume/rewind fields present; a structured round
+    (`layer_widths`) rebuilds from the unpruned model with `pruning.rebuild`."""
     import torch
 
     import pruning
@@ -98,20 +101,34 @@ def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[st
     assert "param_groups" in state["optimizer"]
     if state["round"] == 0:  # the dense model keeps the weights it can be rewound to
         assert isinstance(state["epoch_weights"], dict)
-    elif config.method == "imp":
+    elif config.method in ("imp", "channels"):
         rewind = config.settings.rewind_epoch
         assert state["rewind_epoch"] == rewind
         assert (state["rewind_weights"] is None) == (rewind is None)
 
-    fresh = build_model(ModelConfig(width=config.model.width), DIGITS_CLASSES, DIGITS_CHANNELS)
+    def fresh() -> Any:
+        return build_model(ModelConfig(width=config.model.width), DIGITS_CLASSES, DIGITS_CHANNELS)
+
+    widths = state.get("layer_widths")
+    if widths is not None:
+        # A structured round holds the smaller network: plain state dicts plus its per-layer
+        # widths (ints), rebuilt from a freshly built unpruned model; strictly, both weights.
+        assert all(isinstance(v, int) for fields in widths.values() for v in fields.values())
+        assert widths != pruning.layer_widths(fresh()), "a structured round removed nothing"
+        for key in ("original_channels", "channel_counts"):
+            assert all(isinstance(count, int) for count in state[key].values()), key
     for name in ("model", "best_model"):
         keys = list(state[name])
         assert not [k for k in keys if "weight_orig" in k or "weight_mask" in k], keys
         assert not [k for k in keys if "parametrizations" in k], keys
-        fresh.load_state_dict(state[name], strict=True)
+        model = fresh()
+        if widths is None:
+            model.load_state_dict(state[name], strict=True)
+        else:
+            pruning.rebuild(model, {"state_dict": state[name], "layer_widths": widths})
 
-    assert list(state["masks"]) == pruning.prunable_parameter_names(fresh)
-    parameters = dict(fresh.named_parameters())
+    assert list(state["masks"]) == pruning.prunable_parameter_names(model)
+    parameters = dict(model.named_parameters())
     for name, keep in state["masks"].items():
         assert keep.dtype == torch.bool and keep.shape == parameters[name].shape
 

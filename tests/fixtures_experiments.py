@@ -45,6 +45,9 @@ class TrialSpec:
     val_offset: float = -0.01
     extra_config: dict[str, Any] = field(default_factory=dict)
     epochs_per_round: int = 2
+    round_fields: list[dict[str, Any]] = field(default_factory=list)
+    """Per round (in order), fields merged into its row last: measured cost, or tags that
+    override the defaults (label, level_by, target_sparsity, ...)."""
 
 
 def _config(spec: TrialSpec) -> dict[str, Any]:
@@ -162,6 +165,8 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
             "final_round": final,
             "some_future_field": {"nested": [1, 2]},  # load_results must tolerate extras
         }
+        if spec.round_fields:
+            round_row.update(spec.round_fields[round_index - first])
         iteration += 1
         name = f"checkpoint_{round_index:06d}"  # one checkpoint per round, numbered from 0
         ckpt = trial_dir / name

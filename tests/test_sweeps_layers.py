@@ -50,7 +50,8 @@ def test_the_smoke_fields_are_the_expected_ones():
     assert smoke_fields() == {
         "train.epochs": "dense", "train.max_batches": "dense", "train.max_eval_batches": "dense",
         "train.warmup_epochs": "dense", "train.lr_milestones": "dense",
-        "imp.retrain_epochs": "imp", "snip.score_batches": "snip",
+        "imp.retrain_epochs": "imp", "channels.retrain_epochs": "channels",
+        "snip.score_batches": "snip",
         "grasp.score_batches": "grasp", "synflow.iterations": "synflow",
         "rigl.update_interval": "rigl", "set.update_interval": "set",
     }

@@ -384,6 +384,7 @@ FLOWERS_SETTINGS = [
 SHIPPED_TRIALS = {
     "quickstart.yaml": 3 * (1 + 1 + 3 + 3),
     "methods_digits.yaml": 3 * (1 + 1 + 6 * 3),  # dense, IMP, then six methods at 3 targets
+    "structured_digits.yaml": 3 * 4,  # dense, IMP, channels (L1), random channels
     "dense.yaml": 3,
     "imp_grid.yaml": 3 * (1 + 6 + 1),
     "snip_grid.yaml": 3 * 6 * 5,
@@ -466,6 +467,32 @@ def test_methods_comparison_smoke_runs_on_digits(tmp_path: Path) -> None:
     dirs = trial_dirs(tmp_path / "out" / "methods_digits-smoke")
     assert len(dirs) == SHIPPED_TRIALS["methods_digits.yaml"] // 3
     assert all(finished(d) for d in dirs)
+
+
+@pytest.mark.slow
+def test_structured_sweep_smoke_runs_on_digits_and_plots_latency(tmp_path: Path) -> None:
+    from invariants import check_experiment
+
+    proc = run_sweep(
+        str(REPO / "sweeps" / "structured_digits.yaml"), "--smoke", "--set", "grid.seed=[0]",
+        "--set", "model.width=4", "--storage", str(tmp_path / "out"), cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    experiment = tmp_path / "out" / "structured_digits-smoke"
+    dirs = trial_dirs(experiment)
+    assert len(dirs) == SHIPPED_TRIALS["structured_digits.yaml"] // 3
+    assert all(finished(d) for d in dirs)
+    # Structured checkpoints written through Ray Tune rebuild and account exactly: dense has one
+    # round, each pruning trial its dense round 0 and 3 pruning rounds.
+    assert check_experiment(experiment) == 1 + 4 * (len(dirs) - 1)
+    for trial_dir in dirs:
+        for row in rows(trial_dir):
+            assert row["latency_ms_b1"] > 0 and row["latency_ms_b64"] > 0, trial_dir.name
+    plot = subprocess.run([sys.executable, str(REPO / "analysis" / "plot.py"), str(experiment)],
+                          capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    assert (experiment / "accuracy_vs_latency.png").is_file()
+    assert "b64 ms (x dense)" in (experiment / "summary.md").read_text()
 
 
 @pytest.mark.slow

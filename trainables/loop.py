@@ -225,12 +225,15 @@ def train_phase(
                         loss = loss_fn(logits, targets)
                         if poison:
                             loss = loss * float("nan")
+                    # Network slimming's sparsity term is trained on, not reported in train_loss.
+                    penalty = pruning.bn_scale_penalty(model, train.bn_l1) if train.bn_l1 else 0
+                    objective = loss + penalty
                     optimizer.zero_grad(set_to_none=True)
                     if scaler is not None:
-                        scaler.scale(loss).backward()
+                        scaler.scale(objective).backward()
                         scaler.unscale_(optimizer)
                     else:
-                        loss.backward()
+                        objective.backward()
                     if update:
                         keeper.set_mask(mask_updater.update(step, model, keeper.mask))
                 if update and mask_updater.replaces_optimizer_step:

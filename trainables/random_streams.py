@@ -17,6 +17,7 @@ _SCORING_EPOCH = 999_983  # data-order stream position reserved for the scoring 
 _CONTROL = 7_919
 _REINIT_BASE, _REINIT = 1_000_000, 1_009
 _GROW_SEED, _GROW_STEP = 2_000_003, 7_907
+_CHANNELS = 7_877
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -56,3 +57,8 @@ def reinitialisation_seed(seed: int, round_index: int) -> int:
 def regrowth(seed: int, step: int, layer_index: int) -> torch.Generator:
     """Random regrowth (SET) of layer `layer_index` at training step `step`."""
     return _generator((seed * _GROW_SEED + step) * _GROW_STEP + layer_index)
+
+
+def random_channels_seed(seed: int, round_index: int) -> int:
+    """Seed of the `random` channel criterion (the structured control) in round `round_index`."""
+    return seed * _CHANNELS + round_index

@@ -44,5 +44,6 @@ def run_trial(
         log=log,
         recipe=recipe_hash(config),
         resume=log.latest_state(),
+        dense_numel={name: parameter.numel() for name, parameter in model.named_parameters()},
     )
     context.method.run(context)

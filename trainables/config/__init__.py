@@ -5,7 +5,7 @@ types, out-of-range values, unknown registry names and fields the trial's method
 are refused at load time with a `ConfigError` whose one line names the field path and what would
 be accepted.
 
-sections.py   the shared sections (data, model, train, prune, dense_model), MethodSection
+sections.py   the shared sections (data, model, train, prune, dense_model, measure), MethodSection
 trial.py      TrialConfig (shared sections + the method's own), parse_trial_config, ignored fields
 written.py    one layer of a config checked as written, field by field
 messages.py   one line per problem: did-you-mean, renamed keys, pydantic errors
@@ -25,6 +25,7 @@ from trainables.config.messages import (
 from trainables.config.sections import (
     DataConfig,
     DenseModelConfig,
+    MeasureConfig,
     MethodSection,
     ModelConfig,
     PruneConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "MOVED_KEYS",
     "DataConfig",
     "DenseModelConfig",
+    "MeasureConfig",
     "MethodSection",
     "ModelConfig",
     "PruneConfig",

@@ -7,7 +7,7 @@ Every field has a default, so an empty file is a valid (dense, digits) run. Sect
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -173,6 +173,10 @@ class TrainConfig(_Section):
     )
     channels_last: bool | None = Field(None, description="None = on for CUDA, off on the CPU")
     compile: bool = Field(False, description="torch.compile the model")
+    bn_l1: float = Field(
+        0.0, ge=0, lt=1, description="network slimming's L1 penalty on BatchNorm scales "
+        "(Liu et al. 2017, e.g. 1e-4), added to the loss of every training phase; 0 = off"
+    )
 
     @model_validator(mode="after")
     def _milestones_inside_training(self) -> TrainConfig:
@@ -205,6 +209,60 @@ class PruneConfig(_Section):
         "none", description="layerwise_shuffle keeps each layer's count, shuffles positions"
     )
     reinit: bool = Field(False, description="keep the mask, draw fresh weights")
+    pattern: str | None = Field(
+        None, description="N:M semi-structured masks, e.g. '2:4' (keep N of every M consecutive "
+        "weights); replaces target_sparsity and allocation; None = unstructured"
+    )
+
+    @field_validator("pattern", mode="before")
+    @classmethod
+    def _n_of_m(cls, pattern: Any) -> Any:
+        if isinstance(pattern, int) and not isinstance(pattern, bool):
+            # YAML 1.1 reads an unquoted 2:4 as the base-60 number 124.
+            raise ValueError(f"write the pattern quoted, e.g. '2:4' (YAML read it as {pattern})")
+        if isinstance(pattern, str):
+            from pruning.nm import parse_pattern
+
+            try:
+                parsed = parse_pattern(pattern)
+            except ValueError:
+                parsed = None
+            if parsed is None or parsed.n == parsed.m:
+                raise ValueError(f"expected 'N:M' with 1 <= N < M, e.g. '2:4' (got {pattern!r})")
+            return str(parsed)
+        return pattern
+
+
+class MeasureConfig(_Section):
+    """What each round measures of its network's cost besides the parameter counts: FLOPs (an
+    exact count) and latency (timed on the trial's device). Not part of the dense recipe."""
+
+    enabled: bool = Field(True, description="count FLOPs and time latency after every round")
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 64], min_length=1, description="latency batch sizes"
+    )
+    budget_s: float = Field(
+        0.05, ge=0, le=60, description="seconds of timed passes per batch size (after warmup "
+        "and at least min_repeats)"
+    )
+    warmup: int = Field(1, ge=0, le=100, description="untimed passes per batch size")
+    min_repeats: int = Field(3, ge=1, le=1000, description="fewest timed passes per batch size")
+    max_repeats: int = Field(30, ge=1, le=10000, description="most timed passes per batch size")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_distinct(cls, sizes: list[int]) -> list[int]:
+        if any(size < 1 or size > 4096 for size in sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError(f"batch_sizes must be distinct integers in 1..4096 (got {sizes})")
+        return sizes
+
+    @model_validator(mode="after")
+    def _repeats_ordered(self) -> MeasureConfig:
+        if self.max_repeats < self.min_repeats:
+            raise ValueError(
+                f"max_repeats ({self.max_repeats}) must be >= min_repeats ({self.min_repeats})"
+            )
+        return self
 
 
 class DenseModelConfig(_Section):

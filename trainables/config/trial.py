@@ -18,6 +18,7 @@ from trainables.config.messages import (
 from trainables.config.sections import (
     DataConfig,
     DenseModelConfig,
+    MeasureConfig,
     ModelConfig,
     PruneConfig,
     TrainConfig,
@@ -46,6 +47,7 @@ class TrialConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     prune: PruneConfig = PruneConfig()
     dense_model: DenseModelConfig = DenseModelConfig()
+    measure: MeasureConfig = MeasureConfig()
 
     @field_validator("method")
     @classmethod

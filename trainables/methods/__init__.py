@@ -8,7 +8,7 @@ import pkgutil
 from trainables.methods.base import METHODS, Method, register_method
 
 # Modules that are not methods themselves but the machinery methods share.
-_SHARED = {"base", "context", "controls", "dense_model", "rounds"}
+_SHARED = {"base", "context", "controls", "dense_model", "retraining", "rounds"}
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _SHARED:

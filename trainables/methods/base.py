@@ -80,6 +80,8 @@ class Method:
 
     def name_parts(self, config: TrialConfig) -> list[str]:
         """Parts of its trial and TensorBoard name after the label and seed."""
+        if config.prune.pattern is not None:  # an N:M pattern replaces the target
+            return [config.prune.pattern.replace(":", "of")]
         return [f"sp{config.prune.target_sparsity:g}"]
 
     def row_tags(self, config: TrialConfig) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class TrialContext:
     resume: dict[str, Any] | None
     """The newest checkpoint when the trial started (None for a fresh trial): a round checkpoint,
     or a progress checkpoint from inside a round."""
+    dense_numel: dict[str, int]
+    """Entries of each parameter of the unpruned network (the scale of every row's counts, also
+    once a structured method has made `model` smaller)."""
 
     def fresh_weights(self, round_index: int) -> dict[str, torch.Tensor]:
         """Newly drawn initial weights of this architecture (`prune.reinit`), on the device."""

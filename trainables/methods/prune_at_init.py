@@ -19,7 +19,13 @@ from trainables import random_streams
 from trainables.config import MethodSection, TrialConfig
 from trainables.methods.base import METHODS, Method
 from trainables.methods.context import TrialContext
-from trainables.methods.controls import full_mask, prune_and_reset
+from trainables.methods.controls import (
+    full_mask,
+    pattern_reads,
+    pattern_sparsity,
+    prune_and_reset,
+    refuse_pattern_with_shuffle,
+)
 from trainables.methods.rounds import RoundPlan, cpu_state, run_round
 
 
@@ -85,6 +91,16 @@ class PruneAtInit(Method):
         self.name, self.label, self.scorer = name, label, scorer
         self.section, self.allocations = section, allocations
 
+    def reads(self, config: TrialConfig) -> set[str]:
+        fields = super().reads(config) | pattern_reads(config)
+        if config.prune.pattern is not None:  # the pattern sets how much and where
+            fields -= {"prune.target_sparsity", "prune.allocation"}
+        return fields
+
+    def validate(self, config: TrialConfig) -> None:
+        super().validate(config)
+        refuse_pattern_with_shuffle(config)
+
     def row_tags(self, config: TrialConfig) -> dict[str, Any]:
         return {**super().row_tags(config), "scorer": self.scorer}
 
@@ -96,7 +112,7 @@ class PruneAtInit(Method):
         if context.completed_round() >= 1:
             return  # the single round is already checkpointed
         config = context.config
-        target = config.prune.target_sparsity
+        target = pattern_sparsity(config)
         splits = context.data.splits
         scoring = {
             "target_sparsity": target,
