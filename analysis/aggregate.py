@@ -6,13 +6,18 @@ Rules (tests pin them):
   diverged trials are excluded as whole trials and listed by ``excluded_trials``.
 - The unit of replication is a seed: rows sharing (experiment, seed) inside a group are first
   averaged, so a seed is never counted twice; ``n`` is the number of seeds.
-- Levels: IMP with the iterative schedule is grouped by round index (and by the trial's final
-  target sparsity, should several be swept); IMP one-shot and the SNIP trainable (every scorer)
-  are grouped by ``target_sparsity``. Every other swept key except the seed splits groups too.
-- IMP round 0 is dense training; it never appears on the IMP line.
+- Levels: each round row says how its method's levels are defined (``level_by``, set by the
+  method): by round index for a method whose rounds are its sparsity levels (iterative IMP;
+  also split by the trial's final target sparsity, should several be swept), by another row
+  field it names (e.g. ``target_channel_fraction``), otherwise by ``target_sparsity``. Every
+  other swept key except the seed splits groups too.
+- Round 0 of a method other than dense is its dense start; it never appears on the method's line.
 - Dense reference, per experiment: the trials with ``method == "dense"``; if the experiment has
-  none, round 0 of its IMP trials (``dense_source`` says which). An experiment with neither is
-  compared with the dense reference pooled over all experiments.
+  none, the round-0 rows of its other methods (``dense_source`` says which). An experiment with
+  neither is compared with the dense reference pooled over all experiments.
+- Cost (where rows measured it): ``flops``, ``flops_effective`` and each ``latency_ms_b<B>`` are
+  means over seeds like the positions; ``speedup_b<B>`` = the matching dense reference's mean
+  latency / the group's mean latency (a ratio of means; 1 for the dense reference itself).
 - Interval (``interval=``, see :mod:`analysis.stats`; NaN when n = 1):
 
   - ``"t"`` (default): Student-t over seeds, ``mean +- t_{(1+ci)/2, n-1} * s / sqrt(n)`` (std
@@ -36,6 +41,7 @@ Rules (tests pin them):
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -59,8 +65,15 @@ _POSITION_COLUMNS = [
     "params_prunable",
     "params_total_dense",
     "params_prunable_dense",
+    "target_channel_fraction",
+    "channel_fraction_removed",
+    "flops",
+    "flops_effective",
 ]
-LINE_KEYS = ["experiment", "method", "scorer", "schedule", "final_target_sparsity"]
+# Measured latencies (ms), one column per batch size B: latency_ms_b<B> (and, for N:M networks on
+# CUDA, latency_nm_ms_b<B> / latency_nm_dense_ms_b<B>).
+_LATENCY = re.compile(r"^latency(_nm|_nm_dense)?_ms_b(\d+)$")
+LINE_KEYS = ["experiment", "method", "label", "scorer", "schedule", "final_target_sparsity"]
 
 
 def extra_group_keys(results: pd.DataFrame) -> list[str]:
@@ -69,19 +82,40 @@ def extra_group_keys(results: pd.DataFrame) -> list[str]:
     return [k for k in keys if k in results.columns and k.split(".")[-1] not in ROW_FIELDS]
 
 
+def position_columns(frame: pd.DataFrame) -> list[str]:
+    """The numeric columns averaged to place a group (positions, cost), present in ``frame``."""
+    latency = sorted((c for c in frame.columns if _LATENCY.match(str(c))),
+                     key=lambda c: (_LATENCY.match(c).group(1) or "", int(_LATENCY.match(c)[2])))
+    return [c for c in _POSITION_COLUMNS if c in frame.columns] + latency
+
+
+def latency_batches(frame: pd.DataFrame) -> list[int]:
+    """Batch sizes B of the ``latency_ms_b<B>`` columns in ``frame``, ascending."""
+    return sorted(int(m[2]) for c in frame.columns if (m := _LATENCY.match(str(c))) and not m[1])
+
+
 def _level_frame(results: pd.DataFrame) -> pd.DataFrame:
-    """Finished rows with ``level_by``/``level`` columns; IMP round 0 rows flagged."""
+    """Finished rows with ``level_by``/``level`` columns; dense-start rows (round 0 of a method
+    other than dense) flagged as ``imp_round0``."""
     rows = results[results["trial_status"] == "finished"].copy()
-    is_imp = rows["method"] == "imp"
-    iterative = is_imp & (rows["schedule"] == "iterative")
+    for column in position_columns(rows):  # None (not measured, n/a) becomes NaN
+        rows[column] = pd.to_numeric(rows[column], errors="coerce")
+    by_round = rows["level_by"] == "round"
     final_target = rows.groupby(["experiment", "trial_id"])["target_sparsity"].transform("max")
-    rows["final_target_sparsity"] = np.where(iterative, final_target, np.nan)
-    rows["level_by"] = np.where(
-        rows["method"] == "dense", "dense", np.where(iterative, "round", "target_sparsity")
-    )
-    rows["level"] = np.where(iterative, rows["round"], rows["target_sparsity"].round(9))
+    rows["final_target_sparsity"] = np.where(by_round, final_target, np.nan)
+    # A level named by another numeric row field (a channel fraction), else target_sparsity.
+    named = rows["level_by"].where(
+        rows["level_by"].map(lambda v: isinstance(v, str) and v in rows.columns
+                             and v not in ("round", "dense")), "target_sparsity")
+    rows["level_by"] = np.where(rows["method"] == "dense", "dense",
+                                np.where(by_round, "round", named))
+    level = pd.Series(np.nan, index=rows.index)
+    for column in named.unique():
+        chosen = named == column
+        level[chosen] = pd.to_numeric(rows.loc[chosen, column], errors="coerce").round(9)
+    rows["level"] = np.where(by_round, rows["round"], level)
     rows["level"] = np.where(rows["method"] == "dense", 0.0, rows["level"])
-    rows["imp_round0"] = is_imp & (rows["round"] == 0)
+    rows["imp_round0"] = (rows["method"] != "dense") & (rows["round"] == 0)
     return rows
 
 
@@ -119,7 +153,7 @@ def _stats(
         "ci_outside_range": bool(low < 0.0 or high > 1.0),
         "trials": int(rows["trial_id"].nunique()),
     }
-    positions = per_seed[[c for c in _POSITION_COLUMNS if c in rows.columns]].mean()
+    positions = per_seed[position_columns(rows)].mean()
     for column in positions.columns:
         out[column] = float(positions[column].mean())
     return out
@@ -139,7 +173,8 @@ def dense_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             if dense.empty:
                 continue
             sources[str(experiment)] = (
-                f"round 0 of {dense['trial_id'].nunique()} IMP trial(s) (no dense trials)"
+                f"round 0 of {dense['trial_id'].nunique()} trial(s) starting from dense "
+                "(no dense trials)"
             )
         parts.append(dense.assign(dense_source=sources[str(experiment)]))
     if not parts:
@@ -196,24 +231,29 @@ def aggregate(
         if record["level_by"] == "round":
             record["round"] = int(record["level"])
         record.update(_stats(group, *args))
-        ref = _match_dense(record, dense_groups, pooled, sources)
-        record.update(ref)
+        record.update(_match_dense(record, dense_groups, pooled, sources))
         records.append(record)
 
     for record in dense_groups:
         record.update({"dense_mean": record["mean"], "delta_vs_dense": 0.0,
-                       "dense_n": record["n"]})
+                       "dense_n": record["n"], **_dense_costs(record)})
     frame = pd.DataFrame.from_records(dense_groups + records)
     if frame.empty:
         return frame
+    for batch in latency_batches(rows):
+        frame[f"speedup_b{batch}"] = (frame[f"dense_latency_ms_b{batch}"]
+                                      / frame[f"latency_ms_b{batch}"])
     frame["metric"] = metric
     first = [
-        "experiment", "method", "scorer", "schedule", "final_target_sparsity", *extras,
+        "experiment", "method", "label", "scorer", "schedule", "final_target_sparsity", *extras,
         "level_by", "round", "target_sparsity", "sparsity", "params_total", "params_prunable",
         "params_total_dense", "params_prunable_dense", "metric", "n", "seeds", "mean", "std",
         "ci_low", "ci_high", "ci_method", "ci_outside_range", "dense_mean", "dense_n",
         "delta_vs_dense", "dense_source", "trials",
     ]
+    first[first.index("params_prunable_dense") + 1:first.index("params_prunable_dense") + 1] = [
+        c for c in position_columns(rows) if c not in first]
+    first += [c for c in frame.columns if c.startswith(("dense_flops", "dense_latency", "speedup"))]
     for column in first:
         if column not in frame.columns:
             frame[column] = np.nan
@@ -237,14 +277,20 @@ def _match_dense(
         if all(_same(dense.get(k), record.get(k)) for k in keys):
             return {"dense_mean": dense["mean"], "dense_n": dense["n"],
                     "delta_vs_dense": record["mean"] - dense["mean"],
-                    "dense_source": dense["dense_source"]}
+                    "dense_source": dense["dense_source"], **_dense_costs(dense)}
     if pooled is None:
         return {"dense_mean": math.nan, "dense_n": 0, "delta_vs_dense": math.nan,
                 "dense_source": "none (no dense trials and no IMP round 0)"}
     where = "; ".join(f"{e}: {s}" for e, s in sources.items())
     return {"dense_mean": pooled["mean"], "dense_n": pooled["n"],
             "delta_vs_dense": record["mean"] - pooled["mean"],
-            "dense_source": f"pooled over experiments ({where})"}
+            "dense_source": f"pooled over experiments ({where})", **_dense_costs(pooled)}
+
+
+def _dense_costs(dense: dict[str, Any]) -> dict[str, Any]:
+    """The dense reference's mean cost (``dense_flops``, ``dense_latency_ms_b<B>``, ...)."""
+    return {f"dense_{key}": value for key, value in dense.items()
+            if key in ("flops", "flops_effective") or _LATENCY.match(str(key))}
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Figures: accuracy vs remaining parameters, accuracy vs IMP round, per-layer sparsity.
+"""Figures: accuracy vs remaining parameters, vs measured latency and vs FLOPs; accuracy vs IMP
+round; per-layer sparsity.
 
 Matplotlib with the non-interactive Agg backend; colours from the Okabe-Ito palette, which stays
 distinguishable with the common colour-vision deficiencies. Every function writes PNG and SVG.
@@ -18,7 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
-from analysis.aggregate import _level_frame, line_keys  # noqa: E402
+from analysis.aggregate import _level_frame, latency_batches, line_keys  # noqa: E402
 from analysis.load import load_layer_sparsity  # noqa: E402
 from analysis.report import interval_name, line_id, line_labels  # noqa: E402
 
@@ -76,6 +77,53 @@ def plot_accuracy_vs_params(
     stem: str = "accuracy_vs_params",
 ) -> list[Path]:
     """Mean accuracy (%) against remaining parameters, CI bands, dense reference as a band."""
+    return plot_accuracy_against(
+        agg, out_dir, title, params_column, stem,
+        PARAMS_LABELS.get(params_column, params_column), unit=1e6, sparsity_axis=True)
+
+
+def plot_accuracy_vs_latency(
+    agg: pd.DataFrame, out_dir: str | Path, title: str, batch: int | None = None,
+    device: str | None = None, stem: str = "accuracy_vs_latency",
+) -> list[Path]:
+    """Mean accuracy against measured latency at batch `batch` (default: the smallest measured)
+    on `device` (named on the axis); nothing when the rows measured none."""
+    batches = latency_batches(agg)
+    if batch is None and batches:
+        batch = batches[0]
+    column = f"latency_ms_b{batch}"
+    if batch not in batches or agg[column].isna().all():
+        return []
+    where = f" on {device}" if device else ""
+    label = f"latency of a forward pass at batch {batch}{where} (ms, mean over seeds, log scale)"
+    return plot_accuracy_against(agg, out_dir, title, column, stem, label, unit=1.0)
+
+
+def plot_accuracy_vs_flops(
+    agg: pd.DataFrame, out_dir: str | Path, title: str, column: str = "flops",
+    stem: str = "accuracy_vs_flops",
+) -> list[Path]:
+    """Mean accuracy against MACs of one forward pass (`flops`, or `flops_effective`: by nonzero
+    weights only); nothing when the rows counted none."""
+    if column not in agg.columns or agg[column].isna().all():
+        return []
+    what = "by nonzero weights, " if column == "flops_effective" else ""
+    label = f"multiply-accumulates per image ({what}millions, log scale)"
+    return plot_accuracy_against(agg, out_dir, title, column, stem, label, unit=1e6)
+
+
+def plot_accuracy_against(
+    agg: pd.DataFrame,
+    out_dir: str | Path,
+    title: str,
+    column: str,
+    stem: str,
+    xlabel: str,
+    unit: float,
+    sparsity_axis: bool = False,
+) -> list[Path]:
+    """Mean accuracy (%) against `column` / `unit` (log x), each method line with its CI band,
+    the dense reference as a star at its own x and a horizontal band."""
     out_dir = Path(out_dir)
     metric = str(agg["metric"].iloc[0])
     ci_name = _ci_name(agg)
@@ -83,8 +131,10 @@ def plot_accuracy_vs_params(
     xs_all = []
     single = 0
     for i, (label, line) in enumerate(_lines(agg)):
-        line = line.sort_values(params_column)
-        x = line[params_column].to_numpy(float) / 1e6
+        line = line.dropna(subset=[column]).sort_values(column)
+        if line.empty:
+            continue
+        x = line[column].to_numpy(float) / unit
         y = 100 * line["mean"].to_numpy(float)
         colour = OKABE_ITO[i % len(OKABE_ITO)]
         ax.plot(x, y, marker=MARKERS[i % len(MARKERS)], color=colour, lw=1.8, ms=5,
@@ -112,9 +162,9 @@ def plot_accuracy_vs_params(
     for j, (_, row) in enumerate(dense.iterrows()):
         colour = DENSE_COLOURS[j % len(DENSE_COLOURS)]
         mean = 100 * row["mean"]
-        x = row[f"{params_column}_dense"] / 1e6 if f"{params_column}_dense" in row else math.nan
+        x = row[f"{column}_dense"] / unit if f"{column}_dense" in row else math.nan
         if math.isnan(x):
-            x = row[params_column] / 1e6
+            x = row[column] / unit
         label = dense_labels[line_id(row, keys)]
         if not math.isnan(row["ci_low"]):
             ax.axhspan(100 * row["ci_low"], 100 * row["ci_high"], color=colour, alpha=0.08,
@@ -123,6 +173,8 @@ def plot_accuracy_vs_params(
         else:
             yerr = None
         ax.axhline(mean, color=colour, lw=1.0, ls="--", zorder=1)
+        if math.isnan(x):
+            continue
         ax.errorbar([x], [mean], yerr=yerr, fmt="*", ms=11, color=colour, capsize=4,
                     zorder=4, label=f"{label} ({_n_text(pd.Series([row['n']]))}"
                     f"{', no CI' if yerr is None else ''})")
@@ -135,12 +187,14 @@ def plot_accuracy_vs_params(
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(PARAMS_LABELS.get(params_column, params_column))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{metric.replace('_acc', '')} accuracy (%), mean ± {ci_name}")
     ax.grid(True, which="major", alpha=0.3)
     _cap_accuracy_axis(ax, agg)
-    _sparsity_top_axis(ax, agg, params_column)
-    ax.set_title(title, pad=28 if _shared_dense_counts(agg) else 6)
+    top = sparsity_axis and _shared_dense_counts(agg)
+    if top:
+        _sparsity_top_axis(ax, agg, column)
+    ax.set_title(title, pad=28 if top else 6)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
     return _save(fig, out_dir, stem)
 

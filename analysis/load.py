@@ -34,6 +34,8 @@ RESULT_COLUMNS = [
     "trial_id",
     "trial_status",
     "method",
+    "label",
+    "level_by",
     "scorer",
     "schedule",
     "seed",
@@ -138,11 +140,20 @@ def _trial_id_from_dir(name: str) -> str:
 
 
 def _dedupe_rounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the last report of each round: a trial restored from a checkpoint re-reports."""
+    """Keep the last report of each round (results written before rows travelled with their
+    checkpoints could repeat a round after a restart)."""
     by_round: dict[Any, dict[str, Any]] = {}
     for row in rows:
         by_round[row.get("round")] = row
     return sorted(by_round.values(), key=lambda r: (r.get("round") is None, r.get("round") or 0))
+
+
+def _dedupe_epochs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the last report of each (round, epoch), in order of first appearance."""
+    by_epoch: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        by_epoch[(row.get("round"), row.get("epoch"))] = row
+    return list(by_epoch.values())
 
 
 def trial_dirs(experiment_dir: Path) -> list[Path]:
@@ -173,7 +184,7 @@ def load_trial(path: Path, experiment: str) -> Trial:
     if isinstance(config, dict) and set(config) == {"trial"} and isinstance(config["trial"], dict):
         config = config["trial"]
     round_rows = _dedupe_rounds([r for r in rows if r.get("row_type") == "round"])
-    epoch_rows = [r for r in rows if r.get("row_type") == "epoch"]
+    epoch_rows = _dedupe_epochs([r for r in rows if r.get("row_type") == "epoch"])
     trial_id = next((str(r["trial_id"]) for r in rows if r.get("trial_id")), None)
     trial = Trial(
         experiment=experiment,

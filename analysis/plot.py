@@ -4,12 +4,13 @@ Usage (from the repository root)::
 
     python analysis/plot.py output/imp [output/snip ...] [--metric test_acc|val_acc] [--ci 0.95]
         [--interval t|logit-t|bootstrap] [--out DIR] [--tolerance 1.0] [--params total|prunable]
-        [--layer-sparsity 0.9]
+        [--layer-sparsity 0.9] [--latency-batch 1]
 
 Writes into ``--out`` (default: the first experiment directory): results.csv (+ results.parquet
 when pyarrow is installed), summary.csv, summary.md, excluded_trials.csv,
-accuracy_vs_params.png/.svg, and when the data allow accuracy_vs_round.png/.svg (IMP iterative)
-and layer_sparsity.png/.svg. Bad input: one line on stderr, exit status 2.
+accuracy_vs_params.png/.svg, and when the data allow accuracy_vs_latency.png/.svg and
+accuracy_vs_flops.png/.svg (rows that measured their cost), accuracy_vs_round.png/.svg (IMP
+iterative) and layer_sparsity.png/.svg. Bad input: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layer-sparsity", type=float, default=None, metavar="SPARSITY",
                         help="target sparsity for the per-layer view (default: the highest one "
                              "every method reaches)")
+    parser.add_argument("--latency-batch", type=int, default=None, metavar="B",
+                        help="batch size of the accuracy_vs_latency figure (default: the "
+                             "smallest measured)")
     args = parser.parse_args(argv)
     if not 0.0 < args.ci < 1.0:
         parser.error(f"--ci must be in (0, 1), got {args.ci}")
@@ -115,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     from analysis import figures  # matplotlib only when figures are drawn
 
     written += figures.plot_accuracy_vs_params(agg, out_dir, title, params_column=params_column)
+    devices = results["latency_device"].dropna().unique() if "latency_device" in results else []
+    written += figures.plot_accuracy_vs_latency(
+        agg, out_dir, title, args.latency_batch, device=", ".join(map(str, devices)) or None)
+    written += figures.plot_accuracy_vs_flops(agg, out_dir, title)
     written += figures.plot_accuracy_vs_round(agg, out_dir, title)
     layers = figures.layer_sparsity_table(results, agg, args.layer_sparsity)
     written += figures.plot_layer_sparsity(layers, out_dir, f"{title}: per-layer sparsity")

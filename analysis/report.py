@@ -7,33 +7,19 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.aggregate import is_missing, line_keys
-
-SCORER_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow", "random": "random",
-                "magnitude": "magnitude"}
+from analysis.aggregate import is_missing, latency_batches, line_keys
 
 
 def _base_label(record: dict[str, Any], varying_extras: list[str], several_finals: bool) -> str:
-    method = record.get("method")
-    scorer = record.get("scorer")
-    if method == "dense":
+    """The method's own label, as its rows carry it (`Method.row_tags`), plus what tells apart
+    lines that share it."""
+    label = record.get("label")
+    label = str(record.get("method")) if is_missing(label) else str(label)
+    if record.get("method") == "dense":
         return "dense"
-    if method == "imp":
-        schedule = record.get("schedule")
-        label = "IMP one-shot" if schedule == "oneshot" else "IMP iterative"
-        if not is_missing(scorer) and scorer != "magnitude":
-            label += f" ({SCORER_NAMES.get(scorer, scorer)})"
-        if several_finals and not is_missing(record.get("final_target_sparsity")):
-            label += f" to {100 * record['final_target_sparsity']:g}%"
-    elif method == "snip":
-        if is_missing(scorer) or scorer == "snip":
-            label = "SNIP"
-        else:
-            label = f"{SCORER_NAMES.get(scorer, scorer)} at init"
-    else:
-        label = str(method)
-        if not is_missing(scorer):
-            label += f" ({scorer})"
+    if (several_finals and record.get("level_by") == "round"
+            and not is_missing(record.get("final_target_sparsity"))):
+        label += f" to {100 * record['final_target_sparsity']:g}%"
     for key in varying_extras:
         label += f", {key}={record.get(key)}"
     return label
@@ -50,8 +36,8 @@ def line_labels(agg: pd.DataFrame) -> dict[tuple, str]:
     extras = list(agg.attrs.get("extra_keys", []))
     non_dense = lines[lines["method"] != "dense"]
     varying = [k for k in extras if non_dense[k].astype(str).nunique() > 1]
-    iterative = non_dense[non_dense["schedule"] == "iterative"]
-    several_finals = iterative["final_target_sparsity"].nunique() > 1
+    by_round = non_dense[non_dense["level_by"] == "round"]
+    several_finals = by_round["final_target_sparsity"].nunique() > 1
     base = {}
     for _, row in lines.iterrows():
         record = row.to_dict()
@@ -118,8 +104,35 @@ def summary_table(agg: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
             "matching_sparsity_pct": (100 * m["matching_sparsity"]) if m is not None
             else math.nan,
         })
+        record.update({column: row[column] for column in cost_columns(agg)})
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def cost_columns(agg: pd.DataFrame) -> list[str]:
+    """The measured-cost columns of an aggregate that hold a value somewhere: MACs, MACs by
+    nonzero weights, and per batch size the latency (ms) and the speedup against dense."""
+    columns = ["flops", "flops_effective"]
+    for batch in latency_batches(agg):
+        columns += [f"latency_ms_b{batch}", f"speedup_b{batch}"]
+    return [c for c in columns if c in agg.columns and agg[c].notna().any()]
+
+
+def _cost_cells(row: dict[str, Any], columns: list[str]) -> tuple[list[str], list[str]]:
+    """Headers and cells for the cost columns of one summary row (MACs in millions; latency in
+    ms with its speedup against dense)."""
+    headers, cells = [], []
+    if "flops" in columns:
+        headers.append("MMACs")
+        cells.append("n/a" if is_missing(row["flops"]) else f"{row['flops'] / 1e6:.3g}")
+    for column in columns:
+        if column.startswith("latency_ms_b"):
+            batch = column.removeprefix("latency_ms_b")
+            speedup = row.get(f"speedup_b{batch}")
+            headers.append(f"b{batch} ms (x dense)")
+            cells.append("n/a" if is_missing(row[column]) else (
+                f"{row[column]:.3g} ({'n/a' if is_missing(speedup) else f'{speedup:.2f}'})"))
+    return headers, cells
 
 
 def _pct(value: float, digits: int = 2) -> str:
@@ -217,15 +230,22 @@ def summary_markdown(
     if not agg.attrs.get("dense_sources"):
         out[-1] = "Dense reference: none (no dense trials and no IMP round 0)."
     out.append("")
+    costs = cost_columns(agg)
     header = ["method", "sparsity %", "target %", f"{params_column}", "n",
               f"{metric} % (± {ci_name})", "Δ vs dense"]
     rows = []
     for _, r in summary.iterrows():
         row = r.to_dict()
+        cost_header, cost_cells = _cost_cells(row, costs)
         rows.append([row["label"], _sparsity_cell(row), _pct(row["target_sparsity_pct"]),
                      f"{row[params_column]:,.0f}", int(row["n"]), mean_ci_text(row, metric),
-                     signed_text(row["delta_vs_dense_points"])])
-    out += _md_table(header, rows)
+                     signed_text(row["delta_vs_dense_points"]), *cost_cells])
+    out += _md_table(header + cost_header, rows)
+    if costs:
+        out += ["", "MMACs: millions of multiply-accumulates of one forward pass at batch 1 "
+                "(mean over seeds). Latency: median ms of a forward pass at batch B on the "
+                "trials' device (mean over seeds); x dense = the dense reference's mean latency "
+                "/ this mean latency."]
     out += ["", f"## Matching sparsity (tolerance {tolerance:g} point(s))", "",
             "The highest sparsity level whose mean accuracy is >= the dense mean minus the "
             f"tolerance (mean >= dense_mean - {tolerance:g} points). Levels need not be "
@@ -263,13 +283,16 @@ def terminal_text(summary: pd.DataFrame, matching: pd.DataFrame, excluded: pd.Da
     metric = str(agg["metric"].iloc[0])
     lines = []
     width = max([len(s) for s in summary["label"]] + [6])
+    costs = cost_columns(agg)
+    cost_header = _cost_cells(summary.iloc[0].to_dict(), costs)[0] if len(summary) else []
     lines.append(f"{'method':<{width}}  {'sparsity%':>19}  {'n':>2}  {metric + ' % ± CI':>22}"
-                 f"  {'Δ dense':>7}")
+                 f"  {'Δ dense':>7}" + "".join(f"  {h:>16}" for h in cost_header))
     for _, r in summary.iterrows():
         row = r.to_dict()
+        cells = "".join(f"  {cell:>16}" for cell in _cost_cells(row, costs)[1])
         lines.append(f"{row['label']:<{width}}  {_sparsity_cell(row):>19}  {int(row['n']):>2}  "
                      f"{mean_ci_text(row, metric):>22}  "
-                     f"{signed_text(row['delta_vs_dense_points']):>7}")
+                     f"{signed_text(row['delta_vs_dense_points']):>7}" + cells)
     lines.append("")
     lines.append(f"interval: {interval_legend(agg)}")
     lines.append("dense reference: " + ("; ".join(

@@ -52,8 +52,8 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
     from trainables.batches import iterate_batches
     from trainables.config import parse_trial_config
     from trainables.datasets import load_dataset
-    from trainables.loop import epoch_generator
     from trainables.models import build_model
+    from trainables.random_streams import data_order
 
     torch.set_num_threads(1)
     config = parse_trial_config(trial_config(args))
@@ -72,7 +72,7 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
             splits.train_labels,
             64,
             shuffle=True,
-            generator=epoch_generator(config.seed, 0, epoch),
+            generator=data_order(config.seed, 0, epoch),
             device="cpu",
             augment=augment,
             drop_last=True,
@@ -88,8 +88,8 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
 
 def direct_epochs(args: argparse.Namespace) -> list[float]:
     from trainables.config import parse_trial_config
-    from trainables.methods import run_trial
     from trainables.reporting import DirectoryReporter
+    from trainables.trial import run_trial
 
     with tempfile.TemporaryDirectory(prefix="bench-direct-") as directory:
         reporter = DirectoryReporter(directory)

@@ -49,8 +49,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     import torch
 
     from trainables.config import parse_trial_config
-    from trainables.methods import run_trial
     from trainables.reporting import DirectoryReporter
+    from trainables.trial import run_trial
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as directory:

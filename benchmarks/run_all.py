@@ -3,6 +3,7 @@ table in `benchmarks/README.md` (between its `results:start` / `results:end` mar
 
     python benchmarks/run_all.py            # all benchmarks, about 12-15 minutes on 2 cores
     python benchmarks/run_all.py --quick    # every --quick mode (a smoke run; not written)
+    python benchmarks/run_all.py --only bench_latency   # refresh one; the others' figures stay
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ BENCHMARKS = (
     "bench_startup",
     "bench_memory",
     "bench_sweep_efficiency",
+    "bench_latency",
+    "bench_round_cost",
 )
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -69,21 +72,52 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def details(results: dict[str, dict[str, Any]]) -> str:
+    """Each benchmark's own Markdown (its `markdown` field), under a heading of its name."""
+    return "".join(
+        f"\n### {name}\n\n{result['markdown']}\n"
+        for name, result in results.items()
+        if result.get("markdown")
+    )
+
+
 def update_readme(results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
     readme = HERE / "README.md"
     text = readme.read_text() if readme.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     machine = summary["machine"]
+    refreshed = "".join(
+        f" `{name}` was re-run alone at {date} (load average "
+        f"{results[name].get('machine', {}).get('load_avg_1m_at_start')})."
+        for name, date in summary.get("refreshed", {}).items()
+    )
     block = (
         f"{START}\n"
         f"Taken {summary['date']} on {machine.get('cpu')} ({machine.get('cores')} cores, "
         f"{machine.get('memory_gib')} GiB, GPU: {machine.get('gpu') or 'none'}; torch "
         f"{machine.get('torch')}; 1-min load average {machine.get('load_avg_1m_at_start')} "
-        f"when it started: a shared machine). `run_all.py` took {summary['wall_s']:.0f} s.\n\n"
-        f"{table(results)}\n{END}"
+        f"when it started: a shared machine). `run_all.py` took {summary['wall_s']:.0f} s."
+        f"{refreshed}\n\n"
+        f"{table(results)}\n{details(results)}{END}"
     )
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
     readme.write_text(head + block + tail)
+
+
+def merged_with_previous(
+    results: dict[str, dict[str, Any]], summary: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    path = HERE / "results.json"
+    if not path.exists():
+        return results, summary
+    previous = json.loads(path.read_text())
+    merged = {**previous["results"], **results}
+    kept_summary = dict(previous["summary"])
+    kept_summary["refreshed"] = {
+        **kept_summary.get("refreshed", {}),
+        **{name: summary["date"] for name in results},
+    }
+    return merged, kept_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"run_all: {summary['wall_s']:.0f} s", file=sys.stderr)
     if not args.quick:
+        if set(args.only) != set(BENCHMARKS):
+            # A partial run refreshes its own figures and keeps everyone else's as they were.
+            results, summary = merged_with_previous(results, summary)
         payload = {"summary": summary, "results": results}
         (HERE / "results.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
         update_readme(results, summary)

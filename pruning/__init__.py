@@ -9,10 +9,23 @@ from pruning.allocation import (
     erk_layer_densities,
     imp_target_sparsity,
     kept_count_for_sparsity,
+    lamp_scores,
     prune_remaining_fraction,
     prune_to_sparsity,
 )
+from pruning.channel_groups import ChannelGraph, ChannelGroup
+from pruning.channel_importance import CRITERIA, ChannelScores, bn_scale_penalty, channel_scores
+from pruning.channels import (
+    CHANNEL_ALLOCATIONS,
+    ChannelAllocation,
+    ChannelPruning,
+    channels_to_keep,
+    keep_channels,
+    prune_channels,
+)
+from pruning.cost import flops, flops_effective, output_positions
 from pruning.enforce import MaskedTraining, attach_mask
+from pruning.latency import LatencyResult, LatencySettings, latency_ms
 from pruning.masks import (
     Mask,
     apply_mask,
@@ -24,7 +37,17 @@ from pruning.masks import (
     prunable_parameter_names,
     save_mask,
 )
+from pruning.nm import NMMask, NMPattern, follows_pattern, nm_mask, parse_pattern
+from pruning.nm_latency import (
+    NMLatency,
+    SemiStructuredCopies,
+    nm_latency_ms,
+    semi_structured_copies,
+)
+from pruning.regrowth import drop_and_grow, drop_and_grow_layer
+from pruning.schedules import DropSchedule, GradualSchedule
 from pruning.scorers import (
+    BATCHNORM_MODES,
     SCORERS,
     Scorer,
     ScoringContext,
@@ -37,40 +60,78 @@ from pruning.scorers import (
     snip_scores,
     synflow_scores,
 )
+from pruning.shrunk_model import LayerWidths, layer_widths, rebuild, shrunk_state
 
 __all__ = [
     "ALLOCATIONS",
+    "BATCHNORM_MODES",
+    "CHANNEL_ALLOCATIONS",
+    "CRITERIA",
     "SCORERS",
     "Allocation",
+    "ChannelAllocation",
+    "ChannelGraph",
+    "ChannelGroup",
+    "ChannelPruning",
+    "ChannelScores",
+    "DropSchedule",
+    "GradualSchedule",
+    "LatencyResult",
+    "LatencySettings",
     "LayerCount",
+    "LayerWidths",
     "Mask",
     "MaskedTraining",
+    "NMLatency",
+    "NMMask",
+    "NMPattern",
     "ParameterCounts",
     "Scorer",
     "Scores",
     "ScoringContext",
+    "SemiStructuredCopies",
     "apply_mask",
     "attach_mask",
+    "bn_scale_penalty",
+    "channel_scores",
+    "channels_to_keep",
     "check_mask_fits",
     "count_parameters",
+    "drop_and_grow",
+    "drop_and_grow_layer",
     "erk_layer_budgets",
     "erk_layer_densities",
+    "flops",
+    "flops_effective",
+    "follows_pattern",
     "full_mask",
     "get_scorer",
     "grasp_scores",
     "imp_target_sparsity",
+    "keep_channels",
     "kept_count_for_sparsity",
+    "lamp_scores",
+    "latency_ms",
+    "layer_widths",
     "layerwise_shuffle",
     "load_mask",
     "magnitude_scores",
     "mask_sparsity",
+    "nm_latency_ms",
+    "nm_mask",
+    "output_positions",
+    "parse_pattern",
     "prunable_parameter_names",
+    "prune_channels",
     "prune_remaining_fraction",
     "prune_to_sparsity",
     "random_scores",
+    "rebuild",
     "save_mask",
     "score",
     "scorer_names",
+    "semi_structured_copies",
+    "shrunk_state",
     "snip_scores",
     "synflow_scores",
 ]

@@ -13,8 +13,8 @@ from pruning.masks import Mask
 Scores = dict[str, torch.Tensor]
 """Parameter name -> float tensor shaped like the parameter; higher = more worth keeping."""
 
-Allocation = Literal["global", "layerwise", "erk"]
-ALLOCATIONS: tuple[str, ...] = ("global", "layerwise", "erk")
+Allocation = Literal["global", "layerwise", "erk", "lamp"]
+ALLOCATIONS: tuple[str, ...] = ("global", "layerwise", "erk", "lamp")
 
 
 def kept_count_for_sparsity(total: int, target_sparsity: float) -> int:
@@ -48,6 +48,8 @@ def prune_to_sparsity(
     * ``layerwise``: each layer keeps ``n - round(target_sparsity * n)`` of its ``n`` weights
       (a layer that is already sparser keeps what it has).
     * ``erk``: Erdos-Renyi-Kernel layer budgets (Evci et al. 2020), exactly the global count.
+    * ``lamp``: global selection on the LAMP scores of ``scores`` (``lamp_scores``); meant for
+      magnitude scores (Lee et al. 2021 rescale |w|).
 
     Raises ValueError when the target is below the mask's current sparsity.
     """
@@ -66,6 +68,8 @@ def prune_to_sparsity(
         return {}
     if allocation == "global":
         return _keep_top_globally(scores, mask, keep_total)
+    if allocation == "lamp":
+        return _keep_top_globally(lamp_scores(scores, mask), mask, keep_total)
     if allocation == "layerwise":
         budgets = {
             name: min(int(keep.sum()), kept_count_for_sparsity(keep.numel(), target_sparsity))
@@ -102,6 +106,34 @@ def prune_remaining_fraction(
         raise ValueError(f"round_index counts rounds from 1; got {round_index}")
     target = imp_target_sparsity(rate, round_index)
     return prune_to_sparsity(scores, mask, target, allocation, erk_power_scale)
+
+
+def lamp_scores(scores: Scores, mask: Mask) -> Scores:
+    """Layer-adaptive magnitude pruning scores (Lee et al. 2021, "LAMP").
+
+    For a weight with magnitude ``s`` among its layer's kept weights:
+    ``s**2 / sum(t**2 for the layer's kept magnitudes t >= s)``; ties share the denominator,
+    which counts every tied weight. Pruned weights score ``-inf``. Computed in float64 so that
+    suffix sums over millions of weights do not reorder near-ties. A layer's largest weight
+    scores 1 (1/k if k weights tie for it).
+    """
+    _check_scores_fit(scores, mask)
+    result: Scores = {}
+    for name, keep in mask.items():
+        magnitude = scores[name].detach().to(keep.device, torch.float64).abs()
+        alive = magnitude[keep]
+        ordered = torch.sort(alive).values
+        squares = ordered.square()
+        # suffix[i] = sum of squares of ordered[i:]; searchsorted (left) finds each value's
+        # first tied position, so the sum covers every weight no smaller than it.
+        suffix = torch.flip(torch.cumsum(torch.flip(squares, (0,)), 0), (0,))
+        first = torch.searchsorted(ordered, alive, right=False)
+        denominator = suffix[first]
+        lamp = torch.where(denominator > 0, alive.square() / denominator, 0.0)
+        layer = torch.full_like(magnitude, -math.inf)
+        layer[keep] = lamp
+        result[name] = layer
+    return result
 
 
 def erk_layer_densities(

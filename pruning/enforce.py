@@ -14,11 +14,17 @@ Two hooks, because neither alone is enough:
 The step hook runs one ``torch._foreach_mul_`` over lists cached at attach time; nothing is
 rebuilt per step. A skipped GradScaler step never calls ``optimizer.step()`` and leaves the
 weights as they were, so it needs no special case.
+
+Masks that change during training (gradual pruning, dynamic sparse training) go through
+``set_mask``: newly pruned weights and their optimizer state become zero, regrown weights start
+at zero with zero optimizer state. A method that grows by gradient (RigL) reads the dense
+gradient of pruned weights inside ``dense_gradients()``, where the gradient hook lets it through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import torch
@@ -46,6 +52,7 @@ class MaskedTraining:
         self._gradient_handles: list[RemovableHandle] = []
         self._parameters: list[torch.Tensor] = []
         self._float_masks: list[torch.Tensor] = []
+        self._pass_dense_gradients = False
         self._bind_parameters()
         self._step_handle = optimizer.register_step_post_hook(self._after_step)
         self._load_handle = model.register_load_state_dict_post_hook(self._after_load)
@@ -62,10 +69,68 @@ class MaskedTraining:
             for keep, parameter in zip(self.mask.values(), self._parameters, strict=True)
         ]
         self._gradient_handles = [
-            parameter.register_post_accumulate_grad_hook(_gradient_masker(float_mask))
+            parameter.register_post_accumulate_grad_hook(self._gradient_masker(float_mask))
             for parameter, float_mask in zip(self._parameters, self._float_masks, strict=True)
         ]
         apply_mask(self.model, self.mask)
+
+    def _gradient_masker(self, float_mask: torch.Tensor) -> Callable[[torch.Tensor], None]:
+        @torch.no_grad()
+        def mask_gradient(parameter: torch.Tensor) -> None:
+            if not self._pass_dense_gradients:
+                parameter.grad.mul_(float_mask)
+
+        return mask_gradient
+
+    @contextmanager
+    def dense_gradients(self) -> Iterator[None]:
+        """Inside this block, backward leaves the gradients of pruned weights in ``.grad``.
+
+        Leaving the block masks them again, so an optimizer step after it sees only the
+        surviving weights' gradients.
+        """
+        self._pass_dense_gradients = True
+        try:
+            yield
+        finally:
+            self._pass_dense_gradients = False
+            self._mask_gradients()
+
+    @torch.no_grad()
+    def _mask_gradients(self) -> None:
+        grads = [parameter.grad for parameter in self._parameters if parameter.grad is not None]
+        masks = [m for p, m in zip(self._parameters, self._float_masks, strict=True)
+                 if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, masks)
+
+    @torch.no_grad()
+    def set_mask(self, mask: Mask) -> None:
+        """Replace the mask during training (same parameter names, same shapes).
+
+        Weights the new mask prunes are zeroed with their optimizer state (momentum, Adam
+        moments); weights it regrows start at zero with zero optimizer state; gradients already
+        in ``.grad`` are masked with the new mask.
+        """
+        if mask.keys() != self.mask.keys():
+            raise ValueError("set_mask: the new mask must cover the same parameters")
+        check_mask_fits(self.model, mask)
+        for name, parameter, float_mask in zip(
+            self.mask, self._parameters, self._float_masks, strict=True
+        ):
+            new = mask[name].to(parameter.device)
+            changed = new != self.mask[name].to(parameter.device)
+            if not changed.any():
+                continue
+            # Pruned now: zero the weight. Regrown: it was pruned, so it is zero already; the
+            # explicit zero also covers a weight that was nonzero under a kept-but-zero entry.
+            parameter.masked_fill_(changed, 0)
+            for state in self.optimizer.state.get(parameter, {}).values():
+                if isinstance(state, torch.Tensor) and state.shape == parameter.shape:
+                    state.masked_fill_(changed, 0)
+            float_mask.copy_(new)
+            self.mask[name] = new.clone()
+        self._mask_gradients()
 
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
@@ -103,14 +168,6 @@ class MaskedTraining:
         traceback: TracebackType | None,
     ) -> None:
         self.detach()
-
-
-def _gradient_masker(float_mask: torch.Tensor) -> Callable[[torch.Tensor], None]:
-    @torch.no_grad()
-    def mask_gradient(parameter: torch.Tensor) -> None:
-        parameter.grad.mul_(float_mask)
-
-    return mask_gradient
 
 
 def attach_mask(model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer) -> MaskedTraining:

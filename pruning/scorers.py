@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,8 @@ from pruning.allocation import Scores, kept_count_for_sparsity, prune_to_sparsit
 from pruning.masks import Mask, check_mask_fits
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+BatchNormMode = Literal["train", "eval"]
+BATCHNORM_MODES: tuple[str, ...] = ("train", "eval")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class ScoringContext:
     """Where batches are moved; default: the device of the first masked parameter."""
     synflow_iterations: int = 100
     grasp_temperature: float = 200.0
+    batchnorm_mode: BatchNormMode = "train"
+    """BatchNorm while snip and grasp score: ``train`` (batch statistics, as the GraSP reference
+    code) or ``eval`` (running statistics, as the SNIP and Synaptic-Flow reference code). The
+    papers leave it open, and it matters: at 90% sparsity the two keep different weights."""
     input_shape: tuple[int, ...] | None = None
     """Shape of one input without the batch dimension, for synflow when there are no batches."""
 
@@ -65,14 +72,14 @@ def random_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scor
 def snip_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scores:
     """SNIP connection sensitivity |w * dL/dw| (Lee et al. 2019).
 
-    Evaluated at the masked weights (``w * mask``) in train mode (batch statistics), with
-    the gradient summed over the first ``context.num_batches`` batches before the product,
-    as the reference implementations accumulate ``.grad``.
+    Evaluated at the masked weights (``w * mask``) with BatchNorm in
+    ``context.batchnorm_mode``, the gradient summed over the first ``context.num_batches``
+    batches before the product, as the reference implementations accumulate ``.grad``.
     """
     batches = _take_batches(model, mask, context)
     parameters, buffers, weights = _functional_state(model, mask)
     gradient_sums = [torch.zeros_like(weight) for weight in weights]
-    with _modes(model, training=True), torch.enable_grad():
+    with _modes(model, training=_batchnorm_training(context)), torch.enable_grad():
         for inputs, targets in batches:
             loss = context.loss_fn(
                 functional_call(model, (parameters, buffers), (inputs,)), targets
@@ -92,7 +99,9 @@ def grasp_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Score
     reference code keeps ``S <= threshold``); this returns ``-S`` so that keeping the highest
     scores is the reference's rule. ``g`` is the gradient of the loss of the logits divided by
     ``context.grasp_temperature`` summed over the batches, ``H g`` the Hessian-gradient product
-    by double backward summed over the same batches; train mode, masked weights.
+    by double backward summed over the same batches, at the masked weights, BatchNorm in
+    ``context.batchnorm_mode``. From an already-pruned mask the product is ``m * H (m * g)``,
+    as in the reference: pruned weights contribute neither to ``g`` nor to the product.
     """
     batches = _take_batches(model, mask, context)
     parameters, buffers, weights = _functional_state(model, mask)
@@ -102,13 +111,15 @@ def grasp_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Score
         logits = functional_call(model, (parameters, buffers), (inputs,))
         return context.loss_fn(logits / temperature, targets)
 
-    with _modes(model, training=True), torch.enable_grad():
+    keeps = [keep.to(weight.dtype) for keep, weight in zip(mask.values(), weights, strict=True)]
+    with _modes(model, training=_batchnorm_training(context)), torch.enable_grad():
         gradient_sums = [torch.zeros_like(weight) for weight in weights]
         for inputs, targets in batches:
             gradients = torch.autograd.grad(
                 loss_of(inputs, targets), weights, materialize_grads=True
             )
             torch._foreach_add_(gradient_sums, gradients)
+        torch._foreach_mul_(gradient_sums, keeps)  # m * g: pruned weights carry no gradient
         hessian_gradient = [torch.zeros_like(weight) for weight in weights]
         for inputs, targets in batches:
             gradients = torch.autograd.grad(
@@ -121,8 +132,8 @@ def grasp_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Score
             products = torch.autograd.grad(gradient_dot, weights, materialize_grads=True)
             torch._foreach_add_(hessian_gradient, products)
     return {
-        name: weight.detach() * product
-        for name, weight, product in zip(mask, weights, hessian_gradient, strict=True)
+        name: weight.detach() * product * keep
+        for name, weight, product, keep in zip(mask, weights, hessian_gradient, keeps, strict=True)
     }
 
 
@@ -130,12 +141,16 @@ def synflow_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Sco
     """SynFlow (Tanaka et al. 2020): data-free, iterative, float64 scores.
 
     Each round linearises the network (|w| for every parameter and floating buffer, eval-mode
-    BatchNorm, float64 as in the reference), feeds an all-ones input, and scores
+    BatchNorm, as in the reference), feeds an all-ones input, and scores
     ``|w * dR/dw|`` with ``R = sum(output)``. Between rounds the masked weights are pruned
     globally towards ``context.target_sparsity`` on the reference's exponential density
     schedule ``d_k = d_0 * (d_final / d_0) ** (k / n)``. Returns the last round's scores, with
     ``-inf`` for weights that ``mask`` or an earlier round pruned, so
     ``prune_to_sparsity(scores, mask, target_sparsity)`` reproduces the iterative result.
+
+    The reference code runs the linearised network in float32 (its ``model.double()`` is
+    commented out); float64 is our choice, because the product of |w| over a deep network
+    under- and overflows float32 at high sparsity and then reorders scores.
     """
     rounds = context.synflow_iterations
     if rounds < 1:
@@ -246,6 +261,14 @@ def _modes(model: nn.Module, training: bool) -> Iterator[None]:
     finally:
         for module, flag in saved:
             module.training = flag
+
+
+def _batchnorm_training(context: ScoringContext) -> bool:
+    if context.batchnorm_mode not in BATCHNORM_MODES:
+        raise ValueError(
+            f"batchnorm_mode must be one of {BATCHNORM_MODES}; got {context.batchnorm_mode!r}"
+        )
+    return context.batchnorm_mode == "train"
 
 
 def _device(mask: Mask, context: ScoringContext) -> torch.device:

@@ -28,7 +28,9 @@ class CompactProgress(Callback):
         self.total = total_trials
         self.names = names or {}
         self.every_s = every_s
-        self.stream = stream or sys.stdout
+        # Looked up when printing, not held: Tune pickles its callbacks, and a replaced
+        # sys.stdout (a notebook's, pytest's capture) need not pickle.
+        self.stream = stream
         self.started = time.monotonic()
         self.last_printed = 0.0
         self.best: tuple[float, str] | None = None
@@ -89,4 +91,4 @@ class CompactProgress(Callback):
             return
         self.last_printed = now
         self.last_state = state
-        print(text, file=self.stream, flush=True)
+        print(text, file=self.stream or sys.stdout, flush=True)

@@ -10,11 +10,13 @@ output directory or a missing dataset ends with one line on stderr and exit stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweeps.cluster_access import check_cluster_access, connection_failure  # noqa: E402
+from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
 from sweeps.spec import AUTO_DENSE_CACHE, SweepPlan, load_sweep, trial_key  # noqa: E402
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
 from trainables.files import atomic_write  # noqa: E402
@@ -29,6 +32,7 @@ from trainables.files import atomic_write  # noqa: E402
 SWEEP_SUMMARY_FILE = "prunetune_sweep.json"
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
+_NO_DEFAULT_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Launch:
     resume: bool
     address: str | None
     resume_note: str = ""
+    loggers: list[Any] = field(default_factory=list)  # Ray Tune logger callbacks
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -119,8 +124,8 @@ def prepare(args: argparse.Namespace) -> Launch:
     experiment_dir = _join(storage, name)
     cache = _dense_cache_dir(storage, experiment_dir, name)
     for trial in plan.trials:
-        if trial.get("dense_cache") == AUTO_DENSE_CACHE:
-            trial["dense_cache"] = cache
+        if trial["dense_model"]["cache"] == AUTO_DENSE_CACHE:
+            trial["dense_model"]["cache"] = cache
     address = args.address or os.environ.get("RAY_ADDRESS")
     resume = args.resume
     note = ""
@@ -157,7 +162,7 @@ def _check_local_gpus(gpus_per_trial: float) -> None:
 
 
 class TrialNamer:
-    """Readable trial (and TensorBoard run) names: label, seed and sparsity setting."""
+    """Readable trial (and TensorBoard run) names: label, seed, and the method's own parts."""
 
     def __init__(self, plan: SweepPlan) -> None:
         self.labels = {
@@ -166,15 +171,14 @@ class TrialNamer:
         }
 
     def name(self, trial: Any) -> str:
-        config = trial.config.get("trial", {})
-        method = config.get("method", "?")
-        parts = [self.labels.get(trial_key(config), method), f"s{config.get('seed')}"]
-        prune, imp = config.get("prune", {}), config.get("imp", {})
-        if method == "snip" or (method == "imp" and imp.get("schedule") == "oneshot"):
-            parts.append(f"sp{prune.get('target_sparsity'):g}")
-        elif method == "imp":
-            parts.append(f"p{imp.get('rate'):g}x{imp.get('rounds')}")
-        return "_".join(parts)
+        from trainables.config import parse_trial_config
+        from trainables.methods import METHODS
+
+        raw = trial.config.get("trial", {})
+        config = parse_trial_config(raw, source="trial config", check_ignored=False)
+        label = self.labels.get(trial_key(raw), config.method)
+        parts = METHODS.get(config.method).name_parts(config)
+        return "_".join([label, f"s{config.seed}", *parts])
 
     def dirname(self, trial: Any) -> str:
         return f"{self.name(trial)}_{trial.trial_id}"
@@ -189,22 +193,26 @@ def _check_start_weights(plan: SweepPlan) -> None:
     checked: set[str] = set()
     for trial in plan.trials:
         model = ModelConfig.model_validate(trial["model"])
-        key = f"{model.pretrained}|{model.weights_path}"
+        key = f"{model.name}|{model.pretrained}|{model.weights_path}"
         if key not in checked:
             checked.add(key)
             check_weights_available(model)
 
 
 def _check_dense_checkpoints(plan: SweepPlan) -> None:
-    """Explicit `imp.dense_checkpoint` paths must exist, load, and match their trial's recipe:
+    """Explicit `dense_model.checkpoint` paths must exist, load, and match their trial's recipe:
     a wrong one is a ConfigError here, before Ray starts, not an errored trial later."""
     from trainables.config import parse_trial_config
-    from trainables.methods import check_dense_checkpoint
+    from trainables.methods import METHODS
+    from trainables.methods.dense_model import check_dense_checkpoint
 
     for trial in plan.trials:
-        directory = (trial.get("imp") or {}).get("dense_checkpoint")
-        if trial.get("method") in ("dense", "imp") and directory and "://" not in directory:
-            check_dense_checkpoint(parse_trial_config(trial, source="trial config"), directory)
+        directory = trial["dense_model"]["checkpoint"]
+        if directory and "://" not in directory:
+            config = parse_trial_config(trial, source="trial config", check_ignored=False)
+            keep = set(config.dense_model.keep_epochs)
+            keep |= METHODS.get(config.method).dense_epochs(config)
+            check_dense_checkpoint(config, directory, sorted(keep))
 
 
 def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
@@ -285,10 +293,15 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
 
     resources = launch.plan.spec.resources
     trainable = tune.with_resources(
-        tune.with_parameters(prunetune_trainable, datasets=datasets),
+        tune.with_parameters(
+            prunetune_trainable, datasets=datasets, methods=_methods_of(launch.plan)
+        ),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
     if launch.resume:
+        # The restored run config brings its own logger callbacks; Ray adds any of its default
+        # loggers (JSON, CSV, TensorBoard) they lack, so an experiment from before `loggers`
+        # existed keeps writing result.json.
         return tune.Tuner.restore(
             launch.experiment_dir, trainable=trainable, resume_unfinished=True,
             resume_errored=True,
@@ -311,11 +324,28 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
             storage_path=launch.storage,
             failure_config=tune.FailureConfig(max_failures=launch.plan.spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[CompactProgress(total_trials=len(trials))],
+            callbacks=[CompactProgress(total_trials=len(trials)), *launch.loggers],
             verbose=0,
             log_to_file=True,
         ),
     )
+
+
+def _methods_of(plan: SweepPlan) -> dict[str, Any]:
+    """The method objects the sweep uses, to travel with the trainable: a method registered only
+    in this process (a plug-in defined in the user's script or a test module) must reach the
+    workers too. Workers import the `trainables` package themselves; any other method module is
+    pickled by value, because a worker's import path need not contain it."""
+    import ray.cloudpickle
+
+    from trainables.methods import METHODS
+
+    methods = {trial["method"]: METHODS.get(trial["method"]) for trial in plan.trials}
+    for method in methods.values():
+        module = type(method).__module__
+        if module != "__main__" and not module.startswith("trainables."):
+            ray.cloudpickle.register_pickle_by_value(sys.modules[module])
+    return methods
 
 
 def _report(launch: Launch, results: Any) -> int:
@@ -356,6 +386,26 @@ def _print_plan(launch: Launch) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _only_the_sweeps_loggers(resume: bool) -> Iterator[None]:
+    """While a fresh sweep runs, exactly its `loggers` (JSON always among them), not Ray's
+    default set as well; restored after, so that other Tuners in this process keep Ray's
+    defaults. A resumed sweep keeps the callbacks it was saved with (Ray adds any default logger
+    they lack, so old experiments keep writing result.json)."""
+    if resume:
+        yield
+        return
+    previous = os.environ.get(_NO_DEFAULT_LOGGERS)
+    os.environ[_NO_DEFAULT_LOGGERS] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[_NO_DEFAULT_LOGGERS]
+        else:
+            os.environ[_NO_DEFAULT_LOGGERS] = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -363,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return _print_plan(launch)
         _check_dense_checkpoints(launch.plan)
+        launch.loggers = logger_callbacks(
+            launch.plan.spec.loggers, launch.name, launch.experiment_dir
+        )
+        check_reachable(launch.loggers)
         datasets = _shared_datasets(launch.plan) if launch.address is None else {}
     except PrunetuneError as error:
         print(f"run_sweep: error: {error}", file=sys.stderr)
@@ -386,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         _write_sweep_files(launch)
         tuner = _tuner(launch, datasets)
         _collect_again()
-        results = tuner.fit()
+        with _only_the_sweeps_loggers(launch.resume):
+            results = tuner.fit()
         return _report(launch, results)
     finally:
         if started:

@@ -18,20 +18,25 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sweeps.layers import Layer, SharedFieldUse, check_layer, compose_trial, nested, overrides_layer
+from sweeps.loggers import DEFAULT_LOGGERS, check_installed
 from trainables.config import (
+    TrialConfig,
     apply_overrides,
     did_you_mean,
     fields_at,
     format_validation_error,
-    parse_trial_config,
     read_yaml,
 )
 from trainables.errors import ConfigError
+from trainables.methods import METHODS
+from trainables.recipe import recipe_hash
 
 # Relative paths in trial configs are resolved against the launch directory, because Ray runs
 # each trial with its own trial directory as working directory.
@@ -39,39 +44,27 @@ _PATH_FIELDS = (
     ("data", "root"),
     ("data", "cache_dir"),
     ("model", "weights_path"),
-    ("imp", "dense_checkpoint"),
+    ("dense_model", "checkpoint"),
+    ("dense_model", "cache"),
 )
 # Placeholder run_sweep replaces with <experiment dir>/dense_cache once the output is known.
 AUTO_DENSE_CACHE = "<experiment>/dense_cache"
-# What --smoke does to every trial: the same grid shape, a few batches per phase.
-SMOKE_OVERRIDES = [
-    "train.epochs=1",
-    "train.max_batches=2",
-    "train.max_eval_batches=2",
-    "train.warmup_epochs=0",
-    "train.lr_milestones=[]",
-    "imp.retrain_epochs=1",
-    "prune.score_batches=1",
-    "prune.synflow_iterations=5",
-]
+# What --smoke does to every trial (methods add their own, see Method.smoke_overrides): the same
+# grid shape, a few batches per phase.
+SMOKE_SETTINGS = {
+    "train.max_batches": 2,
+    "train.max_eval_batches": 2,
+    "train.warmup_epochs": 0,
+    "train.lr_milestones": [],
+}
 
 
-def _smoke_overrides(spec: SweepSpec, user_overrides: list[str]) -> list[str]:
-    """SMOKE_OVERRIDES, with enough epochs for the latest `imp.rewind: epoch:K` in the sweep
-    (K + 1): the same number for every trial, so dense trials still match IMP's dense recipe."""
-    latest = 0
-    for experiment in spec.experiments:
-        for point in _grid_points({**spec.grid, **experiment.grid}):
-            trial = _raw_trial(spec, experiment, point, user_overrides)
-            rewind = str((trial.get("imp") or {}).get("rewind", ""))
-            if rewind.startswith("epoch:") and rewind[6:].isdigit():
-                latest = max(latest, int(rewind[6:]))
-    if latest == 0:
-        return SMOKE_OVERRIDES
-    return [*SMOKE_OVERRIDES, f"train.epochs={latest + 1}", f"imp.retrain_epochs={latest + 1}"]
-
-
-_METHOD_ORDER = {"dense": 0, "imp": 1, "snip": 2}
+def smoke_layer(config: TrialConfig, epochs: int) -> dict[str, Any]:
+    """The --smoke settings of one trial: `epochs` (the same for every trial of the sweep, so
+    that dense recipes still match) plus the shared and the method's own shrinking."""
+    method = METHODS.get(config.method)
+    settings = {**SMOKE_SETTINGS, "train.epochs": epochs, **method.smoke_overrides(config)}
+    return overrides_layer([_as_override(key, value) for key, value in settings.items()])
 
 
 class _Strict(BaseModel):
@@ -101,6 +94,16 @@ class SweepSpec(_Strict):
     share_dense: bool = Field(
         True, description="IMP trials reuse the dense model of the same seed and recipe"
     )
+    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: list(DEFAULT_LOGGERS),
+        description="experiment tracking through Ray Tune's logger callbacks (JSON always)",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _extras_installed(cls, loggers: list[str]) -> list[str]:
+        check_installed(loggers)
+        return loggers
 
     @field_validator("grid")
     @classmethod
@@ -113,36 +116,6 @@ def _check_axes(grid: dict[str, list[Any]]) -> None:
     for key, values in grid.items():
         if not values:
             raise ValueError(f"grid axis {key!r} has no values, so the sweep has no trials")
-
-
-def _label(experiment: Experiment, trial: dict[str, Any]) -> str:
-    if experiment.label:
-        return experiment.label
-    method = trial.get("method", "dense")
-    if method == "snip":
-        return trial.get("prune", {}).get("scorer", "snip")
-    if method == "imp" and trial.get("imp", {}).get("schedule") == "oneshot":
-        return "imp-oneshot"
-    return method
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _raw_trial(
-    spec: SweepSpec, experiment: Experiment, point: dict[str, Any], overrides: list[str]
-) -> dict[str, Any]:
-    """One grid point's unvalidated trial mapping: base, then the experiment's config, then the
-    point's values, then `overrides`."""
-    point_overrides = [_as_override(key, value) for key, value in point.items()]
-    return apply_overrides(_deep_merge(spec.base, experiment.config), point_overrides + overrides)
 
 
 def trial_key(trial: dict[str, Any]) -> str:
@@ -204,6 +177,58 @@ def _sweep_error(error: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"{source}: {format_validation_error(error, SweepSpec)}")
 
 
+@dataclass
+class _Point:
+    """One grid point of one experiment, and the trial it gives as the file is written."""
+
+    index: int
+    experiment: Experiment
+    point: dict[str, Any]
+    written: TrialConfig | None = None
+
+    def layers(self, spec: SweepSpec) -> list[Layer]:
+        top = {k: v for k, v in self.point.items() if k not in self.experiment.grid}
+        own = {k: v for k, v in self.point.items() if k in self.experiment.grid}
+        where = f"experiments[{self.index}]"
+        return [
+            Layer("base", spec.base),
+            Layer(f"{where}.config", self.experiment.config),
+            Layer("grid", overrides_layer([_as_override(k, v) for k, v in top.items()])),
+            Layer(f"{where}.grid", overrides_layer([_as_override(k, v) for k, v in own.items()])),
+        ]
+
+    def context(self, source: str, note: str = "") -> str:
+        point = ", ".join(f"{key}={value!r}" for key, value in self.point.items())
+        where = f"{source}: experiments[{self.index}]" + (f" at {{{point}}}" if point else "")
+        return where + note
+
+
+def _check_all_layers(spec: SweepSpec, overrides: list[str], source: str) -> None:
+    """Rule 1 of sweeps/layers.py: every value of every layer, on its own."""
+    check_layer(Layer("base", spec.base), source)
+    grids = [("grid", spec.grid)]
+    for index, experiment in enumerate(spec.experiments):
+        check_layer(Layer(f"experiments[{index}].config", experiment.config), source)
+        try:
+            _check_axes(experiment.grid)
+        except ValueError as error:
+            raise ConfigError(f"{source}: experiments[{index}].grid: {error}") from None
+        grids.append((f"experiments[{index}].grid", experiment.grid))
+    for name, grid in grids:
+        for key, values in grid.items():
+            for value in values:
+                check_layer(Layer(f"{name} {key}", nested(key, value)), source)
+    if overrides:
+        check_layer(Layer("--set", overrides_layer(overrides)), source)
+
+
+def _validate_spec(raw: dict[str, Any], source: str) -> SweepSpec:
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        raise _sweep_error(error, source) from None
+
+
 def plan_sweep(
     raw: dict[str, Any],
     source: str,
@@ -215,59 +240,87 @@ def plan_sweep(
 
     `overrides` are dotted `key=value` settings: keys naming a sweep field (`name`,
     `resources.gpu`, `max_failures`, ...) change the sweep; all others change every trial,
-    after the base, experiment and grid values.
+    after the base, experiment and grid values. The file is validated as written first, then
+    again with `overrides` and `smoke` applied (see sweeps/layers.py for every rule).
     """
     overrides = list(overrides or [])
     sweep_fields = set(SweepSpec.model_fields)
     sweep_overrides = [o for o in overrides if o.split(".", 1)[0].split("=", 1)[0] in sweep_fields]
     user_overrides = [o for o in overrides if o not in sweep_overrides]
-    raw = apply_overrides(raw, sweep_overrides)
-    try:
-        spec = SweepSpec.model_validate(raw)
-    except ValidationError as error:
-        raise _sweep_error(error, source) from None
+    spec = _validate_spec(raw, source)
+    if sweep_overrides:
+        spec = _validate_spec(apply_overrides(raw, sweep_overrides), f"{source} (with --set)")
+    _check_all_layers(spec, user_overrides, source)
     launch_dir = launch_dir or Path.cwd()
 
-    smoke_overrides = _smoke_overrides(spec, user_overrides) if smoke else []
-    trials: list[dict[str, Any]] = []
-    labels: list[str] = []
-    seen: set[str] = set()
-    grid_keys: list[str] = list(spec.grid)
-    for index, experiment in enumerate(spec.experiments):
-        where = f"experiments[{index}]"
-        try:
-            _check_axes(experiment.grid)
-        except ValueError as error:
-            raise ConfigError(f"{source}: {where}.grid: {error}") from None
-        grid = {**spec.grid, **experiment.grid}
+    points = [
+        _Point(index, experiment, point)
+        for index, experiment in enumerate(spec.experiments)
+        for point in _grid_points({**spec.grid, **experiment.grid})
+    ]
+    written_use = SharedFieldUse()
+    for point in points:
+        point.written = compose_trial(point.layers(spec), point.context(source), written_use)
+    written_use.check(source)
+    configs = [point.written for point in points]
+    if user_overrides or smoke:
+        epochs = max(METHODS.get(c.method).smoke_epochs(c) for c in configs) if smoke else 0
+        applied = [name for name, on in (("--set", user_overrides), ("--smoke", smoke)) if on]
+        note = f" (with {' and '.join(applied)})"
+        use = SharedFieldUse()
+        configs = []
+        for point in points:
+            layers = point.layers(spec) + [Layer("--set", overrides_layer(user_overrides))]
+            if smoke:
+                layers.append(Layer("--smoke", smoke_layer(point.written, epochs)))
+            configs.append(compose_trial(layers, point.context(source, note), use))
+        use.check(source)
+
+    trials, labels, seen = [], [], set()
+    for point, config in zip(points, configs, strict=True):
+        resolved = _absolute_paths(config.model_dump(mode="json"), launch_dir)
+        if resolved["train"]["device"] == "cuda" and spec.resources.gpu == 0:
+            raise ConfigError(
+                f"{point.context(source)}: train.device is 'cuda' but resources.gpu is 0; Ray "
+                "gives a trial no GPU unless resources.gpu asks for one"
+            )
+        key = trial_key(resolved)
+        if key in seen:
+            continue  # the same trial from two grid points runs once
+        seen.add(key)
+        trials.append(resolved)
+        labels.append(point.experiment.label or config.method)
+    if spec.share_dense:
+        _share_dense_models(trials)
+    # Dense first, so that the others find their seed's dense model in the cache; long trials
+    # before short ones, so that no long trial is left running alone at the end.
+    order = sorted(range(len(trials)), key=lambda i: METHODS.get(trials[i]["method"]).sweep_order)
+    grid_keys = list(spec.grid)
+    for experiment in spec.experiments:
         grid_keys += [key for key in experiment.grid if key not in grid_keys]
-        for point in _grid_points(grid):
-            trial = _raw_trial(spec, experiment, point, smoke_overrides + user_overrides)
-            point_text = ", ".join(f"{key}={value!r}" for key, value in point.items())
-            context = f"{source}: {where}" + (f" at {{{point_text}}}" if point else "")
-            config = parse_trial_config(trial, source=context)
-            resolved = _absolute_paths(config.model_dump(mode="json"), launch_dir)
-            if spec.share_dense and resolved["method"] in ("imp", "dense"):
-                resolved["dense_cache"] = resolved.get("dense_cache") or AUTO_DENSE_CACHE
-            if resolved["train"]["device"] == "cuda" and spec.resources.gpu == 0:
-                raise ConfigError(
-                    f"{context}: train.device is 'cuda' but resources.gpu is 0; Ray gives a "
-                    "trial no GPU unless resources.gpu asks for one"
-                )
-            key = trial_key(resolved)
-            if key in seen:
-                continue  # the same trial from two grid points runs once
-            seen.add(key)
-            trials.append(resolved)
-            labels.append(_label(experiment, resolved))
-    if not trials:
-        raise ConfigError(f"{source}: the grid expands to zero trials")
-    # Dense first, so IMP trials find their seed's dense model in the cache; IMP (the longest
-    # trials) before SNIP, so no long trial is left running alone at the end.
-    order = sorted(range(len(trials)), key=lambda i: _METHOD_ORDER[trials[i]["method"]])
-    trials = [trials[i] for i in order]
-    labels = [labels[i] for i in order]
-    return SweepPlan(spec=spec, trials=trials, labels=labels, grid_keys=grid_keys, source=source)
+    return SweepPlan(spec=spec, trials=[trials[i] for i in order],
+                     labels=[labels[i] for i in order], grid_keys=grid_keys, source=source)
+
+
+def _share_dense_models(trials: list[dict[str, Any]]) -> None:
+    """Trials that start from the dense model share it per recipe: one cache entry that keeps
+    the weights of every epoch any of them rewinds to."""
+    from trainables.config import parse_trial_config
+
+    groups: dict[str, set[int]] = {}
+    sharing = []
+    for trial in trials:
+        config = parse_trial_config(trial, check_ignored=False)
+        method = METHODS.get(config.method)
+        if method.starts_from_dense(config) and not config.dense_model.checkpoint:
+            recipe = recipe_hash(config)
+            groups.setdefault(recipe, set()).update(
+                method.dense_epochs(config) | set(config.dense_model.keep_epochs))
+            sharing.append((trial, recipe))
+    for trial, recipe in sharing:
+        dense = trial["dense_model"]
+        dense["cache"] = dense["cache"] or AUTO_DENSE_CACHE
+        dense["keep_epochs"] = sorted(groups[recipe])
 
 
 def load_sweep(

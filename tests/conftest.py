@@ -7,7 +7,6 @@ accuracy.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,17 +14,9 @@ from typing import Any
 
 import pytest
 
+from sweeps.layers import deep_merge
+
 DIGITS_CLASSES, DIGITS_CHANNELS = 10, 1
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    result = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = _merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,11 +53,12 @@ def tiny_trial(data_root: Path) -> Callable[..., dict[str, Any]]:
             "max_batches": 2,
             "device": "cpu",
         },
-        "prune": {"synflow_iterations": 5},
+        # Every round measures its cost; the cheapest settings that still time two batch sizes.
+        "measure": {"batch_sizes": [1, 2], "budget_s": 0.0, "min_repeats": 1},
     }
 
     def make(**overrides: Any) -> dict[str, Any]:
-        return _merge(base, overrides)
+        return deep_merge(base, overrides)
 
     return make
 
@@ -90,33 +82,53 @@ def ray_local() -> Iterator[Any]:
 def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[str, Any]:
     """Assert the DESIGN.md contract on one round checkpoint of a digits trial; returns its
     state. Plain tensors (weights_only), strict loading into a fresh unpruned model, masks over
-    exactly the prunable weights, and the resume/rewind fields present."""
+    exactly the prunable weights, and the resume/rewind fields present; a structured round
+    (`layer_widths`) rebuilds from the unpruned model with `pruning.rebuild`."""
     import torch
 
     import pruning
     from trainables.config import ModelConfig, parse_trial_config
     from trainables.models import build_model
 
-    config = parse_trial_config(trial)
+    config = parse_trial_config(trial, check_ignored=False)
     state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
-    for key in ("round", "sparsity", "model", "best_model", "masks", "optimizer", "rng"):
+    for key in ("kind", "round", "sparsity", "model", "best_model", "masks", "optimizer",
+                "init_weights"):
         assert key in state, key
-    for key in ("init_weights", "rewind_weights", "rewind_epoch"):
-        assert key in state, key
-    assert isinstance(state["rng"]["torch"], torch.Tensor)
+    assert state["kind"] == "round"
+    # Every stream is derived from the seed (trainables/random_streams.py): no RNG state saved.
+    assert "rng" not in state
     assert "param_groups" in state["optimizer"]
-    if config.method == "imp":
-        assert state["rewind_weights"] is not None
+    if state["round"] == 0:  # the dense model keeps the weights it can be rewound to
+        assert isinstance(state["epoch_weights"], dict)
+    elif config.method in ("imp", "channels"):
+        rewind = config.settings.rewind_epoch
+        assert state["rewind_epoch"] == rewind
+        assert (state["rewind_weights"] is None) == (rewind is None)
 
-    fresh = build_model(ModelConfig(width=config.model.width), DIGITS_CLASSES, DIGITS_CHANNELS)
+    def fresh() -> Any:
+        return build_model(ModelConfig(width=config.model.width), DIGITS_CLASSES, DIGITS_CHANNELS)
+
+    widths = state.get("layer_widths")
+    if widths is not None:
+        # A structured round holds the smaller network: plain state dicts plus its per-layer
+        # widths (ints), rebuilt from a freshly built unpruned model; strictly, both weights.
+        assert all(isinstance(v, int) for fields in widths.values() for v in fields.values())
+        assert widths != pruning.layer_widths(fresh()), "a structured round removed nothing"
+        for key in ("original_channels", "channel_counts"):
+            assert all(isinstance(count, int) for count in state[key].values()), key
     for name in ("model", "best_model"):
         keys = list(state[name])
         assert not [k for k in keys if "weight_orig" in k or "weight_mask" in k], keys
         assert not [k for k in keys if "parametrizations" in k], keys
-        fresh.load_state_dict(state[name], strict=True)
+        model = fresh()
+        if widths is None:
+            model.load_state_dict(state[name], strict=True)
+        else:
+            pruning.rebuild(model, {"state_dict": state[name], "layer_widths": widths})
 
-    assert list(state["masks"]) == pruning.prunable_parameter_names(fresh)
-    parameters = dict(fresh.named_parameters())
+    assert list(state["masks"]) == pruning.prunable_parameter_names(model)
+    parameters = dict(model.named_parameters())
     for name, keep in state["masks"].items():
         assert keep.dtype == torch.bool and keep.shape == parameters[name].shape
 

@@ -45,6 +45,9 @@ class TrialSpec:
     val_offset: float = -0.01
     extra_config: dict[str, Any] = field(default_factory=dict)
     epochs_per_round: int = 2
+    round_fields: list[dict[str, Any]] = field(default_factory=list)
+    """Per round (in order), fields merged into its row last: measured cost, or tags that
+    override the defaults (label, level_by, target_sparsity, ...)."""
 
 
 def _config(spec: TrialSpec) -> dict[str, Any]:
@@ -70,6 +73,22 @@ def _config(spec: TrialSpec) -> dict[str, Any]:
     return config
 
 
+# The label and level_by tags a trainable's rows carry (see each Method.row_tags).
+_SCORER_LABELS = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
+                  "random": "random at init", "magnitude": "magnitude at init"}
+
+
+def _tags(spec: TrialSpec) -> dict[str, Any]:
+    if spec.method == "dense":
+        return {"label": "dense", "level_by": "dense"}
+    if spec.method == "imp":
+        iterative = spec.schedule != "oneshot"
+        return {"label": "IMP iterative" if iterative else "IMP one-shot",
+                "level_by": "round" if iterative else "target_sparsity"}
+    return {"label": _SCORER_LABELS.get(spec.scorer or spec.method, spec.method),
+            "level_by": "target_sparsity"}
+
+
 def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
@@ -92,8 +111,10 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
     rows: list[dict[str, Any]] = []
     iteration = 0
     total_time = 0.0
-    last = len(spec.rounds) - 1
-    for round_index, (target, acc) in enumerate(spec.rounds):
+    last = len(spec.rounds) - 1 + (0 if spec.method in ("dense", "imp") else 1)
+    # Like the trainables: only methods that start from the dense model report a round 0.
+    first = 0 if spec.method in ("dense", "imp") else 1
+    for round_index, (target, acc) in enumerate(spec.rounds, start=first):
         for epoch in range(spec.epochs_per_round):
             iteration += 1
             total_time += 1.5
@@ -124,6 +145,7 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
         round_row = {
             "row_type": "round",
             "method": spec.method,
+            **_tags(spec),
             "schedule": spec.schedule,
             "scorer": spec.scorer,
             "seed": spec.seed,
@@ -143,6 +165,8 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
             "final_round": final,
             "some_future_field": {"nested": [1, 2]},  # load_results must tolerate extras
         }
+        if spec.round_fields:
+            round_row.update(spec.round_fields[round_index - first])
         iteration += 1
         name = f"checkpoint_{round_index:06d}"  # one checkpoint per round, numbered from 0
         ckpt = trial_dir / name

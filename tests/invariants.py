@@ -6,8 +6,12 @@
 
 - pruned weights (mask False) are exactly zero in `model` and in `best_model`;
 - masks only shrink across an IMP trial's rounds (unless a mask control shuffles them);
-- the reported `sparsity`, `params_prunable` and `params_total` equal counts of zeros in the
-  saved weights, for a model built independently from the trial's params.json config;
+- a structured round (its state has `layer_widths`) rebuilds from a freshly built unpruned model
+  with `pruning.rebuild`, its masks cover the smaller weights exactly, and its layers are never
+  wider than the unpruned ones;
+- the reported `sparsity`, `params_prunable` and `params_total` equal counts of zeros (and of
+  entries) in the saved weights, against the unpruned counts of a model built independently
+  from the trial's params.json config;
 - the reported `test_acc` equals re-evaluating `best_model` on the test split (respecting
   `train.max_eval_batches`).
 
@@ -25,9 +29,10 @@ import torch
 import pruning
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.datasets import load_dataset
-from trainables.loop import TrialData, evaluate
+from trainables.loop import evaluate
 from trainables.models import build_model
 from trainables.runtime import resolve_runtime
+from trainables.trial_data import TrialData
 
 _DATA_CACHE: dict[str, Any] = {}
 
@@ -35,7 +40,7 @@ _DATA_CACHE: dict[str, Any] = {}
 def _trial_config(trial_dir: Path) -> TrialConfig:
     params = json.loads((trial_dir / "params.json").read_text())
     raw = params["trial"] if set(params) == {"trial"} else params
-    return parse_trial_config(raw, source=str(trial_dir / "params.json"))
+    return parse_trial_config(raw, source=str(trial_dir / "params.json"), check_ignored=False)
 
 
 def _splits(config: TrialConfig) -> Any:
@@ -55,20 +60,42 @@ def check_trial(trial_dir: Path) -> int:
     splits = _splits(config)
     runtime = resolve_runtime(config.train.model_copy(update={"device": "cpu"}), 1)
     data = TrialData.build(splits, config, runtime)
-    model = build_model(config.model, splits.num_classes, splits.in_channels)
+
+    def fresh_model() -> torch.nn.Module:
+        return build_model(config.model, splits.num_classes, splits.in_channels)
+
+    model = fresh_model()
     prunable = pruning.prunable_parameter_names(
         model, config.prune.exclude_first_conv, config.prune.exclude_classifier
     )
-    parameter_names = [name for name, _ in model.named_parameters()]
-    total = sum(p.numel() for p in model.parameters())
+    dense_numel = {name: p.numel() for name, p in model.named_parameters()}
+    dense_widths = pruning.layer_widths(model)
+    total = sum(dense_numel.values())
+    prunable_dense = sum(dense_numel[name] for name in prunable)
     previous_masks: dict[str, torch.Tensor] | None = None
     previous_round = -1
     checked = 0
     for checkpoint in _checkpoints(trial_dir):
         where = f"{checkpoint}"
         state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+        if state["kind"] == "progress":  # mid-round: only its mask is checked, and no metrics
+            phase = state["phase"]
+            assert not (checkpoint / "metrics.json").exists(), where
+            for name, keep in (phase["mask"] or {}).items():
+                assert not phase["model"][name][~keep].any(), f"{where}: {name} pruned nonzero"
+            continue
+        widths = state.get("layer_widths")
+        if widths is not None:  # a structured round: the smaller network, rebuilt
+            for layer, fields in widths.items():
+                for key, value in fields.items():
+                    assert value <= dense_widths[layer][key], f"{where}: {layer}.{key} grew"
+            model = pruning.rebuild(fresh_model(), {"state_dict": state["model"],
+                                                    "layer_widths": widths})
         masks = state["masks"]
         assert sorted(masks) == sorted(prunable), f"{where}: masks cover {sorted(masks)}"
+        parameters = dict(model.named_parameters())
+        for name, keep in masks.items():
+            assert keep.shape == parameters[name].shape, f"{where}: mask of {name}"
         for key in ("model", "best_model"):
             weights = state[key]
             for name, keep in masks.items():
@@ -90,26 +117,31 @@ def check_trial(trial_dir: Path) -> int:
                 assert not grew.any(), f"{where}: mask of {name} regrew {int(grew.sum())}"
         previous_masks = masks
 
-        # Independent accounting: zeros in the saved final weights.
+        # Independent accounting: zeros (and entries) in the saved final weights, against the
+        # unpruned network's counts.
         weights = state["model"]
-        prunable_numel = sum(weights[name].numel() for name in prunable)
+        saved_total = sum(weights[name].numel() for name in parameters)
+        saved_prunable = sum(weights[name].numel() for name in prunable)
         prunable_nonzero = sum(int(weights[name].count_nonzero()) for name in prunable)
-        assert total == sum(weights[name].numel() for name in parameter_names)
+        if widths is None:
+            assert saved_total == total, where
         metrics = state["metrics"]
         on_disk = json.loads((checkpoint / "metrics.json").read_text())
         for reported in (metrics, on_disk):
-            assert reported["sparsity"] == 1 - prunable_nonzero / prunable_numel, where
+            assert reported["sparsity"] == 1 - prunable_nonzero / prunable_dense, where
             assert reported["params_prunable"] == prunable_nonzero, where
-            assert reported["params_total"] == total - prunable_numel + prunable_nonzero, where
+            assert reported["params_total"] == saved_total - saved_prunable + prunable_nonzero, (
+                where)
             assert reported["params_total_dense"] == total, where
+            assert reported["params_prunable_dense"] == prunable_dense, where
         assert state["sparsity"] == metrics["sparsity"], where
 
         # The reported test accuracy is that of best_model on the test split.
         model.load_state_dict(state["best_model"], strict=True)
         test_acc = evaluate(
             model,
-            splits.test_images,
-            splits.test_labels,
+            splits,
+            "test",
             data.eval_augment,
             runtime,
             config.train.eval_batch_size,

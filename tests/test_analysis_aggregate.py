@@ -166,7 +166,7 @@ def test_dense_fallback_imp_round0_counts_each_seed_once(tmp_path):
     assert dense["n"] == 3
     assert dense["mean"] == pytest.approx(0.84, abs=1e-9)
     assert dense["std"] == pytest.approx(0.03, abs=1e-9)
-    assert "round 0 of 6 IMP trial(s)" in dense["dense_source"]
+    assert "round 0 of 6 trial(s) starting from dense" in dense["dense_source"]
     pruned = _row(agg, method="imp", target_sparsity=0.5)
     assert pruned["delta_vs_dense"] == pytest.approx(0.80 - 0.84, abs=1e-9)
 

@@ -71,7 +71,7 @@ def test_trial_status_classification(experiment):
     assert "RuntimeError: CUDA out of memory" in errored["reason"]
     assert errored["rounds_reported"] == 2
     diverged = excluded[excluded["trial_status"] == "diverged"].iloc[0]
-    assert diverged["seed"] == 4 and "diverged in round 0" in diverged["reason"]
+    assert diverged["seed"] == 4 and "diverged in round 1" in diverged["reason"]
     # Their completed rounds are still in the table.
     assert (df["trial_status"] == "errored").sum() == 2
 

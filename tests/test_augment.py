@@ -193,6 +193,47 @@ def test_from_config_applies_dataset_defaults_and_augment_switch():
     assert not BatchAugment.from_config(cfg, splits, train=False).train
 
 
+def coordinate_batch(b: int, side: int) -> torch.Tensor:
+    """Images whose pixel (y, x) holds value 1 + y * side + x (unique, never 0: padding is)."""
+    grid = 1 + torch.arange(side * side, dtype=torch.int64).view(1, 1, side, side)
+    return grid.expand(b, 1, side, side).to(torch.uint8).contiguous()
+
+
+def test_padded_crop_is_torchvision_random_crop_with_padding():
+    side, pad, b = 12, 4, 400
+    aug = BatchAugment(side, (0.5,), (0.25,), train=True, crop="padded", crop_padding=pad,
+                       hflip=False)
+    images = coordinate_batch(b, side)
+    out = aug.padded_crop(images, seeded(3))
+    assert out.dtype == torch.uint8 and out.shape == (b, 1, side, side)
+    offsets = set()
+    for i in range(b):
+        # Where the crop starts in the padded image: found from the pixels alone.
+        inside = (out[i, 0] > 0).nonzero()
+        value = int(out[i, 0, inside[0, 0], inside[0, 1]]) - 1
+        top = pad + value // side - int(inside[0, 0])
+        left = pad + value % side - int(inside[0, 1])
+        expected = TF.crop(TF.pad(images[i], [pad]), top, left, side, side)
+        assert torch.equal(out[i], expected), i
+        offsets.add((top, left))
+    # Every one of the (2 * pad + 1)^2 offsets torchvision's RandomCrop can pick shows up.
+    assert offsets == {(t, c) for t in range(2 * pad + 1) for c in range(2 * pad + 1)}
+
+
+def test_padded_crop_train_path_normalises_and_flips():
+    aug = BatchAugment(8, (0.5,), (0.25,), train=True, crop="padded", crop_padding=0, hflip=True)
+    images = coordinate_batch(64, 8)
+    out = aug(images, seeded(0))  # padding 0 at full size: the crop is the image itself
+    plain = plain_normalise(images, (0.5,), (0.25,))
+    flipped = [torch.allclose(o, plain[0].flip(-1), atol=1e-5) for o in out]
+    assert all(flipped[i] or torch.allclose(out[i], plain[i], atol=1e-5) for i in range(64))
+    assert 10 < sum(flipped) < 54
+    cfg = types.SimpleNamespace(name="cifar10", augment=True, crop_scale_min=None, hflip=None)
+    splits = types.SimpleNamespace(image_size=32, mean=MEAN, std=STD)
+    from_cfg = BatchAugment.from_config(cfg, splits, train=True)
+    assert (from_cfg.crop_mode, from_cfg.crop_padding, from_cfg.hflip) == ("padded", 4, True)
+
+
 # ----------------------------------------------------------------------------- batches
 
 

@@ -23,6 +23,8 @@ EXPECTED_KEYS = {
     "bench_memory": {"dataset_cache_mib", "cases", "extra_trial_uss_mib"},
     "bench_gpu_packing": set(),
     "bench_startup": {"sides", "reps"},
+    "bench_latency": {"models", "measuring_cost", "setup"},
+    "bench_round_cost": {"trials", "setup"},
 }
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits as sk_load_digits
 
 from trainables import datasets as ds
+from trainables.datasets import filelists, storage
 from trainables.errors import ConfigError, DatasetUnavailableError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +47,21 @@ def flowers_root() -> Path:
 
 
 def test_registry_names_and_defaults():
-    assert ds.DATASETS.names() == ["digits", "flowers102", "synthetic"]
-    assert ds.dataset_defaults("flowers102") == ds.DatasetDefaults(224, 0.08, True)
+    assert ds.DATASETS.names() == [
+        "cifar10", "cifar100", "digits", "flowers102", "imagefolder", "imagenet", "synthetic"
+    ]
+    flowers = ds.dataset_defaults("flowers102")
+    assert (flowers.image_size, flowers.crop_scale_min, flowers.hflip) == (224, 0.08, True)
     assert ds.dataset_defaults("digits") == ds.DatasetDefaults(32, 0.6, False)
     assert ds.dataset_defaults("synthetic") == ds.DatasetDefaults(16, 0.8, False)
-    with pytest.raises(ConfigError, match="allowed: digits, flowers102, synthetic"):
-        ds.dataset_defaults("cifar10")
+    cifar = ds.dataset_defaults("cifar10")
+    assert (cifar.image_size, cifar.crop, cifar.crop_padding) == (32, "padded", 4)
+    assert cifar.hflip is True
+    assert cifar.val_size == 5000
+    with pytest.raises(ConfigError, match="allowed: cifar10, cifar100, digits, flowers102"):
+        ds.dataset_defaults("mnist")
     with pytest.raises(ConfigError):
-        ds.load_dataset(data_cfg("imagenet"))
+        ds.load_dataset(data_cfg("svhn"))
 
 
 @pytest.mark.parametrize(("image_size", "store"), [(224, 256), (32, 37), (16, 18), (112, 128)])
@@ -201,7 +209,9 @@ def test_disk_cache_builds_once_under_concurrency(tmp_path):
     results = []
     threads = [
         threading.Thread(
-            target=lambda: results.append(ds._disk_cached_splits(tmp_path, "x", _fake_build(calls)))
+            target=lambda: results.append(
+                storage.disk_cached_splits(tmp_path, "x", _fake_build(calls))
+            )
         )
         for _ in range(3)
     ]
@@ -218,16 +228,16 @@ def test_disk_cache_builds_once_under_concurrency(tmp_path):
 
 def test_disk_cache_rebuilds_a_corrupt_or_old_file(tmp_path):
     calls: list[int] = []
-    ds._disk_cached_splits(tmp_path, "x", _fake_build(calls))
+    storage.disk_cached_splits(tmp_path, "x", _fake_build(calls))
     (tmp_path / "x-val.pt").write_bytes(b"truncated")
-    ds._disk_cached_splits(tmp_path, "x", _fake_build(calls))
+    storage.disk_cached_splits(tmp_path, "x", _fake_build(calls))
     assert len(calls) == 2
     torch.save(
         {"images": torch.zeros(1), "labels": torch.zeros(1), "format": -1}, tmp_path / "x-test.pt"
     )
-    ds._disk_cached_splits(tmp_path, "x", _fake_build(calls))
+    storage.disk_cached_splits(tmp_path, "x", _fake_build(calls))
     assert len(calls) == 3
-    ds._disk_cached_splits(tmp_path, "x", _fake_build(calls))
+    storage.disk_cached_splits(tmp_path, "x", _fake_build(calls))
     assert len(calls) == 3
 
 
@@ -289,7 +299,7 @@ def test_flowers_official_split_from_shared_copy(flowers_cache, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the cache was complete")
 
-    monkeypatch.setattr(ds, "_decode_files", no_decoding)
+    monkeypatch.setattr(filelists, "decode_files", no_decoding)
     start = time.perf_counter()
     again = ds.load_flowers102(cfg)
     hit_s = time.perf_counter() - start

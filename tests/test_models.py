@@ -34,8 +34,10 @@ def resnet18_params(width: int, num_classes: int, stem: int = 3 * 7 * 7) -> int:
 
 
 def test_registry_names():
-    assert MODELS.names() == ["resnet18", "resnet18_cifar"]
-    with pytest.raises(ConfigError, match="allowed: resnet18, resnet18_cifar"):
+    assert MODELS.names() == [
+        "resnet18", "resnet18_cifar", "resnet20", "resnet32", "resnet56", "vgg16_bn", "vgg19_bn"
+    ]
+    with pytest.raises(ConfigError, match="allowed: resnet18, resnet18_cifar, .*torchvision:"):
         build_model(model_cfg("vgg11"), 10)
 
 
@@ -197,7 +199,7 @@ def test_pretrained_needs_width_64_rgb_and_the_imagenet_architecture():
         build_model(model_cfg(width=16, pretrained=True), 102)
     with pytest.raises(ConfigError, match="3 input channels"):
         build_model(model_cfg(pretrained=True), 10, in_channels=1)
-    with pytest.raises(ConfigError, match="only available for model.name resnet18"):
+    with pytest.raises(ConfigError, match="not available for resnet18_cifar"):
         build_model(model_cfg("resnet18_cifar", pretrained=True), 10)
 
 

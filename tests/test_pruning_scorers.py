@@ -173,9 +173,11 @@ def test_grasp_equals_explicit_hessian_times_gradient(num_batches: int) -> None:
         )
 
     flat = torch.cat([w.flatten() for w in masked])
+    keep = torch.cat([mask[n].flatten() for n in names]).double()
     gradient = torch.autograd.functional.jacobian(total_loss, flat)
     hessian = torch.autograd.functional.hessian(total_loss, flat)
-    expected = torch.split(flat * (hessian @ gradient), sizes)
+    # The reference's m * H (m * g): the pruned weight's gradient must not reach H g.
+    expected = torch.split(flat * keep * (hessian @ (keep * gradient)), sizes)
     for name, piece in zip(names, expected, strict=True):
         torch.testing.assert_close(
             scores[name], piece.view(mask[name].shape), rtol=1e-9, atol=1e-15
@@ -287,3 +289,58 @@ def test_every_scorer_hits_the_exact_count_and_never_revives(scorer: str, target
     assert sum(int(k.sum()) for k in pruned.values()) == total - round(target * total)
     for name in mask:
         assert not bool((pruned[name] & ~mask[name]).any())
+
+
+def _bn_mlp() -> nn.Sequential:
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    with torch.no_grad():  # running statistics far from a fresh batch's
+        net[1].running_mean.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+        net[1].running_var.copy_(torch.tensor([4.0, 0.25, 1.0, 9.0]))
+        net[1].weight.copy_(torch.tensor([1.5, 0.5, -1.0, 2.0]))
+    return net
+
+
+def _hand_snip(net: nn.Sequential, mask: Mask, x: torch.Tensor, y: torch.Tensor, mode: str):
+    """|w * dL/dw| written out with plain tensor ops: BatchNorm normalises with the batch's own
+    mean and biased variance in train mode, with the running statistics in eval mode."""
+    w1 = (net[0].weight * mask["0.weight"]).detach().requires_grad_()
+    w2 = (net[3].weight * mask["3.weight"]).detach().requires_grad_()
+    bn = net[1]
+    h = x @ w1.T + net[0].bias.detach()
+    if mode == "train":
+        mean, var = h.mean(0), h.var(0, unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    h = (h - mean) / torch.sqrt(var + bn.eps) * bn.weight.detach() + bn.bias.detach()
+    out = torch.tanh(h) @ w2.T + net[3].bias.detach()
+    loss = F.cross_entropy(out, y)
+    g1, g2 = torch.autograd.grad(loss, (w1, w2))
+    return {"0.weight": (w1 * g1).abs().detach(), "3.weight": (w2 * g2).abs().detach()}
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_snip_batchnorm_mode_equals_a_hand_computation(mode: str) -> None:
+    net = _bn_mlp()
+    mask = full_mask(net)
+    mask["0.weight"][1, 1] = False
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 3, generator=generator, dtype=torch.float64)
+    y = torch.randint(2, (8,), generator=generator)
+    scores = score(net, mask, "snip", batches=[(x, y)], batchnorm_mode=mode)
+    expected = _hand_snip(net, mask, x, y, mode)
+    for name in mask:
+        torch.testing.assert_close(scores[name], expected[name], rtol=1e-10, atol=1e-14)
+    other = _hand_snip(net, mask, x, y, "eval" if mode == "train" else "train")
+    assert not torch.allclose(scores["0.weight"], other["0.weight"])  # the mode matters here
+
+
+def test_grasp_batchnorm_mode_is_used_and_checked() -> None:
+    net = _bn_mlp()
+    mask = full_mask(net)
+    data = [(torch.randn(8, 3, dtype=torch.float64), torch.randint(2, (8,)))]
+    train = score(net, mask, "grasp", batches=data, batchnorm_mode="train")
+    evaluated = score(net, mask, "grasp", batches=data, batchnorm_mode="eval")
+    assert not torch.allclose(train["0.weight"], evaluated["0.weight"])
+    with pytest.raises(ValueError, match="batchnorm_mode"):
+        score(net, mask, "grasp", batches=data, batchnorm_mode="frozen")

@@ -19,8 +19,8 @@ from trainables.checkpoints import (
     save_round_checkpoint,
 )
 from trainables.config import parse_trial_config
-from trainables.methods import run_trial
 from trainables.reporting import DirectoryReporter, load_latest_usable
+from trainables.trial import run_trial
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,20 @@ def trial_copy(imp_trial_dir, tmp_path) -> Path:
     return target
 
 
+def round_dirs(trial_dir: Path) -> list[Path]:
+    """The round checkpoints, oldest first (progress checkpoints are gone once a trial ends)."""
+    dirs = sorted(trial_dir.glob("checkpoint_*"))
+    assert [load_round_checkpoint(d)["round"] for d in dirs] == [0, 1, 2]
+    return dirs
+
+
 def test_finished_trial_checkpoints_satisfy_invariants(imp_trial_dir):
     assert check_experiment(imp_trial_dir) == 3
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "missing"])
 def test_corrupt_newest_checkpoint_falls_back_to_previous(trial_copy, damage, capsys):
-    newest = trial_copy / "checkpoint_000002" / "state.pt"
+    previous, newest = (d / "state.pt" for d in round_dirs(trial_copy)[1:])
     intact = newest.read_bytes()
     if damage == "truncate":
         newest.write_bytes(intact[: len(intact) // 2])
@@ -64,7 +71,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(trial_copy, damage, ca
     state = DirectoryReporter(trial_copy).latest_state()
 
     assert state is not None and state["round"] == 1
-    expected = torch.load(trial_copy / "checkpoint_000001" / "state.pt", weights_only=True)
+    expected = torch.load(previous, weights_only=True)
     for name, tensor in expected["model"].items():
         assert torch.equal(state["model"][name], tensor)
     printed = capsys.readouterr().out.strip().splitlines()
@@ -82,7 +89,7 @@ def test_every_checkpoint_corrupt_gives_none_never_garbage(trial_copy):
 
 
 def test_leftover_tmp_file_is_ignored(trial_copy, capsys):
-    newest = trial_copy / "checkpoint_000002"
+    newest = round_dirs(trial_copy)[-1]
     (newest / "state.pt.tmp").write_bytes(b"half a torch.save")
     state = DirectoryReporter(trial_copy).latest_state()
     assert state["round"] == 2
@@ -90,7 +97,7 @@ def test_leftover_tmp_file_is_ignored(trial_copy, capsys):
 
 
 def test_truncated_file_raises_checkpoint_error_naming_the_path(trial_copy):
-    path = trial_copy / "checkpoint_000001" / "state.pt"
+    path = round_dirs(trial_copy)[1] / "state.pt"
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(CheckpointError, match=str(path).replace(".", r"\.")) as raised:
         load_round_checkpoint(path.parent)
@@ -98,7 +105,7 @@ def test_truncated_file_raises_checkpoint_error_naming_the_path(trial_copy):
 
 
 def test_disk_full_while_saving_names_path_and_keeps_previous(trial_copy, monkeypatch):
-    directory = trial_copy / "checkpoint_000002"
+    directory = round_dirs(trial_copy)[-1]
     state = load_round_checkpoint(directory)
     before = (directory / "state.pt").read_bytes()
     monkeypatch.setenv(faults.ENV_VAR, "enospc")

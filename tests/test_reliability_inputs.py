@@ -15,8 +15,8 @@ from reliability_helpers import ROOT, run_plot, run_sweep, tiny_base, write_swee
 from sweeps.spec import plan_sweep
 from trainables.config import parse_trial_config
 from trainables.errors import PrunetuneError
-from trainables.methods import run_trial
 from trainables.reporting import DirectoryReporter
+from trainables.trial import run_trial
 
 SOURCE_DIRS = ("pruning", "trainables", "sweeps", "analysis", "benchmarks")
 
@@ -27,14 +27,15 @@ _KEYS = [
     "share_dense", "max_concurrent_trials", "label", "config", "cpu", "gpu", "method", "seed",
     "data", "model", "train", "prune", "imp", "epochs", "width", "rounds", "rate", "rewind",
     "target_sparsity", "scorer", "schedule", "seed.x", "train.epochs", "prune.target_sparsity",
-    "imp.dense_checkpoint", "bogus",
+    "imp.dense_checkpoint", "dense_model", "gmp", "rigl", "snip", "bogus",
 ]
 _scalars = (
     st.none()
     | st.booleans()
     | st.integers(-3, 200)
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.sampled_from(["", "x", "dense", "imp", "snip", "digits", "epoch:1", "init", "magnitude"])
+    | st.sampled_from(["", "x", "dense", "imp", "snip", "gmp", "rigl", "digits", "epoch:1",
+                       "init", "magnitude"])
     | st.text(max_size=5)
 )
 _values = st.recursive(
@@ -97,7 +98,8 @@ def dense_checkpoint(tiny_trial, tmp_path_factory) -> Path:
     raw = tiny_trial(method="dense", train={"max_eval_batches": 2, "epochs": 1})
     directory = tmp_path_factory.mktemp("dense")
     run_trial(parse_trial_config(raw), DirectoryReporter(directory), cpus=1)
-    return directory / "checkpoint_000000"
+    (checkpoint,) = directory.glob("checkpoint_*")
+    return checkpoint
 
 
 @pytest.mark.parametrize("problem", ["missing", "other_recipe", "truncated"])
@@ -117,13 +119,13 @@ def test_bad_dense_checkpoint_refused_before_ray(data_root, dense_checkpoint, tm
     sweep = write_sweep(
         tmp_path / "s.yaml",
         name="s",
-        base=tiny_base(data_root, method="imp", seed=seed, train=train,
-                       imp={"dense_checkpoint": str(checkpoint), "rounds": 1}),
+        base=tiny_base(data_root, method="imp", seed=seed, train=train, imp={"rounds": 1},
+                       dense_model={"checkpoint": str(checkpoint)}),
     )
     process = run_sweep(str(sweep), "--storage", str(tmp_path / "out"), timeout=120)
     assert process.returncode == 2, process.stdout + process.stderr
     line = _one_line(process)
-    assert "imp.dense_checkpoint" in line and str(checkpoint) in line, line
+    assert "dense_model.checkpoint" in line and str(checkpoint) in line, line
     assert "trials ->" not in process.stdout
 
 
@@ -132,7 +134,7 @@ def test_matching_dense_checkpoint_passes_preflight(data_root, dense_checkpoint,
     from sweeps.spec import plan_sweep as plan
 
     raw = tiny_base(data_root, method="imp", train={"max_eval_batches": 2, "epochs": 1},
-                    imp={"dense_checkpoint": str(dense_checkpoint), "rounds": 1})
+                    imp={"rounds": 1}, dense_model={"checkpoint": str(dense_checkpoint)})
     _check_dense_checkpoints(plan({"name": "ok", "base": raw}, "ok.yaml"))
 
 

@@ -22,8 +22,8 @@ from reliability_helpers import (
 )
 
 from trainables.config import parse_trial_config
-from trainables.methods import run_trial
 from trainables.reporting import DirectoryReporter
+from trainables.trial import run_trial
 
 IMP = {"rounds": 2, "rate": 0.5, "rewind": "init"}
 COMPARED = ("val_acc", "test_acc", "sparsity", "params_total", "params_prunable", "best_epoch")
@@ -57,9 +57,9 @@ def fault_sweep(data_root, tmp_path_factory):
 def _reference_rounds(trial_dir: Path, tmp: Path) -> list[dict]:
     """The same trial run uninterrupted, in-process, without Ray."""
     raw = json.loads((trial_dir / "params.json").read_text())["trial"]
-    raw["dense_cache"] = None
+    raw["dense_model"]["cache"] = None
     reporter = DirectoryReporter(tmp)
-    run_trial(parse_trial_config(raw), reporter, cpus=1)
+    run_trial(parse_trial_config(raw, check_ignored=False), reporter, cpus=1)
     return [row for row in reporter.rows if row["row_type"] == "round"]
 
 
@@ -87,6 +87,9 @@ def test_crashed_trial_resumes_and_matches_uninterrupted_run(fault_sweep, seed, 
     assert round_rows[0]["pid"] != round_rows[1]["pid"]
     # Round 0's epochs ran once; the restart did not retrain the dense model.
     assert [r["epoch"] for r in rows(trial_dir, "epoch") if r["round"] == 0] == [0, 1]
+    # Every (round, epoch) is reported once, the interrupted round's included.
+    reported = [(r["round"], r["epoch"]) for r in rows(trial_dir, "epoch")]
+    assert reported == [(k, e) for k in (0, 1, 2) for e in (0, 1)], reported
 
     reference = _reference_rounds(trial_dir, tmp_path)
     assert [row["round"] for row in reference] == [0, 1, 2]

@@ -95,7 +95,7 @@ GRID_SWEEP = {
         },
         {
             "label": "snip",
-            "config": {"method": "snip", "prune": {"scorer": "snip"}},
+            "config": {"method": "snip"},
             "grid": {"prune.target_sparsity": [0.5, 0.8]},
         },
     ],
@@ -383,11 +383,16 @@ FLOWERS_SETTINGS = [
 # Trials per shipped file, counted by hand from the YAML: experiments x their grids.
 SHIPPED_TRIALS = {
     "quickstart.yaml": 3 * (1 + 1 + 3 + 3),
+    "methods_digits.yaml": 3 * (1 + 1 + 6 * 3),  # dense, IMP, then six methods at 3 targets
+    "structured_digits.yaml": 3 * 4,  # dense, IMP, channels (L1), random channels
     "dense.yaml": 3,
     "imp_grid.yaml": 3 * (1 + 6 + 1),
     "snip_grid.yaml": 3 * 6 * 5,
     "compare.yaml": 3 * (1 + 6 + 6),
     "reproduce_seed_table.yaml": 1 + 4,
+    # 3 seeds x (dense + IMP + 4 random + 4 SNIP targets); smoke-run in test_sweeps_datasets.py.
+    "lth_cifar10_resnet20.yaml": 3 * (1 + 1 + 4 + 4),
+    "lth_cifar10_vgg16.yaml": 3 * (1 + 1 + 4 + 4),
 }
 
 
@@ -452,6 +457,45 @@ def test_quickstart_smoke_runs_on_digits(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_methods_comparison_smoke_runs_on_digits(tmp_path: Path) -> None:
+    # One seed keeps it short; the full grid (3 seeds) is planned by test_sweeps_layers.py.
+    proc = run_sweep(
+        str(REPO / "sweeps" / "methods_digits.yaml"), "--smoke", "--set", "grid.seed=[0]",
+        "--set", "model.width=4", "--storage", str(tmp_path / "out"), cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    dirs = trial_dirs(tmp_path / "out" / "methods_digits-smoke")
+    assert len(dirs) == SHIPPED_TRIALS["methods_digits.yaml"] // 3
+    assert all(finished(d) for d in dirs)
+
+
+@pytest.mark.slow
+def test_structured_sweep_smoke_runs_on_digits_and_plots_latency(tmp_path: Path) -> None:
+    from invariants import check_experiment
+
+    proc = run_sweep(
+        str(REPO / "sweeps" / "structured_digits.yaml"), "--smoke", "--set", "grid.seed=[0]",
+        "--set", "model.width=4", "--storage", str(tmp_path / "out"), cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    experiment = tmp_path / "out" / "structured_digits-smoke"
+    dirs = trial_dirs(experiment)
+    assert len(dirs) == SHIPPED_TRIALS["structured_digits.yaml"] // 3
+    assert all(finished(d) for d in dirs)
+    # Structured checkpoints written through Ray Tune rebuild and account exactly: dense has one
+    # round, each pruning trial its dense round 0 and 3 pruning rounds.
+    assert check_experiment(experiment) == 1 + 4 * (len(dirs) - 1)
+    for trial_dir in dirs:
+        for row in rows(trial_dir):
+            assert row["latency_ms_b1"] > 0 and row["latency_ms_b64"] > 0, trial_dir.name
+    plot = subprocess.run([sys.executable, str(REPO / "analysis" / "plot.py"), str(experiment)],
+                          capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    assert (experiment / "accuracy_vs_latency.png").is_file()
+    assert "b64 ms (x dense)" in (experiment / "summary.md").read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (FLOWERS_ROOT / "flowers-102").is_dir(),
     reason=f"no Flowers-102 copy at {FLOWERS_ROOT / 'flowers-102'}",
@@ -501,11 +545,11 @@ BAD_SWEEPS = {
     ),
     "unknown dataset": ("name: x\nbase: {data: {name: mnist}}\n", ["data.name", "mnist"]),
     "unknown model": ("name: x\nbase: {model: {name: vgg}}\n", ["model.name", "vgg"]),
-    "unknown scorer": (
+    "old spelling of a scorer": (
         "name: x\n"
         + TINY_YAML
-        + "experiments: [{config: {method: snip, prune: {scorer: snap}}}]\n",
-        ["prune.scorer", "snap"],
+        + "experiments: [{config: {method: snip, prune: {scorer: random}}}]\n",
+        ["experiments[0].config", "prune.scorer", "was renamed", "method: random"],
     ),
     "empty grid axis": ("name: x\n" + TINY_YAML + "grid: {seed: []}\n", ["seed", "no values"]),
     "empty experiment grid axis": (

@@ -1,4 +1,4 @@
-"""The shared dense cache and `imp.dense_checkpoint`: a dense model is trained once per
+"""The shared dense cache and `dense_model.checkpoint`: a dense model is trained once per
 (seed, recipe), reused by later trials, and never taken from a different recipe."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 import trainables.loop
-import trainables.methods
+import trainables.methods.rounds
 from trainables.config import parse_trial_config
 from trainables.errors import ConfigError
-from trainables.methods import run_trial
 from trainables.reporting import DirectoryReporter
+from trainables.trial import run_trial
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def dense_trainings(monkeypatch) -> list[int]:
             seeds.append(config.seed)
         return real(model, data, config, *args, **kwargs)
 
-    monkeypatch.setattr(trainables.methods, "train_phase", spy)
+    monkeypatch.setattr(trainables.methods.rounds, "train_phase", spy)
     return seeds
 
 
@@ -39,12 +39,12 @@ def run(trial: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
 
 def test_dense_model_is_trained_once_per_seed(tiny_trial, tmp_path, dense_trainings):
     cache = str(tmp_path / "cache")
-    dense = run(tiny_trial(method="dense", dense_cache=cache), tmp_path / "dense")
+    dense = run(tiny_trial(method="dense", dense_model={"cache": cache}), tmp_path / "dense")
     oneshots = [
         run(
             tiny_trial(
                 method="imp",
-                dense_cache=cache,
+                dense_model={"cache": cache},
                 imp={"schedule": "oneshot"},
                 prune={"target_sparsity": target},
             ),
@@ -64,7 +64,8 @@ def test_dense_model_is_trained_once_per_seed(tiny_trial, tmp_path, dense_traini
         )
         assert [row["round"] for row in rows] == [0, 1]
 
-    other_seed = tiny_trial(method="imp", seed=1, dense_cache=cache, imp={"schedule": "oneshot"})
+    other_seed = tiny_trial(method="imp", seed=1, dense_model={"cache": cache},
+                            imp={"schedule": "oneshot"})
     rows = run(other_seed, tmp_path / "seed1")
     assert dense_trainings == [0, 1]
     assert "reused_dense" not in rows[0]
@@ -74,21 +75,26 @@ def test_reused_dense_gives_the_same_trial_as_training_it(tiny_trial, tmp_path):
     oneshot = {"method": "imp", "imp": {"schedule": "oneshot"}}
     own = run(tiny_trial(**oneshot), tmp_path / "own")
     cache = str(tmp_path / "cache")
-    run(tiny_trial(method="dense", dense_cache=cache), tmp_path / "dense")
-    reused = run(tiny_trial(**oneshot, dense_cache=cache), tmp_path / "reused")
+    run(tiny_trial(method="dense", dense_model={"cache": cache}), tmp_path / "dense")
+    reused = run(tiny_trial(**oneshot, dense_model={"cache": cache}), tmp_path / "reused")
     for key in ("val_acc", "test_acc", "sparsity", "params_prunable"):
         assert own[1][key] == reused[1][key], key
 
 
 def test_dense_checkpoint_of_another_recipe_is_refused(tiny_trial, tmp_path):
     run(tiny_trial(method="dense", train={"lr": 0.1}), tmp_path / "dense")
-    checkpoint = str(tmp_path / "dense" / "checkpoint_000000")
-    ok = tiny_trial(method="imp", train={"lr": 0.1}, imp={"dense_checkpoint": checkpoint,
-                                                        "schedule": "oneshot"})  # fmt: skip
+    (checkpoint,) = map(str, (tmp_path / "dense").glob("checkpoint_*"))
+    ok = tiny_trial(method="imp", train={"lr": 0.1}, dense_model={"checkpoint": checkpoint},
+                    imp={"schedule": "oneshot"})
     assert run(ok, tmp_path / "ok")[0]["reused_dense"] is True
-    other = tiny_trial(method="imp", imp={"dense_checkpoint": checkpoint})  # default lr 0.05
-    with pytest.raises(ConfigError, match="imp.dense_checkpoint"):
+    other = tiny_trial(method="imp", dense_model={"checkpoint": checkpoint})  # default lr 0.05
+    with pytest.raises(ConfigError, match="dense_model.checkpoint.*recipe"):
         run(other, tmp_path / "other")
-    with pytest.raises(ConfigError, match="imp.dense_checkpoint"):
-        missing = tiny_trial(method="imp", imp={"dense_checkpoint": str(tmp_path / "nowhere")})
+    # The dense trial kept no epoch-1 weights, so a trial rewinding to epoch 1 cannot use it.
+    rewinding = tiny_trial(method="imp", train={"lr": 0.1}, dense_model={"checkpoint": checkpoint},
+                           imp={"rewind": "epoch:1"})
+    with pytest.raises(ConfigError, match="dense_model.checkpoint.*rewinds to epoch 1"):
+        run(rewinding, tmp_path / "rewinding")
+    with pytest.raises(ConfigError, match="dense_model.checkpoint"):
+        missing = tiny_trial(method="imp", dense_model={"checkpoint": str(tmp_path / "nowhere")})
         run(missing, tmp_path / "missing")

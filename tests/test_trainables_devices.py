@@ -8,9 +8,9 @@ import torch
 
 from trainables.config import TrainConfig, parse_trial_config
 from trainables.errors import ConfigError
-from trainables.methods import run_trial
 from trainables.reporting import DirectoryReporter
 from trainables.runtime import resolve_runtime
+from trainables.trial import run_trial
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU defaults")

@@ -14,11 +14,11 @@ import torch
 
 import pruning
 import trainables.loop
-import trainables.methods
+import trainables.methods.rounds
 from trainables.config import parse_trial_config
-from trainables.methods import run_trial
 from trainables.models import build_model
 from trainables.reporting import DirectoryReporter
+from trainables.trial import run_trial
 
 
 def run(trial: dict[str, Any], directory: Path, reporter_type=DirectoryReporter):
@@ -56,17 +56,17 @@ def spy_train_phase(monkeypatch):
         calls.append(call)
         inner = kwargs.get("on_epoch_end")
 
-        def on_epoch_end(epoch, trained):
-            call["after_epoch"][epoch] = {
-                k: v.detach().clone() for k, v in trained.state_dict().items()
+        def on_epoch_end(row, snapshot):
+            call["after_epoch"][row["epoch"]] = {
+                k: v.detach().clone() for k, v in model.state_dict().items()
             }
             if inner is not None:
-                inner(epoch, trained)
+                inner(row, snapshot)
 
         kwargs["on_epoch_end"] = on_epoch_end
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(trainables.methods, "train_phase", spy)
+    monkeypatch.setattr(trainables.methods.rounds, "train_phase", spy)
     return calls
 
 
@@ -104,7 +104,11 @@ def test_iterative_imp_sparsity_masks_and_rewinding(tiny_trial, tmp_path, spy_tr
             assert torch.equal(expected_rewind[key], tensor), key
     else:
         expected_rewind = calls[0]["after_epoch"][0]
-    rewind_weights = states[0]["rewind_weights"]
+    # Round 0 (the dense model) keeps what can be rewound to; the pruning rounds carry it.
+    kept = states[0]["init_weights"] if rewind == "init" else states[0]["epoch_weights"][1]
+    rewind_weights = states[1]["rewind_weights"]
+    for key, tensor in kept.items():
+        assert torch.equal(rewind_weights[key], tensor), key
     assert rewind_weights.keys() == expected_rewind.keys()
     for key, tensor in expected_rewind.items():
         assert torch.equal(rewind_weights[key], tensor), key
@@ -118,7 +122,7 @@ def test_rewind_none_keeps_the_trained_weights(tiny_trial, tmp_path, spy_train_p
     trial = tiny_trial(method="imp", imp={"rounds": 2, "rate": 0.5, "rewind": "none"})
     run(trial, tmp_path)
     states = checkpoints(tmp_path)
-    assert states[0]["rewind_weights"] is None
+    assert states[1]["rewind_epoch"] is None and states[1]["rewind_weights"] is None
     calls = spy_train_phase
     for call, previous, state in zip(calls[1:], states[:-1], states[1:], strict=True):
         for key, tensor in previous["model"].items():
@@ -136,9 +140,9 @@ class CrashAfterRound:
         crash_round = self.crash_round
 
         class Crashing(DirectoryReporter):
-            def round(self, row, state):
-                super().round(row, state)
-                if row["round"] == crash_round:
+            def report(self, rows, state=None):
+                super().report(rows, state)
+                if state and state["kind"] == "round" and state["round"] == crash_round:
                     raise KeyboardInterrupt("simulated crash")
 
         return Crashing(directory)

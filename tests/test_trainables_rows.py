@@ -11,18 +11,20 @@ import torch
 
 from trainables.config import parse_trial_config
 from trainables.datasets import load_dataset
-from trainables.loop import TrialData, evaluate
-from trainables.methods import run_trial
+from trainables.loop import evaluate
 from trainables.models import build_model
 from trainables.reporting import DirectoryReporter
 from trainables.runtime import resolve_runtime
+from trainables.trial import run_trial
+from trainables.trial_data import TrialData
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_acc", "lr", "epoch_time_s", "images_per_s")
 
 
 @pytest.mark.parametrize("method", ["dense", "imp", "snip"])
 def test_checkpoint_contract_and_test_accuracy(tiny_trial, tmp_path, checkpoint_contract, method):
-    trial = tiny_trial(method=method, imp={"rounds": 2, "rate": 0.5})
+    settings = {"imp": {"rounds": 2, "rate": 0.5}} if method == "imp" else {}
+    trial = tiny_trial(method=method, **settings)
     config = parse_trial_config(trial)
     reporter = DirectoryReporter(tmp_path)
     run_trial(config, reporter)
@@ -47,7 +49,7 @@ def test_checkpoint_contract_and_test_accuracy(tiny_trial, tmp_path, checkpoint_
         model = build_model(config.model, splits.num_classes, splits.in_channels)
         model.load_state_dict(state["best_model"], strict=True)
         test_acc = evaluate(
-            model, splits.test_images, splits.test_labels, data.eval_augment, runtime, 97
+            model, splits, "test", data.eval_augment, runtime, 97
         )
         assert row["test_acc"] == pytest.approx(test_acc, abs=1e-12)
         # The best epoch's val_acc is the round's val_acc.
@@ -67,5 +69,6 @@ def test_rows_survive_json_with_full_precision(tiny_trial, tmp_path):
         for key, value in row.items():
             if isinstance(value, float):
                 assert kept[key] == value, key  # no rounding on the way to disk
-    state = torch.load(tmp_path / "checkpoint_000000" / "state.pt", weights_only=True)
+    (checkpoint,) = tmp_path.glob("checkpoint_*")
+    state = torch.load(checkpoint / "state.pt", weights_only=True)
     assert state["metrics"]["val_acc"] == reporter.rows[-1]["val_acc"]

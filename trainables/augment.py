@@ -1,7 +1,8 @@
 """Batched augmentation on the training device: whole batches at once, never per sample in Python.
 
 Train: per-sample random-resized-crop boxes are drawn vectorised, one `torchvision.ops.roi_align`
-call crops and resizes the whole batch, per-sample horizontal flips go through `torch.where`,
+call crops and resizes the whole batch (or, for `crop="padded"`, the batch is zero-padded and one
+gather takes each sample's random crop), per-sample horizontal flips go through `torch.where`,
 then the batch is normalised. Eval: center crop (a no-op for val/test, which are stored at
 `image_size`) + normalise. All randomness comes from the generator passed in, so a seed makes a
 batch reproducible.
@@ -32,6 +33,11 @@ class BatchAugment:
     ceil(box side / image_size), which averages samples when shrinking, like an antialias
     filter; with 1 it equals `F.interpolate(mode="bilinear", align_corners=False)`).
 
+    `crop="padded"` is torchvision's RandomCrop(image_size, padding=crop_padding) instead, the
+    standard CIFAR augmentation: each image is zero-padded by `crop_padding` px on every side
+    (black, before normalisation) and an `image_size` square is cut at a position drawn
+    uniformly over all integer offsets (exact pixels, no resampling).
+
     Eval mode (`train=False`, also used for training when augmentation is off) center-crops to
     `image_size` if the input is larger (torchvision's CenterCrop offsets) and normalises.
 
@@ -49,6 +55,8 @@ class BatchAugment:
         crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         hflip: bool = True,
         *,
+        crop: str = "random_resized",
+        crop_padding: int = 4,
         sampling_ratio: int = -1,
         dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
@@ -59,6 +67,11 @@ class BatchAugment:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max, got {crop_scale}")
         if not 0 < crop_ratio[0] <= crop_ratio[1]:
             raise ValueError(f"crop_ratio must satisfy 0 < min <= max, got {crop_ratio}")
+        if crop not in ("random_resized", "padded") or crop_padding < 0:
+            raise ValueError(
+                f"crop must be random_resized or padded with crop_padding >= 0, got {crop!r}, "
+                f"{crop_padding}"
+            )
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
@@ -66,6 +79,8 @@ class BatchAugment:
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
         self.hflip = bool(hflip)
+        self.crop_mode = crop
+        self.crop_padding = int(crop_padding)
         self.sampling_ratio = int(sampling_ratio)
         self.dtype = dtype
         self.channels_last = bool(channels_last)
@@ -85,18 +100,17 @@ class BatchAugment:
 
         `train=True` with `data_cfg.augment` false gives the eval transform (center crop).
         """
-        from trainables.datasets import dataset_defaults
+        from trainables.datasets import resolved
 
-        defaults = dataset_defaults(data_cfg.name)
-        scale_min = data_cfg.crop_scale_min
-        hflip = data_cfg.hflip
         return cls(
             image_size=splits.image_size,
             mean=splits.mean,
             std=splits.std,
             train=train and data_cfg.augment,
-            crop_scale=(defaults.crop_scale_min if scale_min is None else scale_min, 1.0),
-            hflip=defaults.hflip if hflip is None else hflip,
+            crop_scale=(resolved(data_cfg, "crop_scale_min"), 1.0),
+            hflip=resolved(data_cfg, "hflip"),
+            crop=resolved(data_cfg, "crop"),
+            crop_padding=resolved(data_cfg, "crop_padding"),
             dtype=dtype,
             channels_last=channels_last,
         )
@@ -104,6 +118,11 @@ class BatchAugment:
     def __repr__(self) -> str:
         if not self.train:
             return f"BatchAugment(eval, image_size={self.image_size})"
+        if self.crop_mode == "padded":
+            return (
+                f"BatchAugment(train, image_size={self.image_size}, padded crop "
+                f"{self.crop_padding} px, hflip={self.hflip})"
+            )
         return (
             f"BatchAugment(train, image_size={self.image_size}, crop_scale={self.crop_scale}, "
             f"crop_ratio={self.crop_ratio}, hflip={self.hflip})"
@@ -126,8 +145,10 @@ class BatchAugment:
             raise ValueError(
                 f"batch has {images.shape[1]} channels, mean/std have {len(self.mean)}"
             )
-        if self.train:
-            x = self._random_resized_crop(images, generator)
+        if self.train and self.crop_mode == "padded":
+            x = self._flip(self.padded_crop(images, generator).to(torch.float32), generator)
+        elif self.train:
+            x = self._flip(self._random_resized_crop(images, generator), generator)
         else:
             x = self._center_crop(images).to(torch.float32)
         mean, inv_std = self._normalisers(x.device)
@@ -199,23 +220,51 @@ class BatchAugment:
         )
 
     # ------------------------------------------------------------------ internals
+    def padded_crop(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Zero-pad by `crop_padding` and cut one random `image_size` square per sample (uint8
+        in, uint8 out). Draws from `generator`, in order: row offsets (B,), column offsets (B,).
+        """
+        b, _, height, width = images.shape
+        pad, size = self.crop_padding, self.image_size
+        if height + 2 * pad < size or width + 2 * pad < size:
+            raise ValueError(
+                f"a {height}x{width} batch padded by {pad} px is smaller than image_size {size}"
+            )
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        device = images.device
+        top = torch.randint(0, height + 2 * pad - size + 1, (b,), generator=generator,
+                            device=device)
+        left = torch.randint(0, width + 2 * pad - size + 1, (b,), generator=generator,
+                             device=device)
+        offsets = torch.arange(size, device=device)
+        rows = (top[:, None] + offsets)[:, :, None]  # (B, size, 1)
+        cols = (left[:, None] + offsets)[:, None, :]  # (B, 1, size)
+        sample = torch.arange(b, device=device)[:, None, None]
+        # Advanced indices around the channel slice put their dims first: (B, size, size, C).
+        return padded[sample, :, rows, cols].permute(0, 3, 1, 2)
+
     def _random_resized_crop(
         self, images: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         b, _, height, width = images.shape
         boxes = self.sample_boxes(b, height, width, generator, device=images.device)
-        x = self.crop(images, boxes)
-        if self.hflip:
-            flip = torch.rand(b, generator=generator, device=images.device) < 0.5
-            if x.device.type == "cpu":
-                # Flip only the drawn samples, in place: the `where` below flips and then
-                # selects over the whole batch (a fifth of the augmentation at 224 px on CPU).
-                chosen = flip.nonzero().squeeze(1)
-                x.index_copy_(0, chosen, x.index_select(0, chosen).flip(-1))
-            else:
-                # No `nonzero` on an accelerator: it would wait for the device every batch.
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return x
+        return self.crop(images, boxes)
+
+    def _flip(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Flip each sample horizontally with probability 1/2 (one draw per sample)."""
+        if not self.hflip:
+            return x
+        flip = torch.rand(len(x), generator=generator, device=x.device) < 0.5
+        if x.device.type == "cpu":
+            # Flip only the drawn samples, in place: the `where` below flips and then
+            # selects over the whole batch (a fifth of the augmentation at 224 px on CPU).
+            chosen = flip.nonzero().squeeze(1)
+            x.index_copy_(0, chosen, x.index_select(0, chosen).flip(-1))
+            return x
+        # No `nonzero` on an accelerator: it would wait for the device every batch.
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
     def _center_crop(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]

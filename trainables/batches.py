@@ -13,7 +13,7 @@ import torch
 from trainables.augment import BatchAugment
 
 
-def _device_generator(
+def device_generator(
     generator: torch.Generator | None, device: torch.device
 ) -> torch.Generator | None:
     """The generator augmentation draws from on `device`.
@@ -25,6 +25,30 @@ def _device_generator(
         return generator
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def batch_indices(
+    n: int,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    drop_last: bool = False,
+    max_batches: int | None = None,
+) -> list[torch.Tensor]:
+    """The example indices of each batch of an epoch over `n` examples.
+
+    With `shuffle`, one permutation drawn from the CPU `generator` (None = torch's global RNG),
+    the only draw made here; otherwise 0..n-1 in order. `drop_last` drops a final short batch;
+    `max_batches` caps the count. Shared by the in-memory and the streaming paths, so equal
+    seeds give equal batches whichever path a dataset takes.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    n_batches = n // batch_size if drop_last else -(-n // batch_size)
+    if max_batches is not None:
+        n_batches = min(n_batches, max_batches)
+    return [order[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
 
 
 def iterate_batches(
@@ -50,18 +74,11 @@ def iterate_batches(
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
-    n = len(images)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    n_batches = n // batch_size if drop_last else -(-n // batch_size)
-    if max_batches is not None:
-        n_batches = min(n_batches, max_batches)
-    aug_generator = _device_generator(generator, device)
+    indices = batch_indices(len(images), batch_size, shuffle, generator, drop_last, max_batches)
+    aug_generator = device_generator(generator, device)
     pin = device.type == "cuda"
-    for b in range(n_batches):
-        index = order[b * batch_size : (b + 1) * batch_size]
+    for index in indices:
         if pin:
             # The caching host allocator keeps pinned buffers safe to reuse after async copies.
             x = torch.empty((len(index), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
@@ -73,3 +90,10 @@ def iterate_batches(
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         yield augment(x, aug_generator), y
+
+
+def steps_per_epoch(examples: int, batch_size: int, max_batches: int | None = None) -> int:
+    """Optimizer steps in one training epoch: full batches only (the loop drops the last short
+    one), capped at `max_batches`."""
+    steps = examples // batch_size
+    return steps if max_batches is None else min(steps, max_batches)

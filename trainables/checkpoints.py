@@ -7,7 +7,6 @@ half-written `state.pt` behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import torch
 
 from trainables import faults
-from trainables.config import TrialConfig
 from trainables.errors import PrunetuneError
 from trainables.files import atomic_write
 
@@ -28,25 +26,8 @@ class CheckpointError(PrunetuneError):
     """A checkpoint is missing, truncated, corrupt, or from a different recipe."""
 
 
-def recipe_hash(config: TrialConfig) -> str:
-    """Identity of a dense training run: everything that determines its weights.
-
-    Two trials with the same hash train bit-identical dense models on the CPU, so one may start
-    from the other's dense checkpoint.
-    """
-    recipe = {
-        "seed": config.seed,
-        "data": config.data.model_dump(exclude={"root", "cache_dir", "download"}),
-        "model": config.model.model_dump(),
-        "train": config.train.model_dump(exclude={"device", "compile", "eval_batch_size"}),
-        "prunable": [config.prune.exclude_first_conv, config.prune.exclude_classifier],
-    }
-    text = json.dumps(recipe, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def save_round_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` (and its `metrics` as JSON) into `directory`; returns the state path.
+    """Write `state` (and its `metrics`, if any, as JSON) into `directory`; returns the path.
 
     A failed write (disk full, unwritable directory) raises CheckpointError naming the file and
     leaves no partial file behind; an earlier checkpoint elsewhere is untouched.
@@ -60,7 +41,10 @@ def save_round_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
         faults.before_checkpoint_write(target, seed, state.get("round"))  # test-only hook
         torch.save(state, target)
 
-    metrics = {**state["metrics"], "layer_sparsity": state["layer_sparsity"]}
+    # Progress checkpoints (mid-round) carry no metrics: analysis reads round checkpoints only.
+    metrics = state.get("metrics")
+    if metrics is not None:
+        metrics = {**metrics, "layer_sparsity": state["layer_sparsity"]}
 
     def write_json(target: Path) -> None:
         target.write_text(json.dumps(metrics, indent=1, default=float))
@@ -68,7 +52,8 @@ def save_round_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write(path, write_state)
-        atomic_write(directory / METRICS_FILE, write_json)
+        if metrics is not None:
+            atomic_write(directory / METRICS_FILE, write_json)
     except OSError as error:
         reason = error.strerror or str(error)
         raise CheckpointError(f"{path}: could not write checkpoint: {reason}") from error

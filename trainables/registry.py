@@ -39,6 +39,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}"
             ) from None
 
+    def unregister(self, name: str) -> T:
+        """Remove and return the entry `name` (for plug-ins registered temporarily, in tests)."""
+        return self._entries.pop(name)
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -1,5 +1,17 @@
-"""Where a trial's rows and round checkpoints go: Ray Tune inside a sweep, or a plain directory
-when a method is run directly (notebooks, unit tests). The method schedules see only this seam.
+"""Where a trial's rows and checkpoints go: Ray Tune inside a sweep, or a plain directory when a
+method is run directly (notebooks, unit tests). The methods see only `TrialLog`.
+
+Two kinds of checkpoint:
+
+* a **round** checkpoint at the end of every round (the contract in the README; all are kept);
+* a **progress** checkpoint inside a long round, so that a crash loses at most about an epoch.
+  Only the newest progress checkpoint is kept: each is removed once a newer checkpoint exists.
+
+Rows are reported together with the checkpoint that covers them: an epoch row is held back until
+the next checkpoint is written and then reported just before it. A trial restarted from that
+checkpoint therefore never reports a (round, epoch) row a second time, in `result.json`,
+TensorBoard or any other logger. The cost is that rows arrive in bursts when checkpoints are
+spaced out (see `CheckpointCadence`).
 """
 
 from __future__ import annotations
@@ -7,19 +19,84 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from trainables.checkpoints import CheckpointError, load_round_checkpoint, save_round_checkpoint
 
+PROGRESS = "progress"
+
 
 class Reporter(Protocol):
-    def epoch(self, row: dict[str, Any]) -> None: ...
-
-    def round(self, row: dict[str, Any], state: dict[str, Any]) -> None: ...
+    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
+        """Report `rows` in order; the last one together with checkpoint `state`, if given."""
+        ...
 
     def latest_state(self) -> dict[str, Any] | None: ...
+
+
+def is_progress(state: dict[str, Any] | None) -> bool:
+    return state is not None and state.get("kind") == PROGRESS
+
+
+class CheckpointCadence:
+    """When to write a progress checkpoint at the end of an epoch.
+
+    At the end of an epoch when at least `1 / overhead` times the last checkpoint's write time has
+    passed since the last checkpoint, so that checkpointing costs at most `overhead` of the
+    training time; the first epoch of a process always checkpoints (to measure the write time).
+    With small models that is every epoch; with large ones on fast hardware, every few epochs.
+    """
+
+    def __init__(self, overhead: float = 0.05, clock: Callable[[], float] = time.perf_counter):
+        self.overhead = overhead
+        self.clock = clock
+        self.last_end: float | None = None
+        self.last_cost = 0.0
+
+    def due(self) -> bool:
+        if self.last_end is None:
+            return True
+        return self.clock() - self.last_end >= self.last_cost / self.overhead
+
+    def written(self, cost_s: float) -> None:
+        self.last_cost = cost_s
+        self.last_end = self.clock()
+
+
+class TrialLog:
+    """A trial's rows and checkpoints, through its `Reporter`, with epoch rows held back until
+    the checkpoint that covers them (see the module docstring)."""
+
+    def __init__(self, reporter: Reporter, cadence: CheckpointCadence | None = None) -> None:
+        self.reporter = reporter
+        self.cadence = cadence or CheckpointCadence()
+        self.pending: list[dict[str, Any]] = []
+
+    def epoch(
+        self, row: dict[str, Any], progress: Callable[[], dict[str, Any]] | None
+    ) -> None:
+        """An epoch row; `progress()` builds the progress checkpoint state, only when one is due
+        (None: no checkpoint here, e.g. when the round's own checkpoint follows)."""
+        self.pending.append(row)
+        if progress is not None and self.cadence.due():
+            self._flush(progress())
+
+    def round(self, row: dict[str, Any], state: dict[str, Any]) -> None:
+        """A round row with its round checkpoint (after the round's held-back epoch rows)."""
+        self.pending.append(row)
+        self._flush(state)
+
+    def _flush(self, state: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        rows, self.pending = self.pending, []
+        self.reporter.report(rows, state)
+        self.cadence.written(time.perf_counter() - started)
+
+    def latest_state(self) -> dict[str, Any] | None:
+        return self.reporter.latest_state()
 
 
 def _round_checkpoint_dirs(trial_dir: Path) -> list[Path]:
@@ -28,12 +105,12 @@ def _round_checkpoint_dirs(trial_dir: Path) -> list[Path]:
 
 def load_latest_usable(
     candidates: list[Path], warn: Callable[[str], None] = print
-) -> dict[str, Any] | None:
-    """The newest loadable checkpoint among `candidates` (oldest first); a corrupt one is
-    reported with its path and skipped, never loaded."""
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest loadable checkpoint among `candidates` (oldest first) and its directory; a
+    corrupt one is reported with its path and skipped, never loaded."""
     for directory in reversed(candidates):
         try:
-            return load_round_checkpoint(directory)
+            return directory, load_round_checkpoint(directory)
         except CheckpointError as error:
             warn(f"prunetune: skipping unusable checkpoint: {error}")
     return None
@@ -42,20 +119,36 @@ def load_latest_usable(
 class TuneReporter:
     """Reports through `ray.tune.report`; resumes from `ray.tune.get_checkpoint()`."""
 
-    def epoch(self, row: dict[str, Any]) -> None:
-        from ray import tune
+    def __init__(self) -> None:
+        self._superseded: Any = None  # the last progress checkpoint, removed by the next one
 
-        tune.report(row)
-
-    def round(self, row: dict[str, Any], state: dict[str, Any]) -> None:
+    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
         import ray
         from ray import tune
 
-        # Which Ray node ran the round (multi-node sweeps; a reused dense row gets this node's).
-        row = {**row, "node_id": ray.get_runtime_context().get_node_id()}
+        *earlier, last = rows
+        for row in earlier:
+            tune.report(row)
+        if state is None:
+            tune.report(last)
+            return
+        if last.get("row_type") == "round":
+            # Which Ray node ran the round (multi-node sweeps).
+            last = {**last, "node_id": ray.get_runtime_context().get_node_id()}
         with tempfile.TemporaryDirectory(prefix="prunetune-ckpt-") as directory:
             save_round_checkpoint(directory, state)
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report(last, checkpoint=tune.Checkpoint.from_directory(directory))
+        self._remove_superseded()
+        if is_progress(state):
+            self._superseded = tune.get_checkpoint()  # the persisted copy just reported
+
+    def _remove_superseded(self) -> None:
+        checkpoint, self._superseded = self._superseded, None
+        if checkpoint is not None:
+            try:
+                checkpoint.filesystem.delete_dir(checkpoint.path)
+            except OSError as error:  # a leftover costs disk, not correctness
+                print(f"prunetune: could not remove old progress checkpoint: {error}")
 
     def latest_state(self) -> dict[str, Any] | None:
         from ray import tune
@@ -65,12 +158,16 @@ class TuneReporter:
             return None
         with checkpoint.as_directory() as directory:
             latest = Path(directory)
-            # Fall back to earlier rounds (siblings in the trial dir) if the newest is corrupt.
+            # Fall back to earlier checkpoints (siblings in the trial dir) if the newest is corrupt.
             siblings = _round_checkpoint_dirs(latest.parent) if latest.parent.is_dir() else []
             candidates = [path for path in siblings if path.name <= latest.name] or [latest]
             if latest not in candidates:
                 candidates.append(latest)
-            return load_latest_usable(candidates)
+            found = load_latest_usable(candidates)
+        state = found[1] if found else None
+        if is_progress(state):
+            self._superseded = checkpoint
+        return state
 
 
 class DirectoryReporter:
@@ -82,6 +179,7 @@ class DirectoryReporter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.echo = echo
+        self._superseded: Path | None = None
 
     def _append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -91,16 +189,27 @@ class DirectoryReporter:
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             print(shown, flush=True)
 
-    def epoch(self, row: dict[str, Any]) -> None:
-        self._append(row)
-
-    def round(self, row: dict[str, Any], state: dict[str, Any]) -> None:
-        index = len(_round_checkpoint_dirs(self.directory))
-        target = self.directory / f"checkpoint_{index:06d}"
-        with tempfile.TemporaryDirectory(dir=self.directory, prefix=".ckpt-") as staging:
-            save_round_checkpoint(staging, state)
-            shutil.copytree(staging, target)
-        self._append(row)
+    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
+        *earlier, last = rows
+        for row in earlier:
+            self._append(row)
+        if state is not None:
+            existing = _round_checkpoint_dirs(self.directory)
+            index = int(existing[-1].name.split("_")[1]) + 1 if existing else 0
+            target = self.directory / f"checkpoint_{index:06d}"
+            with tempfile.TemporaryDirectory(dir=self.directory, prefix=".ckpt-") as staging:
+                save_round_checkpoint(staging, state)
+                shutil.copytree(staging, target)
+            if self._superseded is not None:
+                shutil.rmtree(self._superseded, ignore_errors=True)
+            self._superseded = target if is_progress(state) else None
+        self._append(last)
 
     def latest_state(self) -> dict[str, Any] | None:
-        return load_latest_usable(_round_checkpoint_dirs(self.directory))
+        found = load_latest_usable(_round_checkpoint_dirs(self.directory))
+        if found is None:
+            return None
+        directory, state = found
+        if is_progress(state):
+            self._superseded = directory
+        return state

@@ -14,9 +14,11 @@ _collecting = gc.isenabled()
 gc.disable()
 try:
     from trainables.config import DataConfig, parse_trial_config
-    from trainables.methods import run_trial
+    from trainables.datasets import data_identity
+    from trainables.methods import METHODS, Method
     from trainables.reporting import TuneReporter
     from trainables.shared_data import from_shareable
+    from trainables.trial import run_trial
 finally:
     if _collecting:
         gc.freeze()
@@ -24,12 +26,14 @@ finally:
 
 
 def dataset_key(data: DataConfig) -> str:
-    """Identity of the decoded uint8 cache: trials with equal keys can share one copy."""
-    return f"{data.name}|{data.root}|{data.image_size}|{data.split_seed}"
+    """Identity of the decoded dataset: trials with equal keys can share one copy."""
+    return data_identity(data)
 
 
 def prunetune_trainable(
-    config: dict[str, Any], datasets: dict[str, dict[str, Any]] | None = None
+    config: dict[str, Any],
+    datasets: dict[str, dict[str, Any]] | None = None,
+    methods: dict[str, Method] | None = None,
 ) -> None:
     """Run one trial inside Ray Tune.
 
@@ -40,11 +44,18 @@ def prunetune_trainable(
     `datasets` (passed with `tune.with_parameters`, so it travels through the object store once
     per node) maps `dataset_key` to `shared_data.to_shareable` splits; trials whose data is not
     in it decode their own copy.
+
+    `methods` are the method objects the driver used to plan the sweep; a method registered in
+    the driver only (a plug-in from the user's own script or a test) becomes known here too.
     """
     from ray import tune
 
+    for name, method in (methods or {}).items():
+        if name not in METHODS:
+            METHODS.register(name)(method)
     raw = config["trial"] if isinstance(config, dict) and "trial" in config else config
-    trial_config = parse_trial_config(raw, source="trial config")
+    # Already validated (ignored fields included) by the planner, which wrote every default out.
+    trial_config = parse_trial_config(raw, source="trial config", check_ignored=False)
     resources = tune.get_context().get_trial_resources()
     cpus = resources.required_resources.get("CPU") if resources is not None else None
     shared = (datasets or {}).get(dataset_key(trial_config.data))

@@ -1,0 +1,141 @@
+"""Measured latency of one forward pass: warm-up, then the median of timed repeats.
+
+The way serious benchmarks time inference: eval mode, ``torch.inference_mode``, a fixed
+thread count, a few untimed warm-up passes, then repeats until a small time budget is spent
+(never fewer than ``min_repeats``, never more than ``max_repeats``), reporting the median.
+On CUDA each pass is timed with ``torch.cuda.Event`` pairs and a synchronisation, because the
+host returns before the kernels finish. Batch size changes the answer (batch 1 is latency-
+bound, batch 64 throughput-bound), so each configured batch size is measured.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pruning.cost import eval_mode, model_device
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How latency is measured; the defaults are the small budget a round can afford."""
+
+    batch_sizes: tuple[int, ...] = (1, 64)
+    warmup: int = 1
+    """Untimed passes per batch size before the timed ones (allocator, caches, kernel choice)."""
+    min_repeats: int = 3
+    max_repeats: int = 30
+    budget_s: float = 0.05
+    """Wall-clock seconds of timed passes per batch size after which repeating stops (the
+    ``min_repeats`` passes run even when they take longer): small, so that measuring stays a
+    few percent of even a short round (see benchmarks/bench_latency.py)."""
+    threads: int | None = None
+    """torch intra-op threads while measuring (restored after); None leaves them as they are."""
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or any(size < 1 for size in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive integers; got {self.batch_sizes}")
+        if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats:
+            raise ValueError(
+                "need warmup >= 0 and 1 <= min_repeats <= max_repeats; got "
+                f"warmup={self.warmup}, min_repeats={self.min_repeats}, "
+                f"max_repeats={self.max_repeats}"
+            )
+        if self.budget_s < 0:
+            raise ValueError(f"budget_s must be >= 0; got {self.budget_s}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None; got {self.threads}")
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Median milliseconds per forward pass and the timed repeats behind it, per batch size."""
+
+    median_ms: dict[int, float]
+    repeats: dict[int, int]
+    device: str
+    threads: int
+    samples_ms: dict[int, list[float]] = field(repr=False)
+
+    def row_fields(self) -> dict[str, float]:
+        """``{"latency_ms_b1": ..., "latency_ms_b64": ...}``: flat fields for a result row."""
+        return {f"latency_ms_b{size}": ms for size, ms in self.median_ms.items()}
+
+
+def latency_ms(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    settings: LatencySettings | None = None,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> LatencyResult:
+    """Median latency of ``model`` on inputs of ``input_shape`` (one sample, no batch dim).
+
+    Runs on the model's own device and dtype. The model is left as it was: every module's
+    train/eval flag and torch's thread count are restored, and nothing is written to weights
+    or buffers (eval mode under ``torch.inference_mode``). ``clock`` measures the budget (and
+    the passes, on the CPU); tests replace it.
+    """
+    settings = settings or LatencySettings()
+    device = model_device(model)
+    parameter = next(model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    medians, repeats, samples = {}, {}, {}
+    with _threads(settings.threads), eval_mode(model), torch.inference_mode():
+        threads = torch.get_num_threads()
+        for size in settings.batch_sizes:
+            inputs = torch.randn((size, *input_shape), generator=generator, dtype=dtype)
+            times = _timed_passes(model, inputs.to(device), settings, clock)
+            medians[size] = statistics.median(times)
+            repeats[size] = len(times)
+            samples[size] = times
+    return LatencyResult(medians, repeats, str(device), threads, samples)
+
+
+def _timed_passes(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    settings: LatencySettings,
+    clock: Callable[[], float],
+) -> list[float]:
+    """Milliseconds of each timed pass: at least min_repeats, then until the budget is spent."""
+    cuda = inputs.device.type == "cuda"
+    for _ in range(settings.warmup):
+        model(inputs)
+    if cuda:
+        torch.cuda.synchronize(inputs.device)
+    times: list[float] = []
+    started = clock()
+    while len(times) < settings.max_repeats:
+        if cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            model(inputs)
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end))
+        else:
+            begin_s = clock()
+            model(inputs)
+            times.append(1000.0 * (clock() - begin_s))
+        if len(times) >= settings.min_repeats and clock() - started >= settings.budget_s:
+            break
+    return times
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    saved = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

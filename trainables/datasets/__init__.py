@@ -1,0 +1,63 @@
+"""Datasets registry: one module per dataset, each registering a loader with `register_dataset`.
+
+Adding a dataset means adding one module here that registers its loader and importing it below.
+Every loader returns `ImageSplits` (decoded once into uint8 tensors: digits, synthetic, CIFAR,
+and file datasets that fit in memory) or `StreamingSplits` (file datasets read from disk every
+epoch); the training loop draws batches from either through `batches(split, ...)`.
+"""
+
+from trainables.datasets import cifar, digits, flowers102, imagefolder, imagenet, synthetic
+from trainables.datasets.common import (
+    DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OPTIONAL_FIELDS,
+    DatasetDefaults,
+    ImageSplits,
+    clear_process_cache,
+    data_identity,
+    dataset_defaults,
+    load_dataset,
+    register_dataset,
+    resolved,
+    resolved_cache_dir,
+    resolved_image_size,
+    store_size_for,
+)
+from trainables.datasets.digits import digits_split_indices, load_digits
+from trainables.datasets.flowers102 import load_flowers102
+from trainables.datasets.streaming import StreamingSplits
+from trainables.datasets.synthetic import load_synthetic
+
+#: What `load_dataset` returns: decoded uint8 splits, or splits streamed from files.
+DatasetSplits = ImageSplits | StreamingSplits
+
+__all__ = [
+    "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "OPTIONAL_FIELDS",
+    "DatasetDefaults",
+    "DatasetSplits",
+    "ImageSplits",
+    "StreamingSplits",
+    "cifar",
+    "clear_process_cache",
+    "data_identity",
+    "dataset_defaults",
+    "digits",
+    "digits_split_indices",
+    "flowers102",
+    "imagefolder",
+    "imagenet",
+    "load_dataset",
+    "load_digits",
+    "load_flowers102",
+    "load_synthetic",
+    "register_dataset",
+    "resolved",
+    "resolved_cache_dir",
+    "resolved_image_size",
+    "store_size_for",
+    "synthetic",
+]

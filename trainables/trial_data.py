@@ -1,0 +1,28 @@
+"""What a trial trains and evaluates on: the splits and the batch transforms it applies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainables.augment import BatchAugment
+from trainables.config import TrialConfig
+from trainables.datasets import DatasetSplits
+from trainables.runtime import Runtime
+
+
+@dataclass
+class TrialData:
+    """A dataset's splits (in memory or streamed) plus the batch transforms a trial applies."""
+
+    splits: DatasetSplits
+    train_augment: BatchAugment
+    eval_augment: BatchAugment
+
+    @classmethod
+    def build(cls, splits: DatasetSplits, config: TrialConfig, runtime: Runtime) -> TrialData:
+        def augment(train: bool) -> BatchAugment:
+            return BatchAugment.from_config(
+                config.data, splits, train, channels_last=runtime.channels_last
+            )
+
+        return cls(splits, train_augment=augment(True), eval_augment=augment(False))
