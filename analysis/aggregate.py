@@ -241,8 +241,9 @@ def aggregate(
     if frame.empty:
         return frame
     for batch in latency_batches(rows):
-        frame[f"speedup_b{batch}"] = (frame[f"dense_latency_ms_b{batch}"]
-                                      / frame[f"latency_ms_b{batch}"])
+        # No dense reference anywhere (e.g. only methods trained from scratch): no speedup.
+        dense_latency = frame.get(f"dense_latency_ms_b{batch}", np.nan)
+        frame[f"speedup_b{batch}"] = dense_latency / frame[f"latency_ms_b{batch}"]
     frame["metric"] = metric
     first = [
         "experiment", "method", "label", "scorer", "schedule", "final_target_sparsity", *extras,

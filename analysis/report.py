@@ -118,7 +118,7 @@ def cost_columns(agg: pd.DataFrame) -> list[str]:
     return [c for c in columns if c in agg.columns and agg[c].notna().any()]
 
 
-def _cost_cells(row: dict[str, Any], columns: list[str]) -> tuple[list[str], list[str]]:
+def cost_cells(row: dict[str, Any], columns: list[str]) -> tuple[list[str], list[str]]:
     """Headers and cells for the cost columns of one summary row (MACs in millions; latency in
     ms with its speedup against dense)."""
     headers, cells = [], []
@@ -234,12 +234,13 @@ def summary_markdown(
     header = ["method", "sparsity %", "target %", f"{params_column}", "n",
               f"{metric} % (± {ci_name})", "Δ vs dense"]
     rows = []
+    cost_header = cost_cells(summary.iloc[0].to_dict(), costs)[0] if len(summary) else []
     for _, r in summary.iterrows():
         row = r.to_dict()
-        cost_header, cost_cells = _cost_cells(row, costs)
+        row_costs = cost_cells(row, costs)[1]
         rows.append([row["label"], _sparsity_cell(row), _pct(row["target_sparsity_pct"]),
                      f"{row[params_column]:,.0f}", int(row["n"]), mean_ci_text(row, metric),
-                     signed_text(row["delta_vs_dense_points"]), *cost_cells])
+                     signed_text(row["delta_vs_dense_points"]), *row_costs])
     out += _md_table(header + cost_header, rows)
     if costs:
         out += ["", "MMACs: millions of multiply-accumulates of one forward pass at batch 1 "
@@ -284,12 +285,12 @@ def terminal_text(summary: pd.DataFrame, matching: pd.DataFrame, excluded: pd.Da
     lines = []
     width = max([len(s) for s in summary["label"]] + [6])
     costs = cost_columns(agg)
-    cost_header = _cost_cells(summary.iloc[0].to_dict(), costs)[0] if len(summary) else []
+    cost_header = cost_cells(summary.iloc[0].to_dict(), costs)[0] if len(summary) else []
     lines.append(f"{'method':<{width}}  {'sparsity%':>19}  {'n':>2}  {metric + ' % ± CI':>22}"
                  f"  {'Δ dense':>7}" + "".join(f"  {h:>16}" for h in cost_header))
     for _, r in summary.iterrows():
         row = r.to_dict()
-        cells = "".join(f"  {cell:>16}" for cell in _cost_cells(row, costs)[1])
+        cells = "".join(f"  {cell:>16}" for cell in cost_cells(row, costs)[1])
         lines.append(f"{row['label']:<{width}}  {_sparsity_cell(row):>19}  {int(row['n']):>2}  "
                      f"{mean_ci_text(row, metric):>22}  "
                      f"{signed_text(row['delta_vs_dense_points']):>7}" + cells)

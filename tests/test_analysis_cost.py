@@ -110,7 +110,7 @@ def test_summary_tables_carry_cost_and_speedup(agg):
     assert channels["speedup_b64"] == pytest.approx(4.0)
     assert channels["flops"] == pytest.approx(410)
     excluded = pd.DataFrame(columns=["experiment"])
-    markdown = summary_markdown(summary, matching, excluded, agg, "cost", 0.95, 1.0)
+    markdown = summary_markdown(summary, matching, excluded, agg, "cost", 1.0)
     assert "| MMACs | b1 ms (x dense) | b64 ms (x dense) |" in markdown
     assert "| 0.00041 | 1.1 (2.00) | 5.5 (4.00) |" in markdown
     text = terminal_text(summary, matching, excluded, agg, 1.0)
@@ -129,3 +129,16 @@ def test_plot_draws_latency_and_flops_figures_only_where_measured(experiment, tm
     assert plot.main([str(unmeasured), "--out", str(tmp_path / "plain_out")]) == 0
     assert not list((tmp_path / "plain_out").glob("accuracy_vs_latency.*"))
     assert not list((tmp_path / "plain_out").glob("accuracy_vs_flops.*"))
+
+
+def test_without_any_dense_reference_latency_has_no_speedup(tmp_path):
+    # Only a method trained from scratch (as gmp): no dense trial and no round 0, so nothing to
+    # compare against. The latencies are still averaged (1.0, 1.2, 1.4 -> 1.2); speedup is NaN.
+    only_sparse = [TrialSpec("gmp", seed, [(0.9, 0.8)], scorer="magnitude", schedule="gradual",
+                             round_fields=[cost(300, 30, 1.0 + 0.2 * seed, 8.0)])
+                   for seed in SEEDS]
+    rows = aggregate(load_results(build_experiment(tmp_path, "sparse", only_sparse,
+                                                   grid_keys=["method", "seed"])))
+    gmp = one(rows, method="gmp")
+    assert gmp["latency_ms_b1"] == pytest.approx(1.2)
+    assert pd.isna(gmp["speedup_b1"]) and pd.isna(gmp["dense_mean"])
