@@ -59,7 +59,8 @@ def _cap_accuracy_axis(ax, agg: pd.DataFrame) -> None:
     should not stretch to show impossible values. The band is cut at the frame, and a note
     under the axes says so, so that a cut band is never read as the whole interval."""
     low, high = ax.get_ylim()
-    ax.set_ylim(max(low, 0.0), min(high, 100.5))
+    # The frame is 0% and 100% exactly, so "cut at the frame" means cut at the possible range.
+    ax.set_ylim(max(low, 0.0), min(high, 100.0))
     if agg["ci_outside_range"].any():
         ax.annotate(
             "† some intervals reach past 0% or 100% (too few seeds for their spread); "
