@@ -456,32 +456,31 @@ def test_quickstart_smoke_runs_on_digits(tmp_path: Path) -> None:
     assert all(finished(d) for d in dirs)
 
 
-@pytest.mark.slow
-def test_methods_comparison_smoke_runs_on_digits(tmp_path: Path) -> None:
-    # One seed keeps it short; the full grid (3 seeds) is planned by test_sweeps_layers.py.
+def smoke_one_seed(sweep_file: str, tmp_path: Path) -> tuple[Path, list[Path]]:
+    """Run a shipped 3-seed sweep under --smoke with one seed and a narrow model; every planned
+    trial must finish. The full grid is planned by test_sweeps_layers.py."""
     proc = run_sweep(
-        str(REPO / "sweeps" / "methods_digits.yaml"), "--smoke", "--set", "grid.seed=[0]",
+        str(REPO / "sweeps" / sweep_file), "--smoke", "--set", "grid.seed=[0]",
         "--set", "model.width=4", "--storage", str(tmp_path / "out"), cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    dirs = trial_dirs(tmp_path / "out" / "methods_digits-smoke")
-    assert len(dirs) == SHIPPED_TRIALS["methods_digits.yaml"] // 3
+    experiment = tmp_path / "out" / f"{Path(sweep_file).stem}-smoke"
+    dirs = trial_dirs(experiment)
+    assert len(dirs) == SHIPPED_TRIALS[sweep_file] // 3
     assert all(finished(d) for d in dirs)
+    return experiment, dirs
+
+
+@pytest.mark.slow
+def test_methods_comparison_smoke_runs_on_digits(tmp_path: Path) -> None:
+    smoke_one_seed("methods_digits.yaml", tmp_path)
 
 
 @pytest.mark.slow
 def test_structured_sweep_smoke_runs_on_digits_and_plots_latency(tmp_path: Path) -> None:
     from invariants import check_experiment
 
-    proc = run_sweep(
-        str(REPO / "sweeps" / "structured_digits.yaml"), "--smoke", "--set", "grid.seed=[0]",
-        "--set", "model.width=4", "--storage", str(tmp_path / "out"), cwd=tmp_path, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    experiment = tmp_path / "out" / "structured_digits-smoke"
-    dirs = trial_dirs(experiment)
-    assert len(dirs) == SHIPPED_TRIALS["structured_digits.yaml"] // 3
-    assert all(finished(d) for d in dirs)
+    experiment, dirs = smoke_one_seed("structured_digits.yaml", tmp_path)
     # Structured checkpoints written through Ray Tune rebuild and account exactly: dense has one
     # round, each pruning trial its dense round 0 and 3 pruning rounds.
     assert check_experiment(experiment) == 1 + 4 * (len(dirs) - 1)
