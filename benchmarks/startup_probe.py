@@ -43,8 +43,11 @@ def _timed(name: str, function: Any) -> Any:
     return wrapper
 
 
-def traced_trainable(config: dict[str, Any], datasets: dict[str, Any] | None = None) -> None:
-    """The prunetune trainable, stamping its entry and its first reported epoch."""
+def traced_trainable(
+    config: dict[str, Any], datasets: dict[str, Any] | None = None, **extra: Any
+) -> None:
+    """The prunetune trainable, stamping its entry and its first reported epoch; `extra` is
+    whatever else the tree's run_sweep passes (`methods` since the plug-in methods)."""
     stamp("trainable entered")
     from trainables import reporting
     from trainables.tune_trainable import prunetune_trainable
@@ -58,7 +61,7 @@ def traced_trainable(config: dict[str, Any], datasets: dict[str, Any] | None = N
             stamp("first epoch reported", epoch_time_s=row.get("epoch_time_s"))
 
     reporting.TuneReporter.epoch = first_epoch
-    prunetune_trainable(config, datasets)
+    prunetune_trainable(config, datasets, **extra)
 
 
 def _trace_trial(tuner: Any) -> Any:
