@@ -52,15 +52,20 @@ def traced_trainable(
     from trainables import reporting
     from trainables.tune_trainable import prunetune_trainable
 
-    original = reporting.TuneReporter.epoch
+    reporter = reporting.TuneReporter
+    # Older trees report each epoch row through `epoch`; newer ones batch rows through `report`.
+    hook = "epoch" if hasattr(reporter, "epoch") else "report"
+    original = getattr(reporter, hook)
 
-    def first_epoch(self: Any, row: dict[str, Any]) -> None:
-        original(self, row)
-        if not getattr(self, "_probe_stamped", False):
+    def first_epoch(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        rows = [args[0]] if hook == "epoch" else args[0]
+        epochs = [row for row in rows if row.get("row_type", "epoch") == "epoch"]
+        if epochs and not getattr(self, "_probe_stamped", False):
             self._probe_stamped = True
-            stamp("first epoch reported", epoch_time_s=row.get("epoch_time_s"))
+            stamp("first epoch reported", epoch_time_s=epochs[0].get("epoch_time_s"))
 
-    reporting.TuneReporter.epoch = first_epoch
+    setattr(reporter, hook, first_epoch)
     prunetune_trainable(config, datasets, **extra)
 
 
