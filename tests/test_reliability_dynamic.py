@@ -12,7 +12,7 @@ from invariants import check_experiment
 from reliability_helpers import rows, run_plot, run_sweep, tiny_base, trial_dirs, write_sweep
 
 from trainables.config import parse_trial_config
-from trainables.reporting import DirectoryReporter
+from trainables.reporting import SUPERSEDED, DirectoryReporter, usable_checkpoint_dirs
 from trainables.trial import run_trial
 
 TRAIN = {"epochs": 3}  # 3 epochs x 2 batches: the kill lands at the start of the last epoch
@@ -109,7 +109,10 @@ def test_tensorboard_and_results_csv_hold_each_epoch_once(killed_sweep, tmp_path
 def test_killed_dynamic_sweep_checkpoints_satisfy_invariants(killed_sweep):
     process, experiment, _ = killed_sweep
     assert process.returncode == 0, (process.stdout + process.stderr)[-3000:]
-    # One round checkpoint per trial; the progress checkpoints were removed once superseded.
+    # One round checkpoint per trial; the progress checkpoints were emptied once superseded,
+    # down to their marker.
     assert check_experiment(experiment) == 2
     for trial_dir in trial_dirs(experiment).values():
-        assert len(list(trial_dir.glob("checkpoint_*"))) == 1, trial_dir.name
+        assert len(usable_checkpoint_dirs(trial_dir)) == 1, trial_dir.name
+        for stub in set(trial_dir.glob("checkpoint_*")) - set(usable_checkpoint_dirs(trial_dir)):
+            assert [p.name for p in stub.iterdir()] == [SUPERSEDED], stub

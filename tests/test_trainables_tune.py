@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from trainables.config import parse_trial_config
+from trainables.reporting import SUPERSEDED, usable_checkpoint_dirs
 
 EPOCH_FIELDS = {"train_loss", "train_acc", "val_acc", "lr", "epoch_time_s", "images_per_s"}
 
@@ -93,8 +94,11 @@ def test_every_round_checkpoint_is_kept_and_follows_the_contract(
 ):
     trial, trial_dir = tune_results[kind]
     round_rows = [row for row in read_rows(trial_dir) if row["row_type"] == "round"]
-    directories = sorted(path for path in trial_dir.glob("checkpoint_*") if path.is_dir())
+    directories = usable_checkpoint_dirs(trial_dir)
     assert len(directories) == len(round_rows)
+    # Every other checkpoint is a superseded progress checkpoint: its marker and nothing else.
+    for stub in set(trial_dir.glob("checkpoint_*")) - set(directories):
+        assert [p.name for p in stub.iterdir()] == [SUPERSEDED], stub
     for directory, row in zip(directories, round_rows, strict=True):
         state = checkpoint_contract(directory, trial)
         assert state["round"] == row["round"]

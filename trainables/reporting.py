@@ -5,7 +5,11 @@ Two kinds of checkpoint:
 
 * a **round** checkpoint at the end of every round (the contract in the README; all are kept);
 * a **progress** checkpoint inside a long round, so that a crash loses at most about an epoch.
-  Only the newest progress checkpoint is kept: each is removed once a newer checkpoint exists.
+  Only the newest progress checkpoint is kept: once a newer checkpoint exists, an older one is
+  emptied down to a `SUPERSEDED` marker file. Its directory stays, because the sweep's driver may
+  have saved its experiment state while that checkpoint was the newest and be killed before
+  saving again: a resumed sweep then restores the marked checkpoint, and the trial follows the
+  marker to the newest usable checkpoint beside it.
 
 Rows are reported together with the checkpoint that covers them: an epoch row is held back until
 the next checkpoint is written and then reported just before it. A trial restarted from that
@@ -27,6 +31,8 @@ from typing import Any, Protocol
 from trainables.checkpoints import CheckpointError, load_round_checkpoint, save_round_checkpoint
 
 PROGRESS = "progress"
+#: The one file left in a superseded progress checkpoint (see the module docstring).
+SUPERSEDED = "SUPERSEDED"
 
 
 class Reporter(Protocol):
@@ -99,8 +105,15 @@ class TrialLog:
         return self.reporter.latest_state()
 
 
-def _round_checkpoint_dirs(trial_dir: Path) -> list[Path]:
-    return sorted(path for path in trial_dir.glob("checkpoint_*") if path.is_dir())
+def is_superseded(checkpoint_dir: Path) -> bool:
+    """True for a progress checkpoint emptied because a newer checkpoint exists."""
+    return (checkpoint_dir / SUPERSEDED).is_file()
+
+
+def usable_checkpoint_dirs(trial_dir: Path) -> list[Path]:
+    """A trial directory's checkpoints, oldest first, without superseded progress stubs."""
+    return sorted(path for path in trial_dir.glob("checkpoint_*")
+                  if path.is_dir() and not is_superseded(path))
 
 
 def load_latest_usable(
@@ -145,10 +158,14 @@ class TuneReporter:
     def _remove_superseded(self) -> None:
         checkpoint, self._superseded = self._superseded, None
         if checkpoint is not None:
-            try:
-                checkpoint.filesystem.delete_dir(checkpoint.path)
+            try:  # empty it, keep the directory with its marker (see the module docstring)
+                checkpoint.filesystem.delete_dir_contents(checkpoint.path)
+                with checkpoint.filesystem.open_output_stream(
+                    f"{checkpoint.path}/{SUPERSEDED}"
+                ) as marker:
+                    marker.write(b"a newer checkpoint of this trial replaced this one\n")
             except OSError as error:  # a leftover costs disk, not correctness
-                print(f"prunetune: could not remove old progress checkpoint: {error}")
+                print(f"prunetune: could not empty old progress checkpoint: {error}")
 
     def latest_state(self) -> dict[str, Any] | None:
         from ray import tune
@@ -158,15 +175,21 @@ class TuneReporter:
             return None
         with checkpoint.as_directory() as directory:
             latest = Path(directory)
-            # Fall back to earlier checkpoints (siblings in the trial dir) if the newest is corrupt.
-            siblings = _round_checkpoint_dirs(latest.parent) if latest.parent.is_dir() else []
-            candidates = [path for path in siblings if path.name <= latest.name] or [latest]
-            if latest not in candidates:
-                candidates.append(latest)
+            siblings = usable_checkpoint_dirs(latest.parent) if latest.parent.is_dir() else []
+            if is_superseded(latest):
+                # The driver's saved state predates the checkpoint that replaced this one.
+                candidates = siblings
+            else:
+                # Fall back to earlier checkpoints (siblings) if the newest is corrupt.
+                candidates = [path for path in siblings if path.name <= latest.name] or [latest]
+                if latest not in candidates:
+                    candidates.append(latest)
             found = load_latest_usable(candidates)
         state = found[1] if found else None
         if is_progress(state):
-            self._superseded = checkpoint
+            # Superseded in turn by this trial's next checkpoint.
+            self._superseded = (checkpoint if found[0] == latest
+                                else tune.Checkpoint.from_directory(str(found[0])))
         return state
 
 
@@ -194,7 +217,7 @@ class DirectoryReporter:
         for row in earlier:
             self._append(row)
         if state is not None:
-            existing = _round_checkpoint_dirs(self.directory)
+            existing = usable_checkpoint_dirs(self.directory)
             index = int(existing[-1].name.split("_")[1]) + 1 if existing else 0
             target = self.directory / f"checkpoint_{index:06d}"
             with tempfile.TemporaryDirectory(dir=self.directory, prefix=".ckpt-") as staging:
@@ -206,7 +229,7 @@ class DirectoryReporter:
         self._append(last)
 
     def latest_state(self) -> dict[str, Any] | None:
-        found = load_latest_usable(_round_checkpoint_dirs(self.directory))
+        found = load_latest_usable(usable_checkpoint_dirs(self.directory))
         if found is None:
             return None
         directory, state = found
