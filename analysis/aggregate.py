@@ -89,6 +89,13 @@ def position_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in _POSITION_COLUMNS if c in frame.columns] + latency
 
 
+def latency_devices(results: pd.DataFrame) -> str | None:
+    """The devices the rows of ``results`` measured latency on, comma-separated; None if none."""
+    if "latency_device" not in results:
+        return None
+    return ", ".join(map(str, results["latency_device"].dropna().unique())) or None
+
+
 def latency_batches(frame: pd.DataFrame) -> list[int]:
     """Batch sizes B of the ``latency_ms_b<B>`` columns in ``frame``, ascending."""
     return sorted(int(m[2]) for c in frame.columns if (m := _LATENCY.match(str(c))) and not m[1])

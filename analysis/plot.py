@@ -27,7 +27,7 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
-from analysis.aggregate import aggregate, matching_sparsity  # noqa: E402
+from analysis.aggregate import aggregate, latency_devices, matching_sparsity  # noqa: E402
 from analysis.load import AnalysisInputError, excluded_trials, load_results  # noqa: E402
 from analysis.report import summary_markdown, summary_table, terminal_text  # noqa: E402
 from analysis.stats import INTERVALS  # noqa: E402
@@ -119,9 +119,8 @@ def run(args: argparse.Namespace) -> int:
     from analysis import figures  # matplotlib only when figures are drawn
 
     written += figures.plot_accuracy_vs_params(agg, out_dir, title, params_column=params_column)
-    devices = results["latency_device"].dropna().unique() if "latency_device" in results else []
     written += figures.plot_accuracy_vs_latency(
-        agg, out_dir, title, args.latency_batch, device=", ".join(map(str, devices)) or None)
+        agg, out_dir, title, args.latency_batch, device=latency_devices(results))
     written += figures.plot_accuracy_vs_flops(agg, out_dir, title)
     written += figures.plot_accuracy_vs_round(agg, out_dir, title)
     layers = figures.layer_sparsity_table(results, agg, args.layer_sparsity)

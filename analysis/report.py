@@ -118,21 +118,25 @@ def cost_columns(agg: pd.DataFrame) -> list[str]:
     return [c for c in columns if c in agg.columns and agg[c].notna().any()]
 
 
-def cost_cells(row: dict[str, Any], columns: list[str]) -> tuple[list[str], list[str]]:
-    """Headers and cells for the cost columns of one summary row (MACs in millions; latency in
-    ms with its speedup against dense)."""
-    headers, cells = [], []
+def cost_headers(columns: list[str]) -> list[str]:
+    """Headers of `cost_cells` for the cost columns `columns` (see `cost_columns`)."""
+    headers = ["MMACs"] if "flops" in columns else []
+    return headers + [f"b{c.removeprefix('latency_ms_b')} ms (x dense)"
+                      for c in columns if c.startswith("latency_ms_b")]
+
+
+def cost_cells(row: dict[str, Any], columns: list[str]) -> list[str]:
+    """Cells for the cost columns of one summary row (MACs in millions; latency in ms with its
+    speedup against dense), under `cost_headers(columns)`."""
+    cells = []
     if "flops" in columns:
-        headers.append("MMACs")
         cells.append("n/a" if is_missing(row["flops"]) else f"{row['flops'] / 1e6:.3g}")
     for column in columns:
         if column.startswith("latency_ms_b"):
-            batch = column.removeprefix("latency_ms_b")
-            speedup = row.get(f"speedup_b{batch}")
-            headers.append(f"b{batch} ms (x dense)")
+            speedup = row.get(f"speedup_b{column.removeprefix('latency_ms_b')}")
             cells.append("n/a" if is_missing(row[column]) else (
                 f"{row[column]:.3g} ({'n/a' if is_missing(speedup) else f'{speedup:.2f}'})"))
-    return headers, cells
+    return cells
 
 
 def _pct(value: float, digits: int = 2) -> str:
@@ -199,7 +203,8 @@ def signed_text(value: float) -> str:
     return "n/a" if is_missing(value) else f"{value:+.2f}"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table's lines; `|` inside a cell is escaped."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return lines
@@ -234,14 +239,12 @@ def summary_markdown(
     header = ["method", "sparsity %", "target %", f"{params_column}", "n",
               f"{metric} % (± {ci_name})", "Δ vs dense"]
     rows = []
-    cost_header = cost_cells(summary.iloc[0].to_dict(), costs)[0] if len(summary) else []
     for _, r in summary.iterrows():
         row = r.to_dict()
-        row_costs = cost_cells(row, costs)[1]
         rows.append([row["label"], _sparsity_cell(row), _pct(row["target_sparsity_pct"]),
                      f"{row[params_column]:,.0f}", int(row["n"]), mean_ci_text(row, metric),
-                     signed_text(row["delta_vs_dense_points"]), *row_costs])
-    out += _md_table(header + cost_header, rows)
+                     signed_text(row["delta_vs_dense_points"]), *cost_cells(row, costs)])
+    out += markdown_table(header + cost_headers(costs), rows)
     if costs:
         out += ["", "MMACs: millions of multiply-accumulates of one forward pass at batch 1 "
                 "(mean over seeds). Latency: median ms of a forward pass at batch B on the "
@@ -261,7 +264,7 @@ def summary_markdown(
                           _pct(100 * m["mean_at_matching"]), _pct(100 * m["dense_mean"])])
         else:
             mrows.append([label, "none", "n/a", _pct(100 * m["dense_mean"])])
-    out += _md_table(["method", "matching sparsity %", f"mean {metric} % there",
+    out += markdown_table(["method", "matching sparsity %", f"mean {metric} % there",
                       "dense mean %"], mrows)
     out += ["", f"## Excluded trials ({len(excluded)})", ""]
     if excluded.empty:
@@ -273,7 +276,7 @@ def summary_markdown(
         erows = [[r["experiment"], r["trial_id"], r["trial_status"], r["method"],
                   r["scorer"] if not is_missing(r["scorer"]) else "", r["seed"],
                   r["rounds_reported"], r["reason"]] for _, r in excluded.iterrows()]
-        out += _md_table(["experiment", "trial", "status", "method", "scorer", "seed",
+        out += markdown_table(["experiment", "trial", "status", "method", "scorer", "seed",
                           "rounds", "reason"], erows)
     return "\n".join(out) + "\n"
 
@@ -285,12 +288,11 @@ def terminal_text(summary: pd.DataFrame, matching: pd.DataFrame, excluded: pd.Da
     lines = []
     width = max([len(s) for s in summary["label"]] + [6])
     costs = cost_columns(agg)
-    cost_header = cost_cells(summary.iloc[0].to_dict(), costs)[0] if len(summary) else []
     lines.append(f"{'method':<{width}}  {'sparsity%':>19}  {'n':>2}  {metric + ' % ± CI':>22}"
-                 f"  {'Δ dense':>7}" + "".join(f"  {h:>16}" for h in cost_header))
+                 f"  {'Δ dense':>7}" + "".join(f"  {h:>16}" for h in cost_headers(costs)))
     for _, r in summary.iterrows():
         row = r.to_dict()
-        cells = "".join(f"  {cell:>16}" for cell in cost_cells(row, costs)[1])
+        cells = "".join(f"  {cell:>16}" for cell in cost_cells(row, costs))
         lines.append(f"{row['label']:<{width}}  {_sparsity_cell(row):>19}  {int(row['n']):>2}  "
                      f"{mean_ci_text(row, metric):>22}  "
                      f"{signed_text(row['delta_vs_dense_points']):>7}" + cells)

@@ -20,10 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import aggregate, load_results, matching_sparsity
+from analysis.aggregate import latency_devices
 from analysis.report import (
     cost_cells,
     cost_columns,
+    cost_headers,
     interval_legend,
+    markdown_table,
     mean_ci_text,
     signed_text,
     summary_table,
@@ -76,10 +79,8 @@ ACCURACY_VS_ROUND = Figure("accuracy_vs_round", "test accuracy per IMP round", _
 def _accuracy_vs_latency(analysed: Analysed, out_dir: Path, stem: str, title: str) -> list[Path]:
     from analysis import figures
 
-    results = analysed.results
-    devices = results["latency_device"].dropna().unique() if "latency_device" in results else []
     return figures.plot_accuracy_vs_latency(analysed.agg, out_dir, title, stem=stem,
-                                            device=", ".join(map(str, devices)) or None)
+                                            device=latency_devices(analysed.results))
 
 
 ACCURACY_VS_LATENCY = Figure("accuracy_vs_latency", "test accuracy vs measured latency",
@@ -104,7 +105,7 @@ def method_table(analysed: Analysed) -> str:
     accuracy = metric.replace("_acc", " acc")
     header = ["method", "sparsity", "remaining params",
               f"{accuracy} % (mean ± 95% CI, {n_text})", "Δ vs dense (points)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines = []
     for label, line in summary.groupby("label", sort=False):
         rows = [r.to_dict() for _, r in line.iterrows()]
         if rows[0]["level_by"] == "dense":
@@ -114,10 +115,10 @@ def method_table(analysed: Analysed) -> str:
             delta = _levels([signed_text(r["delta_vs_dense_points"]) for r in rows])
         if rows[0]["level_by"] == "round":
             label = f"{label} (round {_levels([str(int(r['round'])) for r in rows])})"
-        cells = [label, sparsity, _levels([f"{r['params_total']:,.0f}" for r in rows]),
-                 _levels([mean_ci_text(r, metric) for r in rows]), delta]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nIntervals: {interval_legend(analysed.agg)}."
+        lines.append([label, sparsity, _levels([f"{r['params_total']:,.0f}" for r in rows]),
+                      _levels([mean_ci_text(r, metric) for r in rows]), delta])
+    table = "\n".join(markdown_table(header, lines))
+    return table + f"\n\nIntervals: {interval_legend(analysed.agg)}."
 
 
 def cost_table(analysed: Analysed) -> str:
@@ -126,17 +127,15 @@ def cost_table(analysed: Analysed) -> str:
     summary, agg = analysed.summary, analysed.agg
     metric = str(agg["metric"].iloc[0])
     costs = cost_columns(agg)
-    cost_header = cost_cells(summary.iloc[0].to_dict(), costs)[0]
-    header = ["method", "sparsity", "params", *cost_header,
+    header = ["method", "sparsity", "params", *cost_headers(costs),
               f"{metric.replace('_acc', ' acc')} % (mean ± 95% CI)", "n"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    rows = []
     for _, r in summary.iterrows():
         row = r.to_dict()
         sparsity = "0" if row["level_by"] == "dense" else _number(row["sparsity_pct"]) + "%"
-        cells = [row["label"], sparsity, f"{row['params_total']:,.0f}",
-                 *cost_cells(row, costs)[1], mean_ci_text(row, metric), str(int(row["n"]))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + (
+        rows.append([row["label"], sparsity, f"{row['params_total']:,.0f}",
+                     *cost_cells(row, costs), mean_ci_text(row, metric), str(int(row["n"]))])
+    return "\n".join(markdown_table(header, rows)) + (
         "\n\nMMACs: millions of multiply-accumulates of one forward pass (exact count). bB ms: "
         "median latency of a forward pass at batch B on one CPU thread, mean over seeds; in "
         "brackets the dense reference's latency / this one. Intervals: "

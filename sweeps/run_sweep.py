@@ -218,15 +218,14 @@ def _check_dense_checkpoints(plan: SweepPlan) -> None:
 def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
     """Decode each distinct dataset once in the driver (errors here stop before Ray starts)."""
     from trainables.config import DataConfig
-    from trainables.datasets import load_dataset
+    from trainables.datasets import data_identity, load_dataset
     from trainables.shared_data import to_shareable
-    from trainables.tune_trainable import dataset_key
 
     _check_start_weights(plan)
     shared: dict[str, dict[str, Any]] = {}
     for trial in plan.trials:
         data = DataConfig.model_validate(trial["data"])
-        key = dataset_key(data)
+        key = data_identity(data)  # trials with equal keys share one decoded copy
         if key not in shared:
             print(f"run_sweep: loading dataset {data.name} ...", flush=True)
             shared[key] = to_shareable(load_dataset(data))

@@ -13,7 +13,7 @@ from typing import Any
 _collecting = gc.isenabled()
 gc.disable()
 try:
-    from trainables.config import DataConfig, parse_trial_config
+    from trainables.config import parse_trial_config
     from trainables.datasets import data_identity
     from trainables.methods import METHODS, Method
     from trainables.reporting import TuneReporter
@@ -23,11 +23,6 @@ finally:
     if _collecting:
         gc.freeze()
         gc.enable()
-
-
-def dataset_key(data: DataConfig) -> str:
-    """Identity of the decoded dataset: trials with equal keys can share one copy."""
-    return data_identity(data)
 
 
 def prunetune_trainable(
@@ -42,8 +37,8 @@ def prunetune_trainable(
     not a TrialConfig field, so the two cannot be confused).
 
     `datasets` (passed with `tune.with_parameters`, so it travels through the object store once
-    per node) maps `dataset_key` to `shared_data.to_shareable` splits; trials whose data is not
-    in it decode their own copy.
+    per node) maps `data_identity(data)` to `shared_data.to_shareable` splits; trials whose data
+    is not in it decode their own copy.
 
     `methods` are the method objects the driver used to plan the sweep; a method registered in
     the driver only (a plug-in from the user's own script or a test) becomes known here too.
@@ -58,6 +53,6 @@ def prunetune_trainable(
     trial_config = parse_trial_config(raw, source="trial config", check_ignored=False)
     resources = tune.get_context().get_trial_resources()
     cpus = resources.required_resources.get("CPU") if resources is not None else None
-    shared = (datasets or {}).get(dataset_key(trial_config.data))
+    shared = (datasets or {}).get(data_identity(trial_config.data))
     splits = from_shareable(shared) if shared is not None else None
     run_trial(trial_config, TuneReporter(), splits, cpus)
