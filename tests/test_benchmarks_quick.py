@@ -6,7 +6,6 @@ Nothing is timed here: the numbers of a quick run mean nothing, only that the sc
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +28,18 @@ EXPECTED_KEYS = {
 }
 
 
-#: Benchmarks that measure on the real Flowers-102 (benchmarks/common.py's FLOWERS_ROOT).
+#: Benchmarks that measure on the real Flowers-102, read from benchmarks/common.py's FLOWERS_ROOT.
 NEEDS_FLOWERS = {"bench_input_pipeline", "bench_memory"}
-FLOWERS_ROOT = os.environ.get("PRUNETUNE_FLOWERS_ROOT",
-                              str(BENCHMARKS.parent.parent / "shared" / "data"))
+
+
+def flowers_root() -> str:
+    """Where the benchmarks look for Flowers-102 (their own setting, not a copy of it)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return common.FLOWERS_ROOT
 
 
 def run_quick(name: str) -> dict:
@@ -56,8 +63,8 @@ def test_every_benchmark_is_listed() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
 def test_quick_mode_prints_its_figures(name: str) -> None:
-    if name in NEEDS_FLOWERS and not (Path(FLOWERS_ROOT) / "flowers-102").is_dir():
-        pytest.skip(f"{name} reads Flowers-102: no copy at {FLOWERS_ROOT} "
+    if name in NEEDS_FLOWERS and not (Path(flowers_root()) / "flowers-102").is_dir():
+        pytest.skip(f"{name} reads Flowers-102: no copy at {flowers_root()} "
                     "(set PRUNETUNE_FLOWERS_ROOT)")
     result = run_quick(name)
     assert result["quick"] is True
