@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,31 @@ def test_run_sweep_starts_local_ray_without_dashboard(monkeypatch):
     assert run_sweep._start_ray(launch) is True
     assert seen and seen[0].get("include_dashboard") is False, seen
     assert json.dumps(seen[0], default=str)  # plain settings only
+
+
+def test_local_ray_retries_its_object_store_every_100_ms(monkeypatch):
+    """A starting raylet that reaches its own object store too early retries after
+    `raylet_client_connect_timeout_milliseconds`, 1000 ms by Ray's default (ray_config_def.h:
+    10 attempts x 1000 ms). run_sweep asks for 100 ms retries with the same 10 s in all, and
+    leaves the pair alone when the user has set either."""
+    import ray
+
+    from sweeps import run_sweep
+
+    timeout, attempts = ("RAY_raylet_client_connect_timeout_milliseconds",
+                         "RAY_raylet_client_num_connect_attempts")
+    seen: list[dict] = []
+    monkeypatch.setattr(ray, "init", lambda **_: seen.append(
+        {key: os.environ.get(key) for key in (timeout, attempts)}))
+    launch = run_sweep.Launch(plan=None, name="x", storage="/tmp", experiment_dir="/tmp/x",
+                              resume=False, address=None)
+    monkeypatch.delenv(timeout, raising=False)
+    monkeypatch.delenv(attempts, raising=False)
+    run_sweep._start_ray(launch)
+    assert int(seen[0][timeout]) == 100
+    assert int(seen[0][timeout]) * int(seen[0][attempts]) == 10 * 1000
+
+    monkeypatch.delenv(timeout)
+    monkeypatch.setenv(attempts, "20")
+    run_sweep._start_ray(launch)
+    assert seen[1] == {timeout: None, attempts: "20"}
