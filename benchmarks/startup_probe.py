@@ -48,7 +48,9 @@ def traced_trainable(
 ) -> None:
     """The prunetune trainable, stamping its entry and its first reported epoch; `extra` is
     whatever else the tree's run_sweep passes (`methods` since the plug-in methods)."""
-    stamp("trainable entered")
+    import psutil
+
+    stamp("trainable entered", worker_started=psutil.Process().create_time())
     from trainables import reporting
     from trainables.tune_trainable import prunetune_trainable
 
@@ -84,6 +86,14 @@ def _trace_trial(tuner: Any) -> Any:
         startup_probe.traced_trainable.__name__ = module.prunetune_trainable.__name__
         module.prunetune_trainable = startup_probe.traced_trainable
         ray.shutdown = _timed("ray.shutdown", ray.shutdown)
+        from ray._private.node import Node  # Ray internals: each process it stops, timed
+
+        kill = Node._kill_process_type
+
+        def timed_kill(node: Any, process_type: str, *rest: Any, **options: Any) -> Any:
+            return _timed(f"stop {process_type}", kill)(node, process_type, *rest, **options)
+
+        Node._kill_process_type = timed_kill
         return tuner(*args, **kwargs)
 
     return wrapper

@@ -79,6 +79,8 @@ def test_quick_mode_prints_its_figures(name: str) -> None:
         for stage in result["sides"]["current"]["stages"]:
             assert stage["seconds"] is not None, stage
             assert 0 <= stage["start_s"] <= stage["end_s"], stage
+        wait = result["sides"]["current"]["raylet waits for its object store"]
+        assert 0 <= wait["median_s"] <= wait["max_s"] < 10, wait  # found in the raylet's log
     if name == "bench_sweep_efficiency":  # a count, not a timing: exact even in a quick run
         sharing = result["dense_sharing"]
         assert sharing["dense_trainings"] == len(result["setup"]["sharing_grid"]["seeds"])
