@@ -256,14 +256,16 @@ def _start_ray(launch: Launch) -> bool:
                 raise
             raise failure from None
         return False
-    if not any(key in os.environ for key in FAST_LOCAL_CONNECT):  # a user's own setting wins
-        os.environ.update(FAST_LOCAL_CONNECT)  # the raylet inherits the driver's environment
-    # address="local": a bare ray.init() joins whatever Ray instance already runs on this
-    # machine (another user's sweep, a test cluster) and then refuses num_cpus.
-    ray.init(
-        address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-        dashboard_host="127.0.0.1", log_to_driver=False, logging_level="WARNING",
-    )
+    # The raylet takes its settings from the environment it starts with, inside ray.init; a
+    # user's own setting of either value wins.
+    user_set = any(key in os.environ for key in FAST_LOCAL_CONNECT)
+    with _environment({} if user_set else FAST_LOCAL_CONNECT):
+        # address="local": a bare ray.init() joins whatever Ray instance already runs on this
+        # machine (another user's sweep, a test cluster) and then refuses num_cpus.
+        ray.init(
+            address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+            dashboard_host="127.0.0.1", log_to_driver=False, logging_level="WARNING",
+        )
     return True
 
 
@@ -401,18 +403,23 @@ def _only_the_sweeps_loggers(resume: bool) -> Iterator[None]:
     default set as well; restored after, so that other Tuners in this process keep Ray's
     defaults. A resumed sweep keeps the callbacks it was saved with (Ray adds any default logger
     they lack, so old experiments keep writing result.json)."""
-    if resume:
+    with _environment({} if resume else {_NO_DEFAULT_LOGGERS: "1"}):
         yield
-        return
-    previous = os.environ.get(_NO_DEFAULT_LOGGERS)
-    os.environ[_NO_DEFAULT_LOGGERS] = "1"
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` set in os.environ for the block; what was there before is put back after."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            del os.environ[_NO_DEFAULT_LOGGERS]
-        else:
-            os.environ[_NO_DEFAULT_LOGGERS] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def main(argv: list[str] | None = None) -> int:
