@@ -42,13 +42,20 @@ def hand_groups() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str
 
 
 def brute_force_l1(model: nn.Module) -> dict[str, list[float]]:
-    """Per group, per channel: the mean over the group's producing convs of the filter's L1."""
+    """Per group, per channel: the mean over the group's producing convs of the filter's L1.
+
+    Summed in float64, as the criterion does (pruning/channel_importance.py): a float32 sum is
+    off in the 7th digit, and by a different amount on a CPU whose vector width differs, which
+    could swap two channels with near-equal scores; in float64 the two computations agree to
+    about 1e-16, far below any gap between the scores of distinct trained or random filters.
+    """
     modules = dict(model.named_modules())
     scores = {}
     for name, (filters, _, _) in hand_groups().items():
         channels = modules[filters[0]].out_channels
         scores[name] = [
-            sum(float(modules[f].weight.detach()[c].abs().sum()) for f in filters) / len(filters)
+            sum(float(modules[f].weight.detach()[c].double().abs().sum()) for f in filters)
+            / len(filters)
             for c in range(channels)
         ]
     return scores
