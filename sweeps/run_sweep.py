@@ -305,7 +305,8 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
     resources = launch.plan.spec.resources
     trainable = tune.with_resources(
         tune.with_parameters(
-            prunetune_trainable, datasets=datasets, methods=_methods_of(launch.plan)
+            prunetune_trainable, datasets=datasets, methods=_methods_of(launch.plan),
+            plugins=launch.plan.plugins,
         ),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
@@ -343,19 +344,25 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
 
 
 def _methods_of(plan: SweepPlan) -> dict[str, Any]:
-    """The method objects the sweep uses, to travel with the trainable: a method registered only
-    in this process (a plug-in defined in the user's script or a test module) must reach the
-    workers too. Workers import the `trainables` package themselves; any other method module is
-    pickled by value, because a worker's import path need not contain it."""
+    """The method objects the sweep uses that workers would not know otherwise, to travel with
+    the trainable: a method registered only in this process (defined in the user's script or a
+    test module) must reach the workers too. Workers import the `trainables` package and the
+    plug-ins themselves; any other method module is pickled by value, because a worker's import
+    path need not contain it."""
     import ray.cloudpickle
 
     from trainables.methods import METHODS
+    from trainables.plugins import is_plugin_module
 
-    methods = {trial["method"]: METHODS.get(trial["method"]) for trial in plan.trials}
-    for method in methods.values():
+    methods = {}
+    for name in {trial["method"] for trial in plan.trials}:
+        method = METHODS.get(name)
         module = type(method).__module__
-        if module != "__main__" and not module.startswith("trainables."):
+        if module.startswith("trainables.") or is_plugin_module(module):
+            continue
+        if module != "__main__":
             ray.cloudpickle.register_pickle_by_value(sys.modules[module])
+        methods[name] = method
     return methods
 
 

@@ -36,6 +36,13 @@ from trainables.config import (
 )
 from trainables.errors import ConfigError
 from trainables.methods import METHODS
+from trainables.plugins import (
+    Plugin,
+    PluginError,
+    import_plugins,
+    load_installed_plugins,
+    resolve_plugins,
+)
 from trainables.recipe import recipe_hash
 
 # Relative paths in trial configs are resolved against the launch directory, because Ray runs
@@ -94,6 +101,11 @@ class SweepSpec(_Strict):
     share_dense: bool = Field(
         True, description="IMP trials reuse the dense model of the same seed and recipe"
     )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules that register methods, datasets or models: dotted names "
+        "(mypkg.mymethods) or Python files relative to the sweep file (./local_method.py)",
+    )
     loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
         default_factory=lambda: list(DEFAULT_LOGGERS),
         description="experiment tracking through Ray Tune's logger callbacks (JSON always)",
@@ -148,6 +160,7 @@ class SweepPlan(BaseModel):
     labels: list[str]
     grid_keys: list[str]
     source: str
+    plugins: list[Plugin] = []
 
     def summary(self) -> dict[str, Any]:
         """What run_sweep saves beside the results (and analysis reads back)."""
@@ -235,8 +248,13 @@ def plan_sweep(
     overrides: list[str] | None = None,
     smoke: bool = False,
     launch_dir: Path | None = None,
+    sweep_dir: Path | None = None,
 ) -> SweepPlan:
     """Validate a sweep mapping and expand it into trials; ConfigError (one line) if invalid.
+
+    Its `plugins` (files relative to `sweep_dir`, default `launch_dir`) and the installed
+    packages' plug-ins are imported first, so that the trials can name what they register;
+    PluginError (one line) if one fails.
 
     `overrides` are dotted `key=value` settings: keys naming a sweep field (`name`,
     `resources.gpu`, `max_failures`, ...) change the sweep; all others change every trial,
@@ -250,8 +268,9 @@ def plan_sweep(
     spec = _validate_spec(raw, source)
     if sweep_overrides:
         spec = _validate_spec(apply_overrides(raw, sweep_overrides), f"{source} (with --set)")
-    _check_all_layers(spec, user_overrides, source)
     launch_dir = launch_dir or Path.cwd()
+    plugins = _import_plugins(spec, source, sweep_dir or launch_dir, launch_dir)
+    _check_all_layers(spec, user_overrides, source)
 
     points = [
         _Point(index, experiment, point)
@@ -299,7 +318,19 @@ def plan_sweep(
     for experiment in spec.experiments:
         grid_keys += [key for key in experiment.grid if key not in grid_keys]
     return SweepPlan(spec=spec, trials=[trials[i] for i in order],
-                     labels=[labels[i] for i in order], grid_keys=grid_keys, source=source)
+                     labels=[labels[i] for i in order], grid_keys=grid_keys, source=source,
+                     plugins=plugins)
+
+
+def _import_plugins(spec: SweepSpec, source: str, sweep_dir: Path,
+                    launch_dir: Path) -> list[Plugin]:
+    try:
+        load_installed_plugins()
+        plugins = resolve_plugins(spec.plugins, sweep_dir, launch_dir)
+        import_plugins(plugins)
+    except PluginError as error:
+        raise PluginError(f"{source}: {error}") from None
+    return plugins
 
 
 def _share_dense_models(trials: list[dict[str, Any]]) -> None:
@@ -330,4 +361,5 @@ def load_sweep(
     launch_dir: Path | None = None,
 ) -> SweepPlan:
     """Read and expand a sweep file (see `plan_sweep`)."""
-    return plan_sweep(read_yaml(path), str(path), overrides, smoke, launch_dir)
+    return plan_sweep(read_yaml(path), str(path), overrides, smoke, launch_dir,
+                      sweep_dir=Path(path).parent)

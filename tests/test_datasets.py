@@ -46,10 +46,25 @@ def flowers_root() -> Path:
 # ----------------------------------------------------------------------------- registry
 
 
-def test_registry_names_and_defaults():
-    assert ds.DATASETS.names() == [
-        "cifar10", "cifar100", "digits", "flowers102", "imagefolder", "imagenet", "synthetic"
-    ]
+def test_every_module_of_the_package_is_discovered_and_registers_itself():
+    # No list of names is kept: importing the package imports each of its modules, and each
+    # dataset module's loaders are in the registry (those named by the tests below among them).
+    import importlib
+    import pkgutil
+
+    import trainables.datasets
+
+    shared = {"common", "storage", "streaming", "filelists"}  # what the datasets share
+    modules = {m.name for m in pkgutil.iter_modules(trainables.datasets.__path__)} - shared
+    loaders = {name: ds.DATASETS.get(name) for name in ds.DATASETS.names()}
+    for module in modules:
+        imported = importlib.import_module(f"trainables.datasets.{module}")
+        owned = [name for name, loader in loaders.items() if loader.__module__ == imported.__name__]
+        assert owned, f"trainables/datasets/{module}.py registers no dataset"
+    assert {"cifar10", "digits", "flowers102", "synthetic"} <= set(loaders)
+
+
+def test_registry_defaults():
     flowers = ds.dataset_defaults("flowers102")
     assert (flowers.image_size, flowers.crop_scale_min, flowers.hflip) == (224, 0.08, True)
     assert ds.dataset_defaults("digits") == ds.DatasetDefaults(32, 0.6, False)

@@ -33,12 +33,30 @@ def resnet18_params(width: int, num_classes: int, stem: int = 3 * 7 * 7) -> int:
     return stem * w + 2 * w + stage1 + later + 8 * w * num_classes + num_classes
 
 
-def test_registry_names():
-    assert MODELS.names() == [
-        "resnet18", "resnet18_cifar", "resnet20", "resnet32", "resnet56", "vgg16_bn", "vgg19_bn"
-    ]
-    with pytest.raises(ConfigError, match="allowed: resnet18, resnet18_cifar, .*torchvision:"):
+def test_every_module_of_the_package_is_discovered_and_registers_itself():
+    # No list of names is kept: importing the package imports each of its modules, and every
+    # model module registers a model or a family (those the tests here build among them).
+    import importlib
+    import pkgutil
+
+    import trainables.models
+    from trainables.models import model_entry, model_families
+
+    modules = {m.name for m in pkgutil.iter_modules(trainables.models.__path__)}
+    builders = {MODELS.get(name).build.__module__ for name in MODELS.names()}
+    assert model_families() == ["torchvision:"]
+    builders.add(model_entry("torchvision:resnet18").build.__module__)  # one of the family
+    for module in sorted(modules - {"common", "weights"}):  # what the models share
+        imported = importlib.import_module(f"trainables.models.{module}")
+        assert imported.__name__ in builders, f"trainables/models/{module}.py registers nothing"
+    assert {"resnet18", "resnet18_cifar", "resnet20", "vgg16_bn"} <= set(MODELS.names())
+
+
+def test_an_unknown_model_names_every_registered_one():
+    with pytest.raises(ConfigError) as raised:
         build_model(model_cfg("vgg11"), 10)
+    allowed = str(raised.value).split("allowed: ", 1)[1].split(", ")
+    assert allowed == [*MODELS.names(), "torchvision:<name>"]
 
 
 def test_published_parameter_counts():

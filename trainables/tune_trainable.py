@@ -16,6 +16,7 @@ try:
     from trainables.config import parse_trial_config
     from trainables.datasets import data_identity
     from trainables.methods import METHODS, Method
+    from trainables.plugins import Plugin, import_plugins, load_installed_plugins
     from trainables.reporting import TuneReporter
     from trainables.shared_data import from_shareable
     from trainables.trial import run_trial
@@ -29,6 +30,7 @@ def prunetune_trainable(
     config: dict[str, Any],
     datasets: dict[str, dict[str, Any]] | None = None,
     methods: dict[str, Method] | None = None,
+    plugins: list[Plugin] | None = None,
 ) -> None:
     """Run one trial inside Ray Tune.
 
@@ -40,11 +42,15 @@ def prunetune_trainable(
     per node) maps `data_identity(data)` to `shared_data.to_shareable` splits; trials whose data
     is not in it decode their own copy.
 
-    `methods` are the method objects the driver used to plan the sweep; a method registered in
-    the driver only (a plug-in from the user's own script or a test) becomes known here too.
+    `plugins` are the sweep file's plug-ins as the driver resolved them: imported here, with
+    the installed packages' plug-ins, before the trial's names are looked up. `methods` are the
+    method objects the driver used to plan the sweep; a method registered in the driver only
+    (defined in the user's own script or a test module) becomes known here too.
     """
     from ray import tune
 
+    load_installed_plugins()
+    import_plugins(plugins or [])
     for name, method in (methods or {}).items():
         if name not in METHODS:
             METHODS.register(name)(method)

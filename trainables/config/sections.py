@@ -22,8 +22,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     name: str = Field(
         "digits",
-        description="registered dataset: digits, synthetic, flowers102, cifar10, cifar100, "
-        "imagefolder, imagenet",
+        description="a registered dataset (`prunetune list` shows them, plug-ins included)",
     )
     root: str = Field(
         "data",
@@ -39,7 +38,7 @@ class DataConfig(_Section):
     )
     val_size: int | float | None = Field(
         None, gt=0, description="validation hold-out from the training set: a count, or a "
-        "fraction < 1 (cifar10/100: 5000, imagenet: 10000, imagefolder without val/: 0.1)",
+        "fraction < 1; None = the dataset's default",
     )
     split_fractions: list[float] | None = Field(
         None, description="train/val/test fractions of a single imagefolder tree "
@@ -110,15 +109,15 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: str = Field(
         "resnet18_cifar",
-        description="registered model (resnet18, resnet18_cifar, resnet20, resnet32, resnet56, "
-        "vgg16_bn, vgg19_bn) or torchvision:<classifier>, e.g. torchvision:resnet50",
+        description="a registered model or family member, e.g. resnet18 or "
+        "torchvision:resnet50 (`prunetune list` shows them, plug-ins included)",
     )
     width: int | None = Field(
         None, ge=1, le=1024, description="base width; None = the model's standard (ResNet-18 "
         "and VGG 64, CIFAR ResNets 16); torchvision models have none",
     )
     pretrained: bool = Field(
-        False, description="start from torchvision's ImageNet weights (resnet18, torchvision:*)"
+        False, description="start from the model's ImageNet weights (where it has them)"
     )
     weights_path: str | None = Field(
         None, description="local state dict to start from instead of downloading weights"

@@ -1,12 +1,14 @@
 """Datasets registry: one module per dataset, each registering a loader with `register_dataset`.
 
-Adding a dataset means adding one module here that registers its loader and importing it below.
+Adding a dataset means adding one module here that registers its loader: every module of this
+package is imported here, so nothing else names it (a dataset from the user's own package is a
+plug-in, see `trainables/plugins.py`).
+
 Every loader returns `ImageSplits` (decoded once into uint8 tensors: digits, synthetic, CIFAR,
 and file datasets that fit in memory) or `StreamingSplits` (file datasets read from disk every
 epoch); the training loop draws batches from either through `batches(split, ...)`.
 """
 
-from trainables.datasets import cifar, digits, flowers102, imagefolder, imagenet, synthetic
 from trainables.datasets.common import (
     DATASETS,
     IMAGENET_MEAN,
@@ -28,6 +30,9 @@ from trainables.datasets.digits import digits_split_indices, load_digits
 from trainables.datasets.flowers102 import load_flowers102
 from trainables.datasets.streaming import StreamingSplits
 from trainables.datasets.synthetic import load_synthetic
+from trainables.plugins import import_submodules
+
+import_submodules(__name__, __path__)
 
 #: What `load_dataset` returns: decoded uint8 splits, or splits streamed from files.
 DatasetSplits = ImageSplits | StreamingSplits
@@ -41,15 +46,10 @@ __all__ = [
     "DatasetSplits",
     "ImageSplits",
     "StreamingSplits",
-    "cifar",
     "clear_process_cache",
     "data_identity",
     "dataset_defaults",
-    "digits",
     "digits_split_indices",
-    "flowers102",
-    "imagefolder",
-    "imagenet",
     "load_dataset",
     "load_digits",
     "load_flowers102",
@@ -59,5 +59,4 @@ __all__ = [
     "resolved_cache_dir",
     "resolved_image_size",
     "store_size_for",
-    "synthetic",
 ]

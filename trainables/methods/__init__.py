@@ -2,16 +2,12 @@
 `@register_method`. Every module of this package is imported here, so adding a method is adding
 one file; nothing else names it (see README, "Adding a method")."""
 
-import importlib
-import pkgutil
-
 from trainables.methods.base import METHODS, Method, register_method
+from trainables.plugins import import_submodules
 
 # Modules that are not methods themselves but the machinery methods share.
 _SHARED = {"base", "context", "controls", "dense_model", "retraining", "rounds"}
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in _SHARED:
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__, skip=_SHARED)
 
 __all__ = ["METHODS", "Method", "register_method"]

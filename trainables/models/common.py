@@ -56,6 +56,11 @@ def register_family(prefix: str, entry_for: Callable[[str], ModelEntry]) -> None
     _FAMILIES[prefix] = entry_for
 
 
+def model_families() -> list[str]:
+    """The prefixes registered with `register_family` (`torchvision:`)."""
+    return sorted(_FAMILIES)
+
+
 def model_entry(name: str) -> ModelEntry:
     """The entry of model `name`; ConfigError naming what is allowed otherwise."""
     for prefix, entry_for in _FAMILIES.items():
