@@ -35,9 +35,10 @@ from analysis.stats import INTERVALS  # noqa: E402
 EXIT_BAD_INPUT = 2
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None,
+               prog: str = "python analysis/plot.py") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python analysis/plot.py",
+        prog=prog,
         description="Aggregate prunetune experiments over seeds; write tables and figures.",
     )
     parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
@@ -141,8 +142,8 @@ def terminal_excluded(excluded) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python analysis/plot.py") -> int:
+    args = parse_args(argv, prog)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

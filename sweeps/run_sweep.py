@@ -25,7 +25,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from sweeps.cluster_access import check_cluster_access, connection_failure  # noqa: E402
 from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
-from sweeps.spec import AUTO_DENSE_CACHE, SweepPlan, load_sweep, trial_key  # noqa: E402
+from sweeps.spec import (  # noqa: E402
+    AUTO_DENSE_CACHE,
+    SweepPlan,
+    load_sweep,
+    shipped_sweeps,
+    sweep_path,
+    trial_key,
+)
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
 from trainables.files import atomic_write  # noqa: E402
 
@@ -55,13 +62,28 @@ class Launch:
     address: str | None
     resume_note: str = ""
     loggers: list[Any] = field(default_factory=list)  # Ray Tune logger callbacks
+    commands: Commands = field(default_factory=lambda: SCRIPT_COMMANDS)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class Commands:
+    """How the follow-up commands run_sweep suggests are spelled: the scripts of a checkout, or
+    the `prunetune` console script of an installed package."""
+
+    run: str
+    plot: str
+
+
+SCRIPT_COMMANDS = Commands("python sweeps/run_sweep.py", "python analysis/plot.py")
+CONSOLE_COMMANDS = Commands("prunetune run", "prunetune plot")
+
+
+def parse_args(argv: list[str] | None, prog: str = "run_sweep.py") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="run_sweep.py", description="Run a prunetune sweep file with Ray Tune."
+        prog=prog, description="Run a prunetune sweep file with Ray Tune."
     )
-    parser.add_argument("file", help="sweep YAML file (see sweeps/*.yaml)")
+    parser.add_argument("file", help="sweep YAML file, or the name of a shipped one "
+                                     f"({', '.join(shipped_sweeps())})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a sweep or trial field (repeatable)")
     parser.add_argument("--smoke", action="store_true",
@@ -124,7 +146,7 @@ def _dense_cache_dir(storage: str, experiment_dir: str, name: str) -> str:
 
 def prepare(args: argparse.Namespace) -> Launch:
     """Validate the sweep and resolve its output, without side effects; ConfigError if bad."""
-    plan = load_sweep(args.file, args.set, smoke=args.smoke)
+    plan = load_sweep(sweep_path(args.file), args.set, smoke=args.smoke)
     name = args.name or plan.spec.name + ("-smoke" if args.smoke else "")
     storage = args.storage or "output"
     if not _is_uri(storage):
@@ -382,9 +404,9 @@ def _report(launch: Launch, results: Any) -> int:
               f"{result.path}/stdout, {result.path}/stderr)")
     print("next:")
     print(f"  tensorboard --logdir {launch.experiment_dir}")
-    print(f"  python analysis/plot.py {launch.experiment_dir}")
+    print(f"  {launch.commands.plot} {launch.experiment_dir}")
     if errored:
-        print(f"  python sweeps/run_sweep.py {launch.plan.source} --resume --name {launch.name}"
+        print(f"  {launch.commands.run} {launch.plan.source} --resume --name {launch.name}"
               " (retries the errored trials)")
     return EXIT_TRIALS_FAILED if errored else 0
 
@@ -429,10 +451,12 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
+         commands: Commands = SCRIPT_COMMANDS) -> int:
+    args = parse_args(argv, prog)
     try:
         launch = prepare(args)
+        launch.commands = commands
         if args.dry_run:
             return _print_plan(launch)
         _check_dense_checkpoints(launch.plan)
@@ -478,8 +502,9 @@ def _collect_again() -> None:
         gc.enable()
 
 
-def command() -> NoReturn:
-    """`python sweeps/run_sweep.py ...`: `main` in a process of its own.
+def command(argv: list[str] | None = None, prog: str = "run_sweep.py",
+            commands: Commands = SCRIPT_COMMANDS) -> NoReturn:
+    """`python sweeps/run_sweep.py ...` (and `prunetune run`): `main` in a process of its own.
 
     Start-up imports torch, torchvision and Ray Tune: millions of objects that live as long as
     the process. The cyclic collector's passes over them never free anything but took a large
@@ -487,7 +512,7 @@ def command() -> NoReturn:
     the sweep starts (`_collect_again`), and what exists at the end is not scanned again.
     """
     gc.disable()
-    exit_code = main()
+    exit_code = main(argv, prog, commands)
     gc.freeze()
     sys.exit(exit_code)
 

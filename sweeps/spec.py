@@ -354,6 +354,27 @@ def _share_dense_models(trials: list[dict[str, Any]]) -> None:
         dense["keep_epochs"] = sorted(groups[recipe])
 
 
+def shipped_sweeps() -> list[str]:
+    """Names of the sweep files shipped in this package (`sweeps/*.yaml`; cluster.yaml is a
+    Ray cluster file, not a sweep)."""
+    folder = Path(__file__).resolve().parent
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.name != "cluster.yaml")
+
+
+def sweep_path(argument: str) -> Path:
+    """The sweep file a command line names: a path, or else the name of a shipped sweep
+    (`quickstart` or `quickstart.yaml`); ConfigError naming the shipped ones if neither."""
+    path = Path(argument).expanduser()
+    if path.exists() or path.parent != Path("."):
+        return path
+    name = path.name.removesuffix(".yaml")
+    if name in shipped_sweeps():
+        return Path(__file__).resolve().parent / f"{name}.yaml"
+    raise ConfigError(
+        f"{argument}: no such file, nor a shipped sweep; shipped: {', '.join(shipped_sweeps())}"
+    )
+
+
 def load_sweep(
     path: str | Path,
     overrides: list[str] | None = None,
