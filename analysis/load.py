@@ -103,22 +103,25 @@ def _read_json_lines(path: Path) -> list[dict[str, Any]]:
     rows = []
     if not path.is_file():
         return rows
-    bad = 0
+    bad = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                # A trial killed mid-write leaves a truncated last line; the rest is valid.
-                bad += 1
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    if bad:
-        warnings.warn(f"{path}: skipped {bad} unparsable line(s)", stacklevel=3)
+        lines = f.read().splitlines()
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(number)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    if bad == [len(lines)]:
+        # A trial killed, or a disk filled, while the line was written: the rest is valid.
+        warnings.warn(f"{path}: skipped its cut-off last line ({len(lines)})", stacklevel=3)
+    elif bad:
+        warnings.warn(f"{path}: skipped {len(bad)} unparsable line(s): {bad[:5]}", stacklevel=3)
     return rows
 
 

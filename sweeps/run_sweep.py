@@ -33,6 +33,7 @@ from sweeps.spec import (  # noqa: E402
     sweep_path,
     trial_key,
 )
+from sweeps.state_files import repair_experiment  # noqa: E402
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
 from trainables.files import atomic_write  # noqa: E402
 
@@ -63,6 +64,7 @@ class Launch:
     resume_note: str = ""
     loggers: list[Any] = field(default_factory=list)  # Ray Tune logger callbacks
     commands: Commands = field(default_factory=lambda: SCRIPT_COMMANDS)
+    guard: Any = None  # the sweep's DiskGuard, once Ray runs
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,7 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
         )
     trials = launch.plan.trials
     namer = TrialNamer(launch.plan)
+    callbacks = [CompactProgress(total_trials=len(trials)), launch.guard, *launch.loggers]
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
@@ -358,7 +361,7 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
             storage_path=launch.storage,
             failure_config=tune.FailureConfig(max_failures=launch.plan.spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            callbacks=[CompactProgress(total_trials=len(trials)), *launch.loggers],
+            callbacks=[callback for callback in callbacks if callback is not None],
             verbose=0,
             log_to_file=True,
         ),
@@ -388,7 +391,29 @@ def _methods_of(plan: SweepPlan) -> dict[str, Any]:
     return methods
 
 
+def _disk_guard(launch: Launch) -> Any:
+    """The sweep's guard against a full results disk (see sweeps/disk_guard.py)."""
+    from sweeps.disk_guard import DiskGuard
+    from trainables.config import parse_trial_config
+    from trainables.methods import METHODS
+
+    rounds = 0
+    for trial in launch.plan.trials:
+        config = parse_trial_config(trial, source="trial config", check_ignored=False)
+        rounds += METHODS.get(config.method).round_checkpoints(config)
+    return DiskGuard(None if _is_uri(launch.storage) else launch.experiment_dir, rounds)
+
+
+def _disk_full(launch: Launch) -> int:
+    print(f"run_sweep: error: {launch.guard.message()}; free space (or choose another "
+          f"--storage), then: {launch.commands.run} {launch.plan.source} --resume --name "
+          f"{launch.name}", file=sys.stderr)
+    return EXIT_TRIALS_FAILED
+
+
 def _report(launch: Launch, results: Any) -> int:
+    if launch.guard is not None and launch.guard.reason is not None:
+        return _disk_full(launch)
     errored = [result for result in results if result.error is not None]
     diverged = [
         result for result in results
@@ -397,6 +422,12 @@ def _report(launch: Launch, results: Any) -> int:
     total = len(results)
     print(f"\nrun_sweep: {total - len(errored)}/{total} trials finished; results in "
           f"{launch.experiment_dir}")
+    planned = len(launch.plan.trials)
+    if total != planned:  # never a success with trials missing
+        print(f"run_sweep: error: the experiment holds {total} of the sweep's {planned} "
+              f"trials; {launch.experiment_dir} is not the sweep's whole experiment",
+              file=sys.stderr)
+        return EXIT_TRIALS_FAILED
     for result in diverged:
         print(f"  diverged (kept out of averages): {result.path}")
     for result in errored:
@@ -460,6 +491,9 @@ def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
         if args.dry_run:
             return _print_plan(launch)
         _check_dense_checkpoints(launch.plan)
+        if launch.resume and not _is_uri(launch.storage):
+            for note in repair_experiment(Path(launch.experiment_dir)):
+                print(f"run_sweep: {note}")
         launch.loggers = logger_callbacks(
             launch.plan.spec.loggers, launch.name, launch.experiment_dir
         )
@@ -485,10 +519,21 @@ def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
             print(f"run_sweep: error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         _write_sweep_files(launch)
-        tuner = _tuner(launch, datasets)
+        launch.guard = _disk_guard(launch)  # before a restore, whose pickled guard is this one
+        with launch.guard.quiet_ray(launch.resume):
+            tuner = _tuner(launch, datasets)
         _collect_again()
-        with _only_the_sweeps_loggers(launch.resume):
-            results = tuner.fit()
+        with _only_the_sweeps_loggers(launch.resume), launch.guard.quiet_ray(launch.resume):
+            try:
+                results = tuner.fit()
+            except Exception as error:
+                from sweeps.disk_guard import is_disk_full_error
+
+                # Ray reading back a result file the full disk cut off (EOFError, ...).
+                if launch.guard.reason is None and not is_disk_full_error(str(error)):
+                    raise
+                launch.guard.reason = launch.guard.reason or f"{type(error).__name__}: {error}"
+                return _disk_full(launch)
         return _report(launch, results)
     finally:
         if started:

@@ -83,3 +83,17 @@ def trial_dirs(experiment: Path) -> dict[int, Path]:
 def rows(trial_dir: Path, row_type: str = "round") -> list[dict[str, Any]]:
     lines = (trial_dir / "result.json").read_text().splitlines()
     return [r for r in map(json.loads, filter(str.strip, lines)) if r.get("row_type") == row_type]
+
+
+def reference_rounds(trial_dir: Path, tmp: Path) -> list[dict[str, Any]]:
+    """The round rows of a sweep's trial run again uninterrupted, in-process, without Ray (and
+    without the sweep's dense cache), into `tmp`."""
+    from trainables.config import parse_trial_config
+    from trainables.reporting import DirectoryReporter
+    from trainables.trial import run_trial
+
+    raw = json.loads((trial_dir / "params.json").read_text())["trial"]
+    raw["dense_model"]["cache"] = None
+    reporter = DirectoryReporter(tmp)
+    run_trial(parse_trial_config(raw, check_ignored=False), reporter, cpus=1)
+    return [row for row in reporter.rows if row["row_type"] == "round"]

@@ -113,11 +113,16 @@ def test_truncated_line_and_rereported_round(tmp_path):
     round1 = json.loads(lines[-1])
     # A restored trial reports round 1 again (the last report wins), then dies mid-line.
     round1["test_acc"] = 0.75
-    result.write_text("\n".join(lines + [json.dumps(round1), '{"row_type": "rou']) + "\n")
-    with pytest.warns(UserWarning, match="unparsable"):
+    written = lines + [json.dumps(round1), '{"row_type": "rou']
+    result.write_text("\n".join(written))  # cut off: no newline after the partial row
+    with pytest.warns(UserWarning, match=f"skipped its cut-off last line \\({len(written)}\\)"):
         df = load_results(exp)
     assert df["round"].tolist() == [0, 1]
     assert df.loc[df["round"] == 1, "test_acc"].item() == 0.75
+    # A damaged line elsewhere is named as such, by its line number.
+    result.write_text("\n".join(["{oops", *written[:-1]]) + "\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 unparsable line\(s\): \[1\]"):
+        assert load_results(exp)["round"].tolist() == [0, 1]
 
 
 def test_epochs_and_layer_sparsity_read_from_json(experiment):

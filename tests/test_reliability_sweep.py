@@ -1,18 +1,18 @@
 """Faults injected into real sweeps (run_sweep.py as a subprocess, Ray started by it, the fault
 hook `PRUNETUNE_FAULT` inherited by its Ray workers): a trial that raises, a trial whose process
-is SIGKILLed, a trial whose loss turns NaN, and a disk that fills while a checkpoint is written.
-Every checkpoint the sweeps write is checked with tests/invariants.py."""
+is SIGKILLed and a trial whose loss turns NaN.
+Every checkpoint the sweeps write is checked with tests/invariants.py. (A full disk:
+test_reliability_disk.py.)"""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from invariants import check_experiment
 from reliability_helpers import (
+    reference_rounds,
     rows,
     run_plot,
     run_sweep,
@@ -20,10 +20,6 @@ from reliability_helpers import (
     trial_dirs,
     write_sweep,
 )
-
-from trainables.config import parse_trial_config
-from trainables.reporting import DirectoryReporter
-from trainables.trial import run_trial
 
 IMP = {"rounds": 2, "rate": 0.5, "rewind": "init"}
 COMPARED = ("val_acc", "test_acc", "sparsity", "params_total", "params_prunable", "best_epoch")
@@ -54,15 +50,6 @@ def fault_sweep(data_root, tmp_path_factory):
     return process, storage / "faults", markers
 
 
-def _reference_rounds(trial_dir: Path, tmp: Path) -> list[dict]:
-    """The same trial run uninterrupted, in-process, without Ray."""
-    raw = json.loads((trial_dir / "params.json").read_text())["trial"]
-    raw["dense_model"]["cache"] = None
-    reporter = DirectoryReporter(tmp)
-    run_trial(parse_trial_config(raw, check_ignored=False), reporter, cpus=1)
-    return [row for row in reporter.rows if row["row_type"] == "round"]
-
-
 @pytest.mark.slow
 def test_sweep_survives_faults_and_exits_0(fault_sweep):
     process, experiment, markers = fault_sweep
@@ -91,7 +78,7 @@ def test_crashed_trial_resumes_and_matches_uninterrupted_run(fault_sweep, seed, 
     reported = [(r["round"], r["epoch"]) for r in rows(trial_dir, "epoch")]
     assert reported == [(k, e) for k in (0, 1, 2) for e in (0, 1)], reported
 
-    reference = _reference_rounds(trial_dir, tmp_path)
+    reference = reference_rounds(trial_dir, tmp_path)
     assert [row["round"] for row in reference] == [0, 1, 2]
     for resumed, uninterrupted in zip(round_rows, reference, strict=True):
         for key in COMPARED:
@@ -142,27 +129,3 @@ def test_fault_sweep_checkpoints_satisfy_invariants(fault_sweep):
     assert process.returncode == 0, (process.stdout + process.stderr)[-3000:]
     # 3 + 3 + 2 round checkpoints.
     assert check_experiment(experiment) == 8
-
-
-@pytest.mark.slow
-def test_disk_full_while_checkpointing_errors_the_trial_and_exits_1(data_root, tmp_path):
-    sweep = write_sweep(
-        tmp_path / "full.yaml",
-        name="full",
-        base=tiny_base(data_root, method="snip", prune={"target_sparsity": 0.5}),
-        grid={"seed": [0, 1]},
-        resources={"cpu": 1, "gpu": 0},
-        max_failures=0,
-    )
-    process = run_sweep(str(sweep), "--storage", str(tmp_path / "out"), fault="enospc:seed=1")
-    assert process.returncode == 1, (process.stdout + process.stderr)[-3000:]
-    assert "1/2 trials finished" in process.stdout
-    errored = [line for line in process.stdout.splitlines() if "errored:" in line]
-    assert len(errored) == 1, process.stdout
-    trial_dir = trial_dirs(tmp_path / "out" / "full")[1]
-    assert errored[0].split()[1] == str(trial_dir)
-    error = (trial_dir / "error.txt").read_text()
-    assert "CheckpointError" in error and "No space left on device" in error, error
-    assert "state.pt: could not write checkpoint" in error
-    # The other trial finished and its checkpoint is sound.
-    assert check_experiment(trial_dirs(tmp_path / "out" / "full")[0]) == 1

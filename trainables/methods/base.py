@@ -99,6 +99,12 @@ class Method:
         """The fewest epochs a `--smoke` run needs (e.g. to reach a rewind point)."""
         return 1
 
+    def round_checkpoints(self, config: TrialConfig) -> int:
+        """How many rounds (each a row and a checkpoint) a trial reports: by default its dense
+        round 0 if it starts from the dense model, then one pruned round. What a sweep still
+        needs on disk is estimated from it."""
+        return int(self.starts_from_dense(config)) + 1
+
     # ---- what it does -------------------------------------------------------------------
 
     def run(self, context: TrialContext) -> None:

@@ -25,6 +25,9 @@ class Dense(Method):
     def row_tags(self, config: TrialConfig) -> dict[str, Any]:
         return {**super().row_tags(config), "level_by": "dense"}
 
+    def round_checkpoints(self, config: TrialConfig) -> int:
+        return 1  # round 0 only
+
     def run(self, context: TrialContext) -> None:
         if context.completed_round() < 0:
             dense_round(context, final=True)

@@ -128,6 +128,9 @@ class RetrainingMethod(Method):
     def smoke_epochs(self, config: TrialConfig) -> int:
         return (config.settings.rewind_epoch or 0) + 1
 
+    def round_checkpoints(self, config: TrialConfig) -> int:
+        return 1 + len(self.targets(config))  # the dense round 0, then one per level
+
     def targets(self, config: TrialConfig) -> list[float]:
         """The levels of rounds 1..R: 1-(1-p)^k (iterative) or the one-shot target."""
         settings = config.settings
