@@ -32,7 +32,7 @@ import torch
 import pruning
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.datasets import load_dataset
-from trainables.loop import evaluate
+from trainables.loop import eval_batches, evaluate
 from trainables.models import build_model
 from trainables.runtime import resolve_runtime
 from trainables.trial_data import TrialData
@@ -176,26 +176,13 @@ def near_tie_counts(
     `margin` of each other: its prediction is the only kind that rounding in the last bits of
     the logits (another batch size, another CPU's kernels) can flip, so an accuracy evaluated
     in other batches may differ from this one by at most near_ties / seen."""
-    was_training = model.training
-    model.eval()
     correct = near = seen = 0
-    for inputs, targets in splits.batches(
-        split,
-        batch_size,
-        shuffle=False,
-        generator=None,
-        device=runtime.device,
-        augment=augment,
-        drop_last=False,
-        max_batches=max_batches,
-    ):
-        with runtime.autocast():
-            logits = model(inputs)
-        top_two = logits.detach().float().topk(2, dim=1).values
+    for logits, targets in eval_batches(model, splits, split, augment, runtime, batch_size,
+                                        max_batches):
+        top_two = logits.float().topk(2, dim=1).values
         near += int((top_two[:, 0] - top_two[:, 1] <= margin).sum())
         correct += int((logits.argmax(dim=1) == targets).sum())
         seen += len(targets)
-    model.train(was_training)
     return correct, near, seen
 
 

@@ -9,7 +9,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +57,38 @@ def make_optimizer(model: nn.Module, config: TrialConfig) -> torch.optim.Optimiz
 
 
 @torch.no_grad()
+def eval_batches(
+    model: nn.Module,
+    splits: DatasetSplits,
+    split: str,
+    augment: BatchAugment,
+    runtime: Runtime,
+    batch_size: int,
+    max_batches: int | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, labels) of `model` on each batch of `split` of `splits` in order (or its first
+    `max_batches` batches), in eval mode; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        # Dataset seam: batches come from the splits object, in memory or streamed from disk.
+        for inputs, targets in splits.batches(
+            split,
+            batch_size,
+            shuffle=False,
+            generator=None,
+            device=runtime.device,
+            augment=augment,
+            drop_last=False,
+            max_batches=max_batches,
+        ):
+            with runtime.autocast():
+                logits = model(inputs)
+            yield logits, targets
+    finally:
+        model.train(was_training)
+
+
 def evaluate(
     model: nn.Module,
     splits: DatasetSplits,
@@ -68,25 +100,11 @@ def evaluate(
 ) -> float:
     """Top-1 accuracy (a fraction) of `model` on `split` of `splits` (or its first
     `max_batches` batches), in eval mode."""
-    was_training = model.training
-    model.eval()
     correct = seen = 0
-    # Dataset seam: batches come from the splits object, in memory or streamed from disk.
-    for inputs, targets in splits.batches(
-        split,
-        batch_size,
-        shuffle=False,
-        generator=None,
-        device=runtime.device,
-        augment=augment,
-        drop_last=False,
-        max_batches=max_batches,
-    ):
-        with runtime.autocast():
-            logits = model(inputs)
+    for logits, targets in eval_batches(model, splits, split, augment, runtime, batch_size,
+                                        max_batches):
         correct += int((logits.argmax(dim=1) == targets).sum())
         seen += len(targets)
-    model.train(was_training)
     return correct / max(seen, 1)
 
 
