@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 _INTERVAL = re.compile(
     r"(-?\d+(?:\.\d+)?)\s*(?:±\s*(\d+(?:\.\d+)?)|\[\s*(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)\])"
 )
-_CPU = re.compile(r"; ([^;()]+?), \d+ cores, torch ")
+# CPU model names carry parentheses ("Intel(R) Xeon(R) Processor"), so only ";" ends one.
+_CPU = re.compile(r"; ([^;]+?), \d+ cores, torch ")
 
 
 @dataclass
