@@ -44,6 +44,7 @@ from pruning.nm_latency import (
     nm_latency_ms,
     semi_structured_copies,
 )
+from pruning.registry import Registry, did_you_mean
 from pruning.regrowth import drop_and_grow, drop_and_grow_layer
 from pruning.schedules import DropSchedule, GradualSchedule
 from pruning.scorers import (
@@ -51,12 +52,10 @@ from pruning.scorers import (
     SCORERS,
     Scorer,
     ScoringContext,
-    get_scorer,
     grasp_scores,
     magnitude_scores,
     random_scores,
     score,
-    scorer_names,
     snip_scores,
     synflow_scores,
 )
@@ -70,6 +69,7 @@ __all__ = [
     "SCORERS",
     "Allocation",
     "ChannelAllocation",
+    "Registry",
     "ChannelGraph",
     "ChannelGroup",
     "ChannelPruning",
@@ -105,7 +105,6 @@ __all__ = [
     "flops_effective",
     "follows_pattern",
     "full_mask",
-    "get_scorer",
     "grasp_scores",
     "imp_target_sparsity",
     "keep_channels",
@@ -129,7 +128,7 @@ __all__ = [
     "rebuild",
     "save_mask",
     "score",
-    "scorer_names",
+    "did_you_mean",
     "semi_structured_copies",
     "shrunk_state",
     "snip_scores",

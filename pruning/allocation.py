@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from pruning.masks import Mask
+from pruning.registry import Registry
 
 Scores = dict[str, torch.Tensor]
 """Parameter name -> float tensor shaped like the parameter; higher = more worth keeping."""
 
 Allocation = Literal["global", "layerwise", "erk", "lamp"]
-ALLOCATIONS: tuple[str, ...] = ("global", "layerwise", "erk", "lamp")
+
+Allocator = Callable[[Scores, Mask, "AllocationTarget"], Mask]
+"""Keeps ``target.kept`` weights of ``mask`` (exactly, or per the allocation's layer budgets)."""
+ALLOCATIONS: Registry[Allocator] = Registry("allocation")
+
+
+@dataclass(frozen=True)
+class AllocationTarget:
+    """A pruning step's target: ``kept`` weights in all, at ``sparsity`` of the total."""
+
+    kept: int
+    sparsity: float
+    erk_power_scale: float = 1.0
 
 
 def kept_count_for_sparsity(total: int, target_sparsity: float) -> int:
@@ -66,19 +81,36 @@ def prune_to_sparsity(
         )
     if not mask:
         return {}
-    if allocation == "global":
-        return _keep_top_globally(scores, mask, keep_total)
-    if allocation == "lamp":
-        return _keep_top_globally(lamp_scores(scores, mask), mask, keep_total)
-    if allocation == "layerwise":
-        budgets = {
-            name: min(int(keep.sum()), kept_count_for_sparsity(keep.numel(), target_sparsity))
-            for name, keep in mask.items()
-        }
-    elif allocation == "erk":
-        budgets = erk_layer_budgets(mask, keep_total, erk_power_scale)
-    else:
-        raise ValueError(f"allocation must be one of {ALLOCATIONS}; got {allocation!r}")
+    target = AllocationTarget(keep_total, target_sparsity, erk_power_scale)
+    return ALLOCATIONS.get(allocation)(scores, mask, target)
+
+
+@ALLOCATIONS.register("global")
+def _global(scores: Scores, mask: Mask, target: AllocationTarget) -> Mask:
+    return _keep_top_globally(scores, mask, target.kept)
+
+
+@ALLOCATIONS.register("lamp")
+def _lamp(scores: Scores, mask: Mask, target: AllocationTarget) -> Mask:
+    return _keep_top_globally(lamp_scores(scores, mask), mask, target.kept)
+
+
+@ALLOCATIONS.register("layerwise")
+def _layerwise(scores: Scores, mask: Mask, target: AllocationTarget) -> Mask:
+    budgets = {
+        name: min(int(keep.sum()), kept_count_for_sparsity(keep.numel(), target.sparsity))
+        for name, keep in mask.items()
+    }
+    return _keep_top_per_layer(scores, mask, budgets)
+
+
+@ALLOCATIONS.register("erk")
+def _erk(scores: Scores, mask: Mask, target: AllocationTarget) -> Mask:
+    budgets = erk_layer_budgets(mask, target.kept, target.erk_power_scale)
+    return _keep_top_per_layer(scores, mask, budgets)
+
+
+def _keep_top_per_layer(scores: Scores, mask: Mask, budgets: dict[str, int]) -> Mask:
     return {
         name: _keep_top(scores[name].reshape(-1), keep.reshape(-1), budgets[name]).view(keep.shape)
         for name, keep in mask.items()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +34,24 @@ from torch import nn
 from torch.func import functional_call
 
 from pruning.channel_groups import ChannelGraph, ChannelGroup
+from pruning.registry import Registry
 
-CRITERIA: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor", "random")
 ChannelScores = dict[str, torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CriterionInputs:
+    """What a criterion may read besides the weights (``taylor``: batches; ``random``: seed)."""
+
+    batches: Iterable[Batch] | None = None
+    num_batches: int = 1
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    seed: int = 0
+
+
+ChannelCriterion = Callable[[ChannelGraph, CriterionInputs], ChannelScores]
+CRITERIA: Registry[ChannelCriterion] = Registry("channel criterion")
 
 
 def channel_scores(
@@ -48,28 +63,43 @@ def channel_scores(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     seed: int = 0,
 ) -> ChannelScores:
-    """Scores of every group of ``graph`` under ``criterion`` (one of ``CRITERIA``).
+    """Scores of every group of ``graph`` under ``criterion`` (a name in ``CRITERIA``).
 
     ``taylor`` reads the first ``num_batches`` (inputs, targets) of ``batches``; ``random``
     reads ``seed``; the others read only the weights.
     """
-    if criterion in ("l1", "l2"):
-        p = 1 if criterion == "l1" else 2
-        return {
-            group.name: _mean_over_filters(graph, group, lambda rows: rows.norm(p=p, dim=1))
-            for group in graph.groups
-        }
-    if criterion == "bn_scale":
-        return {group.name: _bn_scale(graph, group) for group in graph.groups}
-    if criterion == "taylor":
-        return _taylor(graph, batches, num_batches, loss_fn)
-    if criterion == "random":
-        generator = torch.Generator().manual_seed(seed)
-        return {
-            group.name: torch.rand(group.channels, generator=generator, dtype=torch.float64)
-            for group in graph.groups
-        }
-    raise ValueError(f"unknown channel criterion {criterion!r}; expected one of {CRITERIA}")
+    inputs = CriterionInputs(batches, num_batches, loss_fn, seed)
+    return CRITERIA.get(criterion)(graph, inputs)
+
+
+@CRITERIA.register("l1")
+def _l1(graph: ChannelGraph, inputs: CriterionInputs) -> ChannelScores:
+    return {
+        group.name: _mean_over_filters(graph, group, lambda rows: rows.norm(p=1, dim=1))
+        for group in graph.groups
+    }
+
+
+@CRITERIA.register("l2")
+def _l2(graph: ChannelGraph, inputs: CriterionInputs) -> ChannelScores:
+    return {
+        group.name: _mean_over_filters(graph, group, lambda rows: rows.norm(p=2, dim=1))
+        for group in graph.groups
+    }
+
+
+@CRITERIA.register("bn_scale")
+def _bn_scales(graph: ChannelGraph, inputs: CriterionInputs) -> ChannelScores:
+    return {group.name: _bn_scale(graph, group) for group in graph.groups}
+
+
+@CRITERIA.register("random")
+def _random(graph: ChannelGraph, inputs: CriterionInputs) -> ChannelScores:
+    generator = torch.Generator().manual_seed(inputs.seed)
+    return {
+        group.name: torch.rand(group.channels, generator=generator, dtype=torch.float64)
+        for group in graph.groups
+    }
 
 
 def _rows(weight: torch.Tensor) -> torch.Tensor:
@@ -95,12 +125,9 @@ def _bn_scale(graph: ChannelGraph, group: ChannelGroup) -> torch.Tensor:
     return torch.stack(scales).mean(dim=0).cpu()
 
 
-def _taylor(
-    graph: ChannelGraph,
-    batches: Iterable[Batch] | None,
-    num_batches: int,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-) -> ChannelScores:
+@CRITERIA.register("taylor")
+def _taylor(graph: ChannelGraph, inputs: CriterionInputs) -> ChannelScores:
+    batches, num_batches, loss_fn = inputs.batches, inputs.num_batches, inputs.loss_fn
     if batches is None:
         raise ValueError("criterion taylor needs batches: an iterable of (inputs, targets)")
     if num_batches < 1:

@@ -34,9 +34,9 @@ from torch import nn
 from pruning.allocation import kept_count_for_sparsity
 from pruning.channel_groups import ChannelGraph
 from pruning.channel_importance import ChannelScores, channel_scores
+from pruning.registry import Registry
 
 ChannelAllocation = Literal["uniform", "global"]
-CHANNEL_ALLOCATIONS: tuple[str, ...] = ("uniform", "global")
 
 
 def channels_to_keep(
@@ -62,22 +62,43 @@ def channels_to_keep(
         n: min(current[n], max(1, math.ceil(min_keep_fraction * original[n]))) for n in current
     }
     ranks = {name: _best_first(values) for name, values in scores.items()}
-    if allocation == "uniform":
-        counts = {
-            name: max(floors[name], kept_count_for_sparsity(original[name], ratio))
-            for name in current
-        }
-        already = [name for name in current if counts[name] > current[name]]
-        if already:
-            raise ValueError(
-                f"ratio {ratio} keeps more channels than groups {already} have left; "
-                "pruning never revives channels"
-            )
-    elif allocation == "global":
-        counts = _global_counts(scores, ranks, floors, original, ratio)
-    else:
-        raise ValueError(f"allocation must be one of {CHANNEL_ALLOCATIONS}; got {allocation!r}")
+    budget = ChannelBudget(scores, ranks, floors, original, ratio)
+    counts = CHANNEL_ALLOCATIONS.get(allocation)(budget)
     return {name: ranks[name][: counts[name]].sort().values for name in scores}
+
+
+@dataclass(frozen=True)
+class ChannelBudget:
+    """What a channel allocation divides: each group's scores, channels best first, floor and
+    original count, and the fraction of all original channels to remove."""
+
+    scores: ChannelScores
+    ranks: dict[str, torch.Tensor]
+    floors: dict[str, int]
+    original: dict[str, int]
+    ratio: float
+
+
+ChannelAllocator = Callable[[ChannelBudget], dict[str, int]]
+"""Channels each group keeps."""
+CHANNEL_ALLOCATIONS: Registry[ChannelAllocator] = Registry("channel allocation")
+
+
+@CHANNEL_ALLOCATIONS.register("uniform")
+def _uniform_counts(budget: ChannelBudget) -> dict[str, int]:
+    """Every group keeps the same fraction of its original channels (at least its floor)."""
+    current = {name: len(values) for name, values in budget.scores.items()}
+    counts = {
+        name: max(budget.floors[name], kept_count_for_sparsity(budget.original[name], budget.ratio))
+        for name in current
+    }
+    already = [name for name in current if counts[name] > current[name]]
+    if already:
+        raise ValueError(
+            f"ratio {budget.ratio} keeps more channels than groups {already} have left; "
+            "pruning never revives channels"
+        )
+    return counts
 
 
 def _best_first(values: torch.Tensor) -> torch.Tensor:
@@ -85,13 +106,11 @@ def _best_first(values: torch.Tensor) -> torch.Tensor:
     return torch.sort(values.cpu(), descending=True, stable=True).indices
 
 
-def _global_counts(
-    scores: ChannelScores,
-    ranks: dict[str, torch.Tensor],
-    floors: dict[str, int],
-    original: dict[str, int],
-    ratio: float,
-) -> dict[str, int]:
+@CHANNEL_ALLOCATIONS.register("global")
+def _global_counts(budget: ChannelBudget) -> dict[str, int]:
+    """One ranking over all groups removes the lowest-scoring channels above the floors."""
+    scores, ranks, floors, original, ratio = (
+        budget.scores, budget.ranks, budget.floors, budget.original, budget.ratio)
     total = sum(original.values())
     removed_before = total - sum(len(values) for values in scores.values())
     to_remove = round(ratio * total) - removed_before

@@ -21,6 +21,7 @@ from torch.func import functional_call
 
 from pruning.allocation import Scores, kept_count_for_sparsity, prune_to_sparsity
 from pruning.masks import Mask, check_mask_fits
+from pruning.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 BatchNormMode = Literal["train", "eval"]
@@ -52,14 +53,17 @@ class ScoringContext:
 
 
 Scorer = Callable[[nn.Module, Mask, ScoringContext], Scores]
+SCORERS: Registry[Scorer] = Registry("scorer")
 
 
+@SCORERS.register("magnitude")
 def magnitude_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scores:
     """|w| for every masked parameter."""
     parameters = dict(model.named_parameters())
     return {name: parameters[name].detach().abs().clone() for name in mask}
 
 
+@SCORERS.register("random")
 def random_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scores:
     """Uniform [0, 1) scores from a CPU generator seeded with ``context.seed``."""
     generator = torch.Generator().manual_seed(context.seed)
@@ -69,6 +73,7 @@ def random_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scor
     }
 
 
+@SCORERS.register("snip")
 def snip_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scores:
     """SNIP connection sensitivity |w * dL/dw| (Lee et al. 2019).
 
@@ -92,6 +97,7 @@ def snip_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scores
     }
 
 
+@SCORERS.register("grasp")
 def grasp_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scores:
     """GraSP (Wang et al. 2020) in "higher = keep" form: ``w * (H g)``.
 
@@ -137,6 +143,7 @@ def grasp_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Score
     }
 
 
+@SCORERS.register("synflow")
 def synflow_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Scores:
     """SynFlow (Tanaka et al. 2020): data-free, iterative, float64 scores.
 
@@ -209,31 +216,9 @@ def synflow_scores(model: nn.Module, mask: Mask, context: ScoringContext) -> Sco
     return {name: round_scores[name].masked_fill(~current[name], float("-inf")) for name in mask}
 
 
-SCORERS: dict[str, Scorer] = {
-    "magnitude": magnitude_scores,
-    "snip": snip_scores,
-    "random": random_scores,
-    "grasp": grasp_scores,
-    "synflow": synflow_scores,
-}
-
-
-def scorer_names() -> list[str]:
-    """Names accepted by ``get_scorer`` and ``score``."""
-    return list(SCORERS)
-
-
-def get_scorer(name: str) -> Scorer:
-    """The registered scorer called ``name``; ValueError listing the names otherwise."""
-    try:
-        return SCORERS[name]
-    except KeyError:
-        raise ValueError(f"unknown scorer {name!r}; expected one of {scorer_names()}") from None
-
-
 def score(model: nn.Module, mask: Mask, scorer: str, **context: object) -> Scores:
     """Scores of ``scorer`` for the weights ``mask`` covers; ``context`` fills a ScoringContext."""
-    return get_scorer(scorer)(model, mask, ScoringContext(**context))
+    return SCORERS.get(scorer)(model, mask, ScoringContext(**context))
 
 
 def _functional_state(

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pruning.registry import Registry
 from trainables.errors import ConfigError
 
-LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
 DEFAULT_LOGGERS = ["tensorboard", "csv"]
 #: Loggers that need an optional extra: logger -> module it imports.
 _EXTRA_MODULES = {"mlflow": "mlflow", "wandb": "wandb"}
@@ -50,31 +51,53 @@ def mlflow_tracking_uri(experiment_dir: str) -> str | None:
     return f"sqlite:///{Path(experiment_dir) / 'mlflow.db'}"
 
 
+LoggerFactory = Callable[[str, str], Any]
+"""(sweep name, experiment dir) -> one Ray Tune logger callback, configured but not set up."""
+LOGGERS: Registry[LoggerFactory] = Registry("logger", error=ConfigError)
+
+
 def logger_callbacks(loggers: list[str], name: str, experiment_dir: str) -> list[Any]:
     """Ray Tune logger callbacks for `loggers` (JSON always first), configured but not set up."""
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+    from ray.tune.logger import JsonLoggerCallback
 
     callbacks: list[Any] = [JsonLoggerCallback()]
     for logger in dict.fromkeys(loggers):  # each once, in the order given
-        if logger == "tensorboard":
-            callbacks.append(TBXLoggerCallback())
-        elif logger == "csv":
-            callbacks.append(CSVLoggerCallback())
-        elif logger == "mlflow":
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-            callbacks.append(MLflowLoggerCallback(
-                tracking_uri=mlflow_tracking_uri(experiment_dir),
-                experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME") or name,
-            ))
-        elif logger == "wandb":
-            project = os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
-            # Runs go straight to `<experiment dir>/wandb/` when that is local: by default W&B
-            # writes into Ray's staging copy of the trial dir, synced to storage before the
-            # run's last records are.
-            local = {} if "://" in experiment_dir else {"dir": experiment_dir}
-            callbacks.append(_wandb_callback()(project=project, group=name, **local))
+        callbacks.append(LOGGERS.get(logger)(name, experiment_dir))
     return callbacks
+
+
+@LOGGERS.register("tensorboard")
+def _tensorboard(name: str, experiment_dir: str) -> Any:
+    from ray.tune.logger import TBXLoggerCallback
+
+    return TBXLoggerCallback()
+
+
+@LOGGERS.register("csv")
+def _csv(name: str, experiment_dir: str) -> Any:
+    from ray.tune.logger import CSVLoggerCallback
+
+    return CSVLoggerCallback()
+
+
+@LOGGERS.register("mlflow")
+def _mlflow(name: str, experiment_dir: str) -> Any:
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    return MLflowLoggerCallback(
+        tracking_uri=mlflow_tracking_uri(experiment_dir),
+        experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME") or name,
+    )
+
+
+@LOGGERS.register("wandb")
+def _wandb(name: str, experiment_dir: str) -> Any:
+    project = os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
+    # Runs go straight to `<experiment dir>/wandb/` when that is local: by default W&B writes
+    # into Ray's staging copy of the trial dir, synced to storage before the run's last
+    # records are.
+    local = {} if "://" in experiment_dir else {"dir": experiment_dir}
+    return _wandb_callback()(project=project, group=name, **local)
 
 
 def _wandb_callback() -> type:

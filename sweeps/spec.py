@@ -20,12 +20,12 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sweeps.layers import Layer, SharedFieldUse, check_layer, compose_trial, nested, overrides_layer
-from sweeps.loggers import DEFAULT_LOGGERS, check_installed
+from sweeps.loggers import DEFAULT_LOGGERS, LOGGERS, check_installed
 from trainables.config import (
     TrialConfig,
     apply_overrides,
@@ -106,14 +106,17 @@ class SweepSpec(_Strict):
         description="modules that register methods, datasets or models: dotted names "
         "(mypkg.mymethods) or Python files relative to the sweep file (./local_method.py)",
     )
-    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
+    loggers: list[str] = Field(
         default_factory=lambda: list(DEFAULT_LOGGERS),
-        description="experiment tracking through Ray Tune's logger callbacks (JSON always)",
+        description="experiment tracking through Ray Tune's logger callbacks: tensorboard, csv, "
+        "mlflow, wandb (JSON always)",
     )
 
     @field_validator("loggers")
     @classmethod
     def _extras_installed(cls, loggers: list[str]) -> list[str]:
+        for logger in loggers:
+            LOGGERS.check(logger)
         check_installed(loggers)
         return loggers
 

@@ -138,9 +138,11 @@ def test_random_scores_are_seeded_uniform_draws() -> None:
 
 
 def test_unknown_criterion_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="l1"):
+    with pytest.raises(ValueError, match="unknown channel criterion 'fpgm'.*l1"):
         channel_scores(graph_of(residual()), "fpgm")
-    assert CRITERIA == ("l1", "l2", "bn_scale", "taylor", "random")
+    with pytest.raises(ValueError, match="did you mean 'taylor'"):
+        channel_scores(graph_of(residual()), "taylr")
+    assert CRITERIA.names() == ["bn_scale", "l1", "l2", "random", "taylor"]
 
 
 def test_slimming_penalty_is_lambda_times_the_sum_of_absolute_gammas() -> None:

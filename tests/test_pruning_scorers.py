@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -14,10 +15,9 @@ from pruning import (
     SCORERS,
     Mask,
     full_mask,
-    get_scorer,
     prune_to_sparsity,
     score,
-    scorer_names,
+    snip_scores,
 )
 
 
@@ -67,10 +67,11 @@ def assert_unchanged(net: nn.Module, before: dict[str, object]) -> None:
 
 
 def test_registry_names_and_errors() -> None:
-    assert set(scorer_names()) == {"magnitude", "snip", "random", "grasp", "synflow"}
-    assert get_scorer("snip") is SCORERS["snip"]
-    with pytest.raises(ValueError, match="unknown scorer 'l1'.*magnitude"):
-        get_scorer("l1")
+    assert SCORERS.names() == ["grasp", "magnitude", "random", "snip", "synflow"]
+    assert SCORERS.get("snip") is snip_scores
+    hint = re.escape("unknown scorer 'snp' (did you mean 'snip'?); allowed: grasp, magnitude")
+    with pytest.raises(ValueError, match=hint):
+        score(conv_bn_net(), full_mask(conv_bn_net()), "snp")
 
 
 def test_magnitude_is_absolute_weight() -> None:

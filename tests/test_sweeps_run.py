@@ -543,6 +543,10 @@ BAD_SWEEPS = {
         ["method", "lottery"],
     ),
     "unknown dataset": ("name: x\nbase: {data: {name: mnist}}\n", ["data.name", "mnist"]),
+    "unknown logger": (
+        "name: x\n" + TINY_YAML + "loggers: [csv, tensorbord]\n",
+        ["loggers", "unknown logger 'tensorbord' (did you mean 'tensorboard'?)"],
+    ),
     "unknown model": ("name: x\nbase: {model: {name: vgg}}\n", ["model.name", "vgg"]),
     "old spelling of a scorer": (
         "name: x\n"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+
+from pruning.registry import did_you_mean
 
 
 class SectionError(ValueError):
@@ -33,19 +34,6 @@ def moved_key_message(path: str, value: Any = None) -> str:
     scorer_method = method or "snip, grasp, synflow, random or magnitude_init"
     return f"config key {path!r} was renamed: " + MOVED_KEYS[path].format(
         scorer_method=scorer_method)
-
-
-def check_registered(name: str, allowed: list[str], kind: str) -> str:
-    if name not in allowed:
-        raise ValueError(
-            f"unknown {kind} {name!r}{did_you_mean(name, allowed)}; allowed: " + ", ".join(allowed)
-        )
-    return name
-
-
-def did_you_mean(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def fields_at(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:

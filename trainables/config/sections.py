@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trainables.config.messages import check_registered
-
 
 class _Section(BaseModel):
     # strict: a YAML string "5" is not an int; extra="forbid": a typo is an error, not a no-op.
@@ -75,7 +73,7 @@ class DataConfig(_Section):
     def _registered_dataset(cls, name: str) -> str:
         from trainables.datasets import DATASETS
 
-        return check_registered(name, DATASETS.names(), "dataset")
+        return DATASETS.check(name)
 
     @field_validator("split_fractions")
     @classmethod

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trainables.config.messages import (
     MOVED_KEYS,
     SectionError,
-    check_registered,
     did_you_mean,
     format_validation_error,
     moved_key_message,
@@ -52,7 +51,7 @@ class TrialConfig(BaseModel):
     @field_validator("method")
     @classmethod
     def _registered_method(cls, method: str) -> str:
-        return check_registered(method, _methods().names(), "method")
+        return _methods().check(method)
 
     @model_validator(mode="after")
     def _method_section(self) -> TrialConfig:

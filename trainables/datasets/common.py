@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from pruning.registry import Registry
 from trainables.batches import iterate_batches
-from trainables.registry import Registry
+from trainables.errors import ConfigError
 
 #: ImageNet statistics: photo datasets usually start from ImageNet weights, which expect them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,7 +92,7 @@ class DatasetDefaults:
     options: frozenset[str] = field(default_factory=frozenset)
 
 
-DATASETS: Registry[Callable[[Any], Any]] = Registry("dataset")
+DATASETS: Registry[Callable[[Any], Any]] = Registry("dataset", error=ConfigError)
 _DEFAULTS: dict[str, DatasetDefaults] = {}
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pruning.registry import Registry
 from trainables.config import MethodSection, SectionError, TrialConfig
-from trainables.registry import Registry
+from trainables.errors import ConfigError
 
 if TYPE_CHECKING:
     from trainables.methods.context import TrialContext
@@ -112,7 +113,7 @@ class Method:
         raise NotImplementedError
 
 
-METHODS: Registry[Method] = Registry("method")
+METHODS: Registry[Method] = Registry("method", error=ConfigError)
 
 
 def register_method(cls: type[Method]) -> type[Method]:

@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import nn
 
+from pruning.registry import Registry, did_you_mean
 from trainables.errors import ConfigError
 from trainables.models.weights import hub_state_dict, load_trunk_weights, local_state_dict
-from trainables.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ModelEntry:
     dropped_weights: tuple[str, ...] = ()
 
 
-MODELS: Registry[ModelEntry] = Registry("model")
+MODELS: Registry[ModelEntry] = Registry("model", error=ConfigError)
 _FAMILIES: dict[str, Callable[[str], ModelEntry]] = {}
 
 
@@ -68,8 +68,6 @@ def model_entry(name: str) -> ModelEntry:
             return entry_for(name[len(prefix):])
     if name not in MODELS:
         families = [f"{prefix}<name>" for prefix in _FAMILIES]
-        from trainables.config import did_you_mean
-
         raise ConfigError(
             f"unknown model {name!r}{did_you_mean(name, MODELS.names())}; allowed: "
             + ", ".join(MODELS.names() + families)

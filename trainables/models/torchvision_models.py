@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from pruning.registry import did_you_mean
 from trainables.errors import ConfigError
 from trainables.models.common import ModelEntry, register_family
 
@@ -71,8 +72,6 @@ def _imagenet_weights(name: str):
 def torchvision_entry(name: str) -> ModelEntry:
     """The entry of `torchvision:<name>`; ConfigError for a name torchvision does not have."""
     if name not in classifier_names():
-        from trainables.config import did_you_mean
-
         raise ConfigError(
             f"unknown torchvision classifier {name!r}{did_you_mean(name, list(classifier_names()))}"
             "; see torchvision.models.list_models(module=torchvision.models)"
