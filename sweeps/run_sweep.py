@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweeps.cluster_access import check_cluster_access, connection_failure  # noqa: E402
+from sweeps.finished_trials import tidy_finished_trials  # noqa: E402
 from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
 from sweeps.spec import (  # noqa: E402
     AUTO_DENSE_CACHE,
@@ -414,6 +415,7 @@ def _disk_full(launch: Launch) -> int:
 def _report(launch: Launch, results: Any) -> int:
     if launch.guard is not None and launch.guard.reason is not None:
         return _disk_full(launch)
+    tidy_finished_trials(results)
     errored = [result for result in results if result.error is not None]
     diverged = [
         result for result in results

@@ -17,6 +17,10 @@
 
 Returns the number of checkpoints checked, so callers can assert it is not zero.
 
+`check_finished_layout(dir)` asserts what a finished sweep leaves in each trial directory: its
+round checkpoints and nothing superseded, indexed by `rounds.json` exactly as the checkpoints'
+own `metrics.json` say.
+
 `near_tie_counts` bounds how far an accuracy evaluated in other batches may lie from the
 reported one (see there).
 """
@@ -194,3 +198,23 @@ def check_experiment(directory: str | Path) -> int:
         trial_dirs.append(directory)
     assert trial_dirs, f"{directory}: no trial directories"
     return sum(check_trial(trial_dir) for trial_dir in trial_dirs)
+
+
+def check_finished_layout(directory: str | Path) -> int:
+    """Each Tune trial directory under `directory` holds round checkpoints only, each listed in
+    its `rounds.json` with the round, sparsity and test accuracy of its own metrics.json; the
+    number of checkpoints indexed."""
+    indexed = 0
+    for trial_dir in sorted(p.parent for p in Path(directory).glob("*/params.json")):
+        on_disk = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+        assert all((trial_dir / name / "metrics.json").is_file() for name in on_disk), (
+            f"{trial_dir}: a checkpoint that is not a round checkpoint was left: {on_disk}")
+        index = json.loads((trial_dir / "rounds.json").read_text())
+        assert sorted(entry["checkpoint"] for entry in index) == on_disk, trial_dir
+        assert [entry["round"] for entry in index] == sorted({e["round"] for e in index})
+        for entry in index:
+            metrics = json.loads((trial_dir / entry["checkpoint"] / "metrics.json").read_text())
+            for field in ("round", "sparsity", "test_acc", "params_prunable"):
+                assert entry[field] == metrics[field], (trial_dir, entry, field)
+        indexed += len(index)
+    return indexed

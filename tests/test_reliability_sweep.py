@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from invariants import check_experiment
+from invariants import check_experiment, check_finished_layout
 from reliability_helpers import (
     reference_rounds,
     rows,
@@ -127,5 +127,6 @@ def test_plot_lists_diverged_trial_and_keeps_it_out_of_averages(fault_sweep, tmp
 def test_fault_sweep_checkpoints_satisfy_invariants(fault_sweep):
     process, experiment, _ = fault_sweep
     assert process.returncode == 0, (process.stdout + process.stderr)[-3000:]
-    # 3 + 3 + 2 round checkpoints.
+    # 3 + 3 + 2 round checkpoints, and after the restarts nothing superseded is left.
     assert check_experiment(experiment) == 8
+    assert check_finished_layout(experiment) == 8

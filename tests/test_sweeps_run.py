@@ -468,6 +468,9 @@ def smoke_one_seed(sweep_file: str, tmp_path: Path) -> tuple[Path, list[Path]]:
     dirs = trial_dirs(experiment)
     assert len(dirs) == SHIPPED_TRIALS[sweep_file] // 3
     assert all(finished(d) for d in dirs)
+    from invariants import check_finished_layout
+
+    assert check_finished_layout(experiment) >= len(dirs)  # every trial has a round 0
     return experiment, dirs
 
 

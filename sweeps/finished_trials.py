@@ -1,0 +1,75 @@
+"""A finished trial's directory, made readable: its round checkpoints, an index, nothing else.
+
+While a sweep runs, a superseded progress checkpoint stays as a `SUPERSEDED` marker directory
+(see `trainables.reporting`): the driver's saved state may still name it. Once the sweep is over
+and the trial finished, nothing will restore it, so the markers go, and `rounds.json` maps each
+round to its checkpoint:
+
+    [{"round": 0, "checkpoint": "checkpoint_000000", "sparsity": 0.0, "test_acc": 0.986,
+      "val_acc": 0.989, "params_prunable": 698768, "status": "ok"}, ...]
+
+Errored trials keep their markers (`--resume` continues them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from trainables.reporting import is_superseded
+
+ROUNDS_INDEX = "rounds.json"
+#: The round row's fields the index repeats, beside the round and its checkpoint.
+INDEX_FIELDS = ("sparsity", "test_acc", "val_acc", "params_prunable", "status")
+
+
+def round_index(result_lines: list[str]) -> list[dict[str, Any]]:
+    """One entry per round, from a trial's `result.json` lines (the last row of a round wins).
+
+    A line cut off by a crash is skipped; only round rows with a checkpoint are indexed.
+    """
+    rounds: dict[int, dict[str, Any]] = {}
+    for line in result_lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("row_type") != "round" or not row.get("checkpoint_dir_name"):
+            continue
+        entry = {"round": row["round"], "checkpoint": row["checkpoint_dir_name"]}
+        entry.update({field: row[field] for field in INDEX_FIELDS if field in row})
+        rounds[row["round"]] = entry
+    return [rounds[number] for number in sorted(rounds)]
+
+
+def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
+    """Remove the superseded progress markers of a finished trial and write its `rounds.json`;
+    returns the index. A round whose checkpoint directory is missing is left out of it."""
+    for directory in trial_dir.glob("checkpoint_*"):
+        if directory.is_dir() and is_superseded(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+    results = trial_dir / "result.json"
+    lines = results.read_text().splitlines() if results.is_file() else []
+    index = [entry for entry in round_index(lines)
+             if (trial_dir / entry["checkpoint"]).is_dir()]
+    staging = trial_dir / f".{ROUNDS_INDEX}.tmp"
+    staging.write_text(json.dumps(index, indent=1) + "\n")
+    staging.replace(trial_dir / ROUNDS_INDEX)
+    return index
+
+
+def tidy_finished_trials(results: Any) -> int:
+    """`tidy_finished_trial` for every trial of a ResultGrid that finished without an error and
+    lies on a local disk (on cloud storage the markers stay); returns how many were tidied."""
+    tidied = 0
+    for result in results:
+        path = Path(str(result.path))
+        if result.error is None and "://" not in str(result.path) and path.is_dir():
+            try:
+                tidy_finished_trial(path)
+                tidied += 1
+            except OSError as error:  # costs readability, not results
+                print(f"run_sweep: could not tidy {path}: {error}")
+    return tidied

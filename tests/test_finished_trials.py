@@ -1,0 +1,68 @@
+"""A finished trial's directory: round checkpoints and rounds.json, no superseded markers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from sweeps.finished_trials import round_index, tidy_finished_trial, tidy_finished_trials
+from trainables.reporting import SUPERSEDED
+
+
+def _round(number: int, checkpoint: str, test_acc: float) -> dict:
+    return {"row_type": "round", "round": number, "checkpoint_dir_name": checkpoint,
+            "sparsity": 0.2 * number, "test_acc": test_acc, "val_acc": 0.5,
+            "params_prunable": 100 - 20 * number, "status": "ok", "training_iteration": 9}
+
+
+def _trial(directory: Path) -> Path:
+    """Rounds 0 and 1 with a restart between them: progress checkpoints 1-2 superseded, round 1
+    reported twice (the second report after the restart wins), and a line cut off at the end."""
+    directory.mkdir()
+    for number in range(4):
+        checkpoint = directory / f"checkpoint_{number:06d}"
+        checkpoint.mkdir()
+        (checkpoint / ("metrics.json" if number in (0, 3) else SUPERSEDED)).write_text("{}")
+    lines = [
+        json.dumps(_round(0, "checkpoint_000000", 0.9)),
+        json.dumps({"row_type": "epoch", "round": 1, "epoch": 0}),
+        json.dumps({"row_type": "epoch", "round": 1, "epoch": 1, "checkpoint_dir_name":
+                    "checkpoint_000001"}),
+        json.dumps(_round(1, "checkpoint_000002", 0.1)),
+        json.dumps(_round(1, "checkpoint_000003", 0.8)),
+        '{"row_type": "round", "round": 2, "checkpoint_dir_na',
+    ]
+    (directory / "result.json").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_round_index_takes_round_rows_with_checkpoints_last_one_winning(tmp_path: Path) -> None:
+    lines = (_trial(tmp_path / "t") / "result.json").read_text().splitlines()
+    assert round_index(lines) == [
+        {"round": 0, "checkpoint": "checkpoint_000000", "sparsity": 0.0, "test_acc": 0.9,
+         "val_acc": 0.5, "params_prunable": 100, "status": "ok"},
+        {"round": 1, "checkpoint": "checkpoint_000003", "sparsity": 0.2, "test_acc": 0.8,
+         "val_acc": 0.5, "params_prunable": 80, "status": "ok"},
+    ]
+
+
+def test_tidy_removes_markers_only_and_writes_the_index(tmp_path: Path) -> None:
+    trial = _trial(tmp_path / "t")
+    index = tidy_finished_trial(trial)
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == [
+        "checkpoint_000000", "checkpoint_000003"]
+    assert json.loads((trial / "rounds.json").read_text()) == index
+    assert [(e["round"], e["checkpoint"]) for e in index] == [
+        (0, "checkpoint_000000"), (1, "checkpoint_000003")]
+    assert not list(trial.glob(".rounds.json*"))
+
+
+def test_errored_and_remote_trials_are_left_as_they_are(tmp_path: Path) -> None:
+    finished, errored = _trial(tmp_path / "ok"), _trial(tmp_path / "err")
+    results = [SimpleNamespace(path=str(finished), error=None),
+               SimpleNamespace(path=str(errored), error=RuntimeError("boom")),
+               SimpleNamespace(path="s3://bucket/exp/trial", error=None)]
+    assert tidy_finished_trials(results) == 1
+    assert (finished / "rounds.json").is_file() and not (errored / "rounds.json").exists()
+    assert len(list(errored.glob("checkpoint_*"))) == 4
