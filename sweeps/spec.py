@@ -32,9 +32,11 @@ from trainables.config import (
     did_you_mean,
     fields_at,
     format_validation_error,
+    parse_trial_config,
     read_yaml,
 )
 from trainables.errors import ConfigError
+from trainables.identity import identity_values
 from trainables.methods import METHODS
 from trainables.plugins import (
     Plugin,
@@ -134,8 +136,10 @@ def _check_axes(grid: dict[str, list[Any]]) -> None:
 
 
 def trial_key(trial: dict[str, Any]) -> str:
-    """A trial config's identity (equal configs, equal keys)."""
-    return json.dumps(trial, sort_keys=True)
+    """A trial config's identity: the non-default values of the fields that decide its result
+    (`trainables.identity`), so configs that differ only in how they run share a key."""
+    return json.dumps(identity_values(parse_trial_config(trial, check_ignored=False)),
+                      sort_keys=True)
 
 
 def _as_override(key: str, value: Any) -> str:
@@ -339,8 +343,6 @@ def _import_plugins(spec: SweepSpec, source: str, sweep_dir: Path,
 def _share_dense_models(trials: list[dict[str, Any]]) -> None:
     """Trials that start from the dense model share it per recipe: one cache entry that keeps
     the weights of every epoch any of them rewinds to."""
-    from trainables.config import parse_trial_config
-
     groups: dict[str, set[int]] = {}
     sharing = []
     for trial in trials:

@@ -6,21 +6,19 @@ start from the other's dense model (the shared dense cache, `dense_model.checkpo
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from trainables.config import TrialConfig
+from trainables.identity import digest, identity_values
 
 
 def recipe_hash(config: TrialConfig) -> str:
-    """Hash of everything that determines the dense weights: seed, data, model, training recipe
-    and what is prunable (it decides the dense run's parameter counts). Not the method."""
+    """Hash of everything that determines the dense weights: seed, the data, model and training
+    fields that decide the result (non-default values, see `trainables.identity`) and what is
+    prunable (it decides the dense run's parameter counts). Not the method."""
     recipe = {
         "seed": config.seed,
-        "data": config.data.model_dump(exclude={"root", "cache_dir", "download"}),
-        "model": config.model.model_dump(),
-        "train": config.train.model_dump(exclude={"device", "compile", "eval_batch_size"}),
+        "data": identity_values(config.data),
+        "model": identity_values(config.model),
+        "train": identity_values(config.train),
         "prunable": [config.prune.exclude_first_conv, config.prune.exclude_classifier],
     }
-    text = json.dumps(recipe, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(recipe)

@@ -11,6 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainables.identity import BATCHES, EXECUTION
+
+# Fields marked EXECUTION or BATCHES are left out of some identities (trial key, dense recipe
+# hash, decoded data); unmarked fields decide the result. See trainables/identity.py.
+
 
 class _Section(BaseModel):
     # strict: a YAML string "5" is not an int; extra="forbid": a typo is an error, not a no-op.
@@ -26,11 +31,15 @@ class DataConfig(_Section):
         "data",
         description="dataset root: holds flowers-102/, cifar-10-batches-py/, cifar-100-python/ "
         "or ImageNet's train/ + val/; for imagefolder, the tree itself",
+        json_schema_extra=EXECUTION,
     )
     image_size: int | None = Field(
         None, ge=8, le=1024, description="model input size in px; None = the dataset's default"
     )
-    download: bool = Field(True, description="download the dataset when it is absent")
+    download: bool = Field(
+        True, description="download the dataset when it is absent",
+        json_schema_extra=EXECUTION,
+    )
     split_seed: int = Field(
         0, ge=0, description="seed of the train/val/test split or validation hold-out"
     )
@@ -45,27 +54,39 @@ class DataConfig(_Section):
     storage: Literal["auto", "memory", "stream"] | None = Field(
         None, description="image-file datasets: decode once into memory, or stream from disk "
         "every epoch; None/auto = memory when the decoded images need at most 8 GiB",
+        json_schema_extra=EXECUTION,
     )
     workers: int | None = Field(
-        None, ge=0, le=256, description="DataLoader workers decoding a streamed dataset (4)"
+        None, ge=0, le=256, description="DataLoader workers decoding a streamed dataset (4)",
+        json_schema_extra=EXECUTION,
     )
     prefetch: int | None = Field(
-        None, ge=1, le=64, description="batches each streaming worker keeps ready (2)"
+        None, ge=1, le=64, description="batches each streaming worker keeps ready (2)",
+        json_schema_extra=EXECUTION,
     )
-    augment: bool = Field(True, description="random crop (+ flip) on training batches")
+    augment: bool = Field(
+        True, description="random crop (+ flip) on training batches",
+        json_schema_extra=BATCHES,
+    )
     crop: Literal["random_resized", "padded"] | None = Field(
         None, description="random_resized (RandomResizedCrop) or padded (pad, then random "
-        "crop: the CIFAR standard); None = dataset default",
+        "crop: the CIFAR standard); None = dataset default", json_schema_extra=BATCHES,
     )
     crop_padding: int | None = Field(
-        None, ge=0, le=64, description="padding of the padded crop in px (4)"
+        None, ge=0, le=64, description="padding of the padded crop in px (4)",
+        json_schema_extra=BATCHES,
     )
     crop_scale_min: float | None = Field(
-        None, gt=0, le=1, description="smallest crop area fraction; None = dataset default"
+        None, gt=0, le=1, description="smallest crop area fraction; None = dataset default",
+        json_schema_extra=BATCHES,
     )
-    hflip: bool | None = Field(None, description="random horizontal flips; None = dataset default")
+    hflip: bool | None = Field(
+        None, description="random horizontal flips; None = dataset default",
+        json_schema_extra=BATCHES,
+    )
     cache_dir: str | None = Field(
-        None, description="on-disk cache of decoded images; None = <root>/.prunetune_cache"
+        None, description="on-disk cache of decoded images; None = <root>/.prunetune_cache",
+        json_schema_extra=EXECUTION,
     )
 
     @field_validator("name")
@@ -141,7 +162,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(20, ge=1, description="training epochs (dense phase; retraining default)")
     batch_size: int = Field(64, ge=1, le=65536)
-    eval_batch_size: int = Field(512, ge=1, le=65536)
+    eval_batch_size: int = Field(512, ge=1, le=65536, json_schema_extra=EXECUTION)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -163,13 +184,14 @@ class TrainConfig(_Section):
         "accuracies are then measured on a subset)"
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto = the GPU Ray assigned to the trial, else the CPU"
+        "auto", description="auto = the GPU Ray assigned to the trial, else the CPU",
+        json_schema_extra=EXECUTION,
     )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="mixed precision; auto = bf16 on CUDA, off on the CPU"
     )
     channels_last: bool | None = Field(None, description="None = on for CUDA, off on the CPU")
-    compile: bool = Field(False, description="torch.compile the model")
+    compile: bool = Field(False, description="torch.compile the model", json_schema_extra=EXECUTION)
     bn_l1: float = Field(
         0.0, ge=0, lt=1, description="network slimming's L1 penalty on BatchNorm scales "
         "(Liu et al. 2017, e.g. 1e-4), added to the loss of every training phase; 0 = off"
@@ -272,12 +294,13 @@ class DenseModelConfig(_Section):
     cache: str | None = Field(
         None,
         description="directory of dense models shared by the trials of one seed and recipe "
-        "(run_sweep sets it); None = each trial trains its own",
+        "(run_sweep sets it); None = each trial trains its own", json_schema_extra=EXECUTION,
     )
     keep_epochs: list[int] = Field(
         default_factory=list,
         description="epochs K whose weights the dense run keeps for rewinding (`epoch:K`), "
         "besides the initial ones; run_sweep sets the union over a recipe's trials",
+        json_schema_extra=EXECUTION,
     )
 
     @field_validator("keep_epochs")

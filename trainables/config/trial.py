@@ -23,6 +23,7 @@ from trainables.config.sections import (
     TrainConfig,
 )
 from trainables.errors import ConfigError
+from trainables.identity import EXECUTION
 
 
 def _methods() -> Any:
@@ -46,7 +47,8 @@ class TrialConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     prune: PruneConfig = PruneConfig()
     dense_model: DenseModelConfig = DenseModelConfig()
-    measure: MeasureConfig = MeasureConfig()
+    # What each round measures of its cost: how a result is reported, not what it is.
+    measure: MeasureConfig = Field(MeasureConfig(), json_schema_extra=EXECUTION)
 
     @field_validator("method")
     @classmethod

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
 from pruning.registry import Registry
 from trainables.batches import iterate_batches
 from trainables.errors import ConfigError
+from trainables.identity import BATCHES_ROLE, identity_values
 
 #: ImageNet statistics: photo datasets usually start from ImageNet weights, which expect them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -134,24 +136,19 @@ def resolved_cache_dir(cfg: Any) -> Path:
 
 
 def data_identity(cfg: Any) -> str:
-    """The fields that decide what `load_dataset` returns for a DataConfig, as one string.
-
-    Augmentation settings (`augment`, `crop`, `hflip`, ...) are left out: trials that differ
-    only in those share one decoded copy.
-    """
-    fractions = getattr(cfg, "split_fractions", None)
-    return json.dumps({
-        "name": cfg.name,
-        "root": str(Path(cfg.root).resolve()),
-        "image_size": resolved_image_size(cfg),
-        "split_seed": getattr(cfg, "split_seed", 0),
-        "val_size": getattr(cfg, "val_size", None),
-        "split_fractions": list(fractions) if fractions is not None else None,
-        "storage": getattr(cfg, "storage", None),
-        "workers": getattr(cfg, "workers", None),
-        "prefetch": getattr(cfg, "prefetch", None),
-        "cache_dir": str(resolved_cache_dir(cfg)),
-    }, sort_keys=True)
+    """What decides what `load_dataset` returns for a DataConfig, as one string: every field
+    but the augmentation ones (role `batches`: trials that differ only there share one decoded
+    copy), non-default values only, with the root, cache and image size resolved."""
+    if isinstance(cfg, BaseModel):
+        values = identity_values(cfg, leave_out=frozenset({BATCHES_ROLE}))
+    else:  # a plain namespace (tests): all of it
+        values = {key: value for key, value in vars(cfg).items()}
+    values.update(
+        root=str(Path(cfg.root).resolve()),
+        image_size=resolved_image_size(cfg),
+        cache_dir=str(resolved_cache_dir(cfg)),
+    )
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 _PROCESS_CACHE: dict[str, Any] = {}
