@@ -289,7 +289,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) 
     before = {
         name: (
             line_counts(experiment)[name],
-            sorted(p.name for p in (experiment / name).glob("checkpoint_*")),
+            # The round checkpoints: the killed sweep never ended, so superseded progress
+            # markers are still there; the resumed sweep's end removes them.
+            sorted(p.parent.name for p in (experiment / name).glob("checkpoint_*/metrics.json")),
         )
         for name in done
     }
@@ -305,6 +307,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) 
         assert all(count == 1 for count in round_rows.values()), (trial_dir.name, round_rows)
     for name, (count, checkpoints) in before.items():
         assert line_counts(experiment)[name] == count, name
+        # The same round checkpoints, and nothing else left beside them.
         assert sorted(p.name for p in (experiment / name).glob("checkpoint_*")) == checkpoints
 
 
