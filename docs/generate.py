@@ -1,14 +1,16 @@
-"""Regenerate the README's numbers and figures from the shipped sweeps (`make docs`).
+"""Regenerate the documentation's numbers and figures from the shipped sweeps (`make docs`).
 
-    python docs/generate.py                          # run every sweep, rewrite README + docs/*.png
+    python docs/generate.py                          # run every sweep, rewrite the pages + figures
     python docs/generate.py --results output/docs    # no sweeps: use results already there
-    python docs/generate.py --check --results output/docs   # exit 1 if README.md differs
+    python docs/generate.py --check --results output/docs   # exit 1 if a page differs
     python docs/generate.py --only quickstart        # one section (see docs/sections.py)
 
 Each section's sweep runs through `sweeps/run_sweep.py` in a fresh process into a fresh
 `RESULTS/NAME` (never reusing older results, which may come from other code), with a
-`docs_provenance.json` recording the commit, the machine and the wall time. The README text is
-then a function of that directory alone: the same results give the same README, byte for byte.
+`docs_provenance.json` recording the commit, the machine and the wall time. The generated blocks
+of README.md and docs/*.md are then a function of that directory alone: the same results give the
+same pages, byte for byte. docs/config.md, the configuration reference, is rewritten from the
+schema's field descriptions every time (docs/config_reference.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make `docs` and `analysis` importable
     sys.path.insert(0, str(REPO))
 
+from docs.config_reference import CONFIG_REFERENCE, write_config_reference  # noqa: E402
 from docs.consistency import Comparison, block_cpu, compare_blocks  # noqa: E402
 from docs.sections import SECTIONS, Analysed, Section  # noqa: E402
 
@@ -96,7 +99,7 @@ def run_section(section: Section, results_root: Path) -> Path:
     done = subprocess.run(command, cwd=REPO, env=env)
     wall = time.perf_counter() - started
     if done.returncode != 0:
-        raise DocsError(f"{section.sweep}: run_sweep.py exited {done.returncode}; README untouched")
+        raise DocsError(f"{section.sweep}: run_sweep.py exited {done.returncode}; pages untouched")
     info = provenance(section, wall, load)
     (target / PROVENANCE_FILE).write_text(json.dumps(info, indent=1) + "\n")
     return target
@@ -122,7 +125,7 @@ def render_section(section: Section, experiment_dir: Path, figure_dir: Path) -> 
     """The block between the section's markers; draws its figures into `figure_dir`."""
     info_path = experiment_dir / PROVENANCE_FILE
     if not info_path.is_file():
-        raise DocsError(f"{info_path} is missing: results for the README come from "
+        raise DocsError(f"{info_path} is missing: results for the docs come from "
                         "`python docs/generate.py` (make docs), which writes it")
     analysed = Analysed.from_directory(experiment_dir, interval=section.interval)
     parts = []
@@ -144,11 +147,11 @@ def _block_pattern(section: Section) -> re.Pattern[str]:
 
 
 def splice(readme: str, section: Section, block: str) -> str:
-    """README text with the section's marked block replaced by `block`."""
+    """A page's text with the section's marked block replaced by `block`."""
     pattern = _block_pattern(section)
     if len(pattern.findall(readme)) != 1:
         start, end = markers(section.name)
-        raise DocsError(f"README.md needs exactly one {start} ... {end} pair for section "
+        raise DocsError(f"{section.page} needs exactly one {start} ... {end} pair for section "
                         f"{section.name!r} (docs/sections.py)")
     return pattern.sub(lambda _: block, readme)
 
@@ -160,7 +163,7 @@ def block(readme: str, section: Section) -> str:
 
 def cross_cpu_comparison(readme: str, expected: str,
                          sections: list[Section]) -> tuple[Comparison, set[str]] | None:
-    """Where README.md's blocks and those regenerated from the results differ only because the
+    """Where a page's blocks and those regenerated from the results differ only because the
     results come from another CPU model: how they compare within the intervals, and the CPU
     models on either side. None if a differing block comes from the same CPU model (then the
     numbers must be equal, bit for bit) or names none."""
@@ -180,15 +183,15 @@ def cross_cpu_comparison(readme: str, expected: str,
     return combined, cpus
 
 
-def regenerate(readme: str, sections: list[Section], results_root: Path,
+def regenerate(text: str, sections: list[Section], results_root: Path,
                figure_dir: Path) -> str:
-    """README text with every section's block rebuilt from `results_root/NAME`."""
+    """A page's text with every section's block rebuilt from `results_root/NAME`."""
     for section in sections:
         experiment_dir = results_root / section.name
         if not experiment_dir.is_dir():
             raise DocsError(f"no results for section {section.name!r} at {experiment_dir}")
-        readme = splice(readme, section, render_section(section, experiment_dir, figure_dir))
-    return readme
+        text = splice(text, section, render_section(section, experiment_dir, figure_dir))
+    return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -197,22 +200,78 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=None,
                         help="use the results under RESULTS/NAME instead of running the sweeps")
     parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if README.md's generated blocks differ "
+                        help="write nothing; exit 1 if the pages' generated blocks differ "
                              "from what --results produce")
     parser.add_argument("--only", nargs="+", choices=[s.name for s in SECTIONS],
                         help="only these sections (default: all)")
+    # The front page; every other page is found relative to its directory (tests use a copy).
     parser.add_argument("--readme", type=Path, default=REPO / "README.md", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.check and args.results is None:
-        parser.error("--check needs --results (the results the README should come from)")
+        parser.error("--check needs --results (the results the pages should come from)")
     return args
+
+
+def _pages(sections: list[Section], root: Path) -> dict[str, str]:
+    """Each page the sections live on (in order) -> its text."""
+    texts = {}
+    for page in dict.fromkeys(section.page for section in sections):
+        if not (root / page).is_file():
+            raise DocsError(f"{root / page} is missing: it holds the generated block of "
+                            "section(s) " + ", ".join(s.name for s in sections if s.page == page))
+        texts[page] = (root / page).read_text(encoding="utf-8")
+    return texts
+
+
+def _on(page: str, sections: list[Section]) -> list[Section]:
+    return [section for section in sections if section.page == page]
+
+
+def check(texts: dict[str, str], sections: list[Section], results_root: Path) -> int:
+    """0 when every page's blocks equal what `results_root` gives, or (from another CPU) lie
+    within its intervals; EXIT_DIFFERS with a diff otherwise."""
+    with tempfile.TemporaryDirectory() as scratch:
+        expected = {page: regenerate(text, _on(page, sections), results_root, Path(scratch))
+                    for page, text in texts.items()}
+    names = ", ".join(texts)
+    if expected == texts:
+        print(f"docs: {names} match {results_root}")
+        return 0
+    combined, cpus, comparable = Comparison(), set(), True
+    for page, text in texts.items():
+        cross = cross_cpu_comparison(text, expected[page], _on(page, sections))
+        if cross is None:
+            comparable = False
+            continue
+        combined.problems += cross[0].problems
+        combined.intervals += cross[0].intervals
+        combined.other_differences += cross[0].other_differences
+        cpus |= cross[1]
+    if comparable and combined.consistent:
+        print(f"docs: {names} consistent within the intervals with {results_root} (another "
+              f"CPU: {' vs '.join(sorted(cpus))}): {combined.intervals} accuracy intervals "
+              "overlap; cells that depend on the machine or the trajectory and differ: "
+              f"{len(combined.other_differences)}")
+        for line in combined.other_differences:
+            print(f"  {line}")
+        return 0
+    for problem in combined.problems:
+        print(f"docs: not within the intervals: {problem}", file=sys.stderr)
+    for page, text in texts.items():
+        sys.stdout.writelines(difflib.unified_diff(
+            text.splitlines(keepends=True), expected[page].splitlines(keepends=True),
+            page, f"{page} from {results_root}"))
+    print(f"docs: {names} differ from {results_root}: run "
+          f"`python docs/generate.py --results {results_root}`", file=sys.stderr)
+    return EXIT_DIFFERS
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sections = [s for s in SECTIONS if args.only is None or s.name in args.only]
+    root = args.readme.parent
     try:
-        readme = args.readme.read_text(encoding="utf-8")
+        texts = _pages(sections, root)
         results_root = args.results
         if results_root is None:
             results_root = DEFAULT_RESULTS
@@ -220,34 +279,13 @@ def main(argv: list[str] | None = None) -> int:
             for section in sections:
                 run_section(section, results_root)
         if args.check:
-            with tempfile.TemporaryDirectory() as scratch:
-                expected = regenerate(readme, sections, results_root, Path(scratch))
-            if expected == readme:
-                print(f"docs: README.md matches {results_root}")
-                return 0
-            cross = cross_cpu_comparison(readme, expected, sections)
-            if cross is not None and cross[0].consistent:
-                comparison, cpus = cross
-                print(f"docs: README.md is consistent within the intervals with {results_root}"
-                      f" (another CPU: {' vs '.join(sorted(cpus))}): {comparison.intervals} "
-                      "accuracy intervals overlap; cells that depend on the machine or the "
-                      f"trajectory and differ: {len(comparison.other_differences)}")
-                for line in comparison.other_differences:
-                    print(f"  {line}")
-                return 0
-            if cross is not None:
-                for problem in cross[0].problems:
-                    print(f"docs: not within the intervals: {problem}", file=sys.stderr)
-            sys.stdout.writelines(difflib.unified_diff(
-                readme.splitlines(keepends=True), expected.splitlines(keepends=True),
-                "README.md", f"README.md from {results_root}"))
-            print(f"docs: README.md differs from {results_root}: run "
-                  f"`python docs/generate.py --results {results_root}`", file=sys.stderr)
-            return EXIT_DIFFERS
-        figure_dir = args.readme.parent / "docs"
-        updated = regenerate(readme, sections, results_root, figure_dir)
-        args.readme.write_text(updated, encoding="utf-8")
-        print(f"docs: README.md regenerated from {results_root}")
+            return check(texts, sections, results_root)
+        for page, text in texts.items():
+            updated = regenerate(text, _on(page, sections), results_root, root / "docs")
+            (root / page).write_text(updated, encoding="utf-8")
+        write_config_reference(root / "docs" / CONFIG_REFERENCE)
+        print(f"docs: {', '.join(texts)} and docs/{CONFIG_REFERENCE} regenerated from "
+              f"{results_root}")
         return 0
     except DocsError as error:
         print(f"docs: error: {error}", file=sys.stderr)

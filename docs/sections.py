@@ -1,18 +1,19 @@
-"""The README's generated blocks: one `Section` per shipped sweep the README quotes.
+"""The documentation's generated blocks: one `Section` per shipped sweep the pages quote.
 
-Each section owns the text between `<!-- docs:NAME:start -->` and `<!-- docs:NAME:end -->` in
-README.md (its figure links, its table, and a line saying where the numbers come from) and the
-figure files `docs/NAME_*.png`. Prose that interprets the numbers stays hand-written outside the
-markers.
+Each section owns the text between `<!-- docs:NAME:start -->` and `<!-- docs:NAME:end -->`
+in its page (README.md or a page under docs/: its figure links, its table, and a line saying
+where the numbers come from) and the figure files `docs/NAME_*.png`. Prose that interprets
+the numbers stays hand-written outside the markers.
 
-To quote another sweep in the README: add a `Section` to `SECTIONS` (a name, the sweep file,
+To quote another sweep: add a `Section` to `SECTIONS` (a name, the sweep file,
 and optionally other figures or a table function), put the two markers where it belongs in
-README.md, and run `make docs`. A table function takes the section's `Analysed` results and
+its page, and run `make docs`. A table function takes the section's `Analysed` results and
 returns Markdown; figures are `Figure` entries whose `draw` takes the same and a file stem.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,7 @@ def cost_table(analysed: Analysed) -> str:
 
 @dataclass(frozen=True)
 class Section:
-    """A generated README block: a shipped sweep, its figures and its table."""
+    """A generated block: a shipped sweep, its figures and its table."""
 
     name: str
     sweep: str
@@ -153,9 +154,16 @@ class Section:
     table: Callable[[Analysed], str] = method_table
     interval: str = "t"
     run_args: tuple[str, ...] = field(default_factory=tuple)
+    page: str = "README.md"
+    """The Markdown file, relative to the repository root, that holds the block."""
+
+    def figure_file(self, figure: Figure) -> str:
+        """The figure's path relative to the repository root (figures live in docs/)."""
+        return f"docs/{self.name}_{figure.suffix}.png"
 
     def figure_path(self, figure: Figure) -> str:
-        return f"docs/{self.name}_{figure.suffix}.png"
+        """The figure's link as written in `page` (relative to the page's directory)."""
+        return posixpath.relpath(self.figure_file(figure), posixpath.dirname(self.page) or ".")
 
 
 SECTIONS: tuple[Section, ...] = (

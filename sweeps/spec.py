@@ -92,13 +92,19 @@ class Experiment(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="the experiment's name: output/<name>/ (letters, digits, _.-)")
+    description: str = Field("", description="free text for people; prunetune does not read it")
     base: dict[str, Any] = Field(default_factory=dict, description="TrialConfig fields")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
-    experiments: list[Experiment] = Field(default_factory=lambda: [Experiment()], min_length=1)
-    resources: Resources = Resources()
-    max_concurrent_trials: int | None = Field(None, ge=1)
+    experiments: list[Experiment] = Field(
+        default_factory=lambda: [Experiment()], min_length=1,
+        description="the lines of the comparison: each a config over base and its own grid",
+    )
+    resources: Resources = Field(Resources(), description="what Ray reserves for each trial")
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="cap on trials running at once; None = as resources allow"
+    )
     max_failures: int = Field(1, ge=0, description="restarts of a crashed trial")
     share_dense: bool = Field(
         True, description="IMP trials reuse the dense model of the same seed and recipe"

@@ -12,6 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from trainables.augment import BatchAugment
 from trainables.batches import iterate_batches
+from trainables.datasets import batch_augment
 
 MEAN = (0.5, 0.4, 0.3)
 STD = (0.2, 0.25, 0.3)
@@ -182,15 +183,15 @@ def test_identity_crop_is_a_resize():
 def test_from_config_applies_dataset_defaults_and_augment_switch():
     splits = types.SimpleNamespace(image_size=32, mean=(0.3,), std=(0.4,))
     cfg = types.SimpleNamespace(name="digits", augment=True, crop_scale_min=None, hflip=None)
-    aug = BatchAugment.from_config(cfg, splits, train=True)
+    aug = batch_augment(cfg, splits, train=True)
     assert aug.train and aug.crop_scale == (0.6, 1.0) and aug.hflip is False
     assert aug.image_size == 32 and aug.mean == (0.3,)
     cfg = types.SimpleNamespace(name="flowers102", augment=True, crop_scale_min=0.5, hflip=False)
-    aug = BatchAugment.from_config(cfg, splits, train=True)
+    aug = batch_augment(cfg, splits, train=True)
     assert aug.crop_scale == (0.5, 1.0) and aug.hflip is False
     cfg = types.SimpleNamespace(name="flowers102", augment=False, crop_scale_min=None, hflip=None)
-    assert not BatchAugment.from_config(cfg, splits, train=True).train
-    assert not BatchAugment.from_config(cfg, splits, train=False).train
+    assert not batch_augment(cfg, splits, train=True).train
+    assert not batch_augment(cfg, splits, train=False).train
 
 
 def coordinate_batch(b: int, side: int) -> torch.Tensor:
@@ -230,7 +231,7 @@ def test_padded_crop_train_path_normalises_and_flips():
     assert 10 < sum(flipped) < 54
     cfg = types.SimpleNamespace(name="cifar10", augment=True, crop_scale_min=None, hflip=None)
     splits = types.SimpleNamespace(image_size=32, mean=MEAN, std=STD)
-    from_cfg = BatchAugment.from_config(cfg, splits, train=True)
+    from_cfg = batch_augment(cfg, splits, train=True)
     assert (from_cfg.crop_mode, from_cfg.crop_padding, from_cfg.hflip) == ("padded", 4, True)
 
 

@@ -16,8 +16,13 @@ import torch
 from dataset_files import CLASS_COLOURS, write_image_tree, write_imagenet
 from torchvision.datasets import ImageFolder, ImageNet
 
-from trainables.augment import BatchAugment
-from trainables.datasets import ImageSplits, StreamingSplits, clear_process_cache, load_dataset
+from trainables.datasets import (
+    ImageSplits,
+    StreamingSplits,
+    batch_augment,
+    clear_process_cache,
+    load_dataset,
+)
 from trainables.datasets.filelists import decoded_bytes, resolved_storage
 from trainables.datasets.imagefolder import imagefolder_file_lists
 from trainables.errors import ConfigError, DatasetUnavailableError
@@ -198,8 +203,8 @@ def test_streaming_yields_the_batches_of_the_memory_path(imagenet_root, workers)
     assert isinstance(stream, StreamingSplits) and stream.workers == workers
     assert stream.store_size == memory.store_size
     cfg = data_cfg(imagenet_root)
-    train_aug = BatchAugment.from_config(cfg, memory, train=True)
-    eval_aug = BatchAugment.from_config(cfg, memory, train=False)
+    train_aug = batch_augment(cfg, memory, train=True)
+    eval_aug = batch_augment(cfg, memory, train=False)
     for split, augment, seed, kwargs in (
         ("train", train_aug, 7, {"drop_last": True}),
         ("test", eval_aug, None, {}),
@@ -262,7 +267,7 @@ def test_streaming_keeps_at_most_workers_x_prefetch_batches_decoded(imagenet_roo
     monkeypatch.setattr(streaming, "decode_image_file", counting_decode)
     stream = load_dataset(data_cfg(imagenet_root, "imagenet", val_size=3, storage="stream",
                                    workers=2, prefetch=1, image_size=8))
-    augment = BatchAugment.from_config(data_cfg(imagenet_root), stream, train=False)
+    augment = batch_augment(data_cfg(imagenet_root), stream, train=False)
     batch_size, consumed, ahead = 2, 0, []
     for images, _ in stream.batches("train", batch_size, shuffle=False, generator=None,
                                     device="cpu", augment=augment):

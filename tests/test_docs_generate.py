@@ -143,16 +143,55 @@ def test_a_directory_that_is_not_a_sweep_is_never_removed(tmp_path):
     assert (tmp_path / "quickstart" / "notes.txt").read_text() == "mine"
 
 
-def test_the_repository_readme_has_every_section_and_its_figures():
-    readme = (REPO / "README.md").read_text()
+def test_the_repository_pages_have_every_section_and_its_figures():
     for section in SECTIONS:
+        page = (REPO / section.page).read_text()
         start, end = generate.markers(section.name)
-        assert readme.count(start) == 1 and readme.count(end) == 1, section.name
-        assert readme.index(start) < readme.index(end)
+        assert page.count(start) == 1 and page.count(end) == 1, section.name
+        assert page.index(start) < page.index(end)
         assert (REPO / section.sweep).is_file()
         for figure in section.figures:
-            assert (REPO / section.figure_path(figure)).is_file()
-            assert f"({section.figure_path(figure)})" in readme
+            assert (REPO / section.figure_file(figure)).is_file()
+            # The link resolves from the page's own directory.
+            link = section.figure_path(figure)
+            assert f"({link})" in page
+            assert ((REPO / section.page).parent / link).resolve() == \
+                (REPO / section.figure_file(figure)).resolve()
+
+
+def test_a_block_on_a_page_under_docs_links_its_figure_from_there(results_root, tmp_path):
+    from dataclasses import replace
+
+    readme = _readme(tmp_path / "a")
+    page = tmp_path / "a" / "docs" / "methods.md"
+    page.write_text(README)
+    quickstart = replace(SECTIONS[0], page="docs/methods.md")
+    text = generate.regenerate(page.read_text(), [quickstart], results_root,
+                               tmp_path / "a" / "docs")
+    assert "(quickstart_accuracy_vs_params.png)" in text and "(docs/" not in text
+    assert (tmp_path / "a" / "docs" / "quickstart_accuracy_vs_params.png").is_file()
+    assert readme.read_text() == README  # the front page was not touched
+
+
+def test_the_configuration_reference_is_current():
+    """docs/config.md is what the schema gives today: a new or changed field, or a changed
+    description, needs `python docs/generate.py` (or `--results output/docs`) to be run."""
+    from docs.config_reference import render
+
+    assert (REPO / "docs" / "config.md").read_text() == render(), (
+        "docs/config.md is stale: run python docs/generate.py --results output/docs")
+
+
+def test_the_configuration_reference_lists_every_field_once():
+    from docs.config_reference import render
+    from trainables.config.sections import TrainConfig
+
+    text = render()
+    for name, info in TrainConfig.model_fields.items():
+        assert text.count(f"| `{name}` |") >= 1, name
+        assert info.description, f"train.{name} has no description"
+    assert "| `workers` | int \\| None | `null` | execution |" in text
+    assert "| `hflip` | bool \\| None | `null` | batches |" in text
 
 
 def test_check_on_another_cpu_accepts_numbers_within_the_intervals(results_root, tmp_path,

@@ -11,7 +11,6 @@ batch reproducible.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torchvision.ops import roi_align
@@ -85,35 +84,6 @@ class BatchAugment:
         self.dtype = dtype
         self.channels_last = bool(channels_last)
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    @classmethod
-    def from_config(
-        cls,
-        data_cfg: Any,
-        splits: Any,
-        train: bool,
-        *,
-        dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
-    ) -> BatchAugment:
-        """The augmentation a DataConfig asks for on `splits` (an ImageSplits).
-
-        `train=True` with `data_cfg.augment` false gives the eval transform (center crop).
-        """
-        from trainables.datasets import resolved
-
-        return cls(
-            image_size=splits.image_size,
-            mean=splits.mean,
-            std=splits.std,
-            train=train and data_cfg.augment,
-            crop_scale=(resolved(data_cfg, "crop_scale_min"), 1.0),
-            hflip=resolved(data_cfg, "hflip"),
-            crop=resolved(data_cfg, "crop"),
-            crop_padding=resolved(data_cfg, "crop_padding"),
-            dtype=dtype,
-            channels_last=channels_last,
-        )
 
     def __repr__(self) -> str:
         if not self.train:

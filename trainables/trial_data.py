@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from trainables.augment import BatchAugment
 from trainables.config import TrialConfig
-from trainables.datasets import DatasetSplits
+from trainables.datasets import DatasetSplits, batch_augment
 from trainables.runtime import Runtime
 
 
@@ -21,8 +21,6 @@ class TrialData:
     @classmethod
     def build(cls, splits: DatasetSplits, config: TrialConfig, runtime: Runtime) -> TrialData:
         def augment(train: bool) -> BatchAugment:
-            return BatchAugment.from_config(
-                config.data, splits, train, channels_last=runtime.channels_last
-            )
+            return batch_augment(config.data, splits, train, channels_last=runtime.channels_last)
 
         return cls(splits, train_augment=augment(True), eval_augment=augment(False))

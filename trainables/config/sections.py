@@ -23,6 +23,8 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
+    """The dataset, its split, how it is fed and how training batches are augmented."""
+
     name: str = Field(
         "digits",
         description="a registered dataset (`prunetune list` shows them, plug-ins included)",
@@ -126,6 +128,8 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """The network: a registered model or `torchvision:<name>`, its width and start weights."""
+
     name: str = Field(
         "resnet18_cifar",
         description="a registered model or family member, e.g. resnet18 or "
@@ -160,21 +164,26 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
+    """The training recipe of every phase: optimiser, schedule, precision, device."""
+
     epochs: int = Field(20, ge=1, description="training epochs (dense phase; retraining default)")
-    batch_size: int = Field(64, ge=1, le=65536)
-    eval_batch_size: int = Field(512, ge=1, le=65536, json_schema_extra=EXECUTION)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0, lt=1)
-    lr_schedule: Literal["cosine", "step", "constant"] = "cosine"
+    batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
+    eval_batch_size: int = Field(512, ge=1, le=65536, description="evaluation batch size",
+                                 json_schema_extra=EXECUTION)
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="SGD or AdamW")
+    lr: float = Field(0.05, gt=0, le=10, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (AdamW ignores it)")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD)")
+    weight_decay: float = Field(5e-4, ge=0, lt=1, description="weight decay (AdamW: decoupled)")
+    lr_schedule: Literal["cosine", "step", "constant"] = Field(
+        "cosine", description="cosine decay, step decay at lr_milestones, or constant"
+    )
     warmup_epochs: int = Field(0, ge=0, description="linear LR warm-up epochs")
     lr_milestones: list[int] = Field(
         default_factory=list, description="epochs where the step schedule decays"
     )
     lr_gamma: float = Field(0.1, gt=0, le=1, description="decay factor of the step schedule")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the loss")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this")
     max_batches: int | None = Field(
         None, ge=1, description="cap on training batches per epoch (smoke runs)"

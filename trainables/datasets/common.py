@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel
 
 from pruning.registry import Registry
+from trainables.augment import BatchAugment
 from trainables.batches import iterate_batches
 from trainables.errors import ConfigError
 from trainables.identity import BATCHES_ROLE, identity_values
@@ -124,6 +125,25 @@ def resolved(cfg: Any, field_name: str) -> Any:
     """`cfg.<field_name>`, or the dataset's default where it is None (or absent)."""
     value = getattr(cfg, field_name, None)
     return value if value is not None else getattr(dataset_defaults(cfg.name), field_name)
+
+
+def batch_augment(data_cfg: Any, splits: Any, train: bool, *, dtype: torch.dtype = torch.float32,
+                  channels_last: bool = False) -> BatchAugment:
+    """The augmentation a DataConfig asks for on `splits` (an ImageSplits), with the dataset's
+    defaults where the config leaves a field None. `train=True` with `data_cfg.augment` false
+    gives the eval transform (center crop)."""
+    return BatchAugment(
+        image_size=splits.image_size,
+        mean=splits.mean,
+        std=splits.std,
+        train=train and data_cfg.augment,
+        crop_scale=(resolved(data_cfg, "crop_scale_min"), 1.0),
+        hflip=resolved(data_cfg, "hflip"),
+        crop=resolved(data_cfg, "crop"),
+        crop_padding=resolved(data_cfg, "crop_padding"),
+        dtype=dtype,
+        channels_last=channels_last,
+    )
 
 
 def resolved_image_size(cfg: Any) -> int:
