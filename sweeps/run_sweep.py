@@ -198,8 +198,10 @@ class TrialNamer:
     """Readable trial (and TensorBoard run) names: label, seed, and the method's own parts."""
 
     def __init__(self, plan: SweepPlan) -> None:
+        from trainables.config import parse_trial_config
+
         self.labels = {
-            trial_key(trial): label
+            trial_key(parse_trial_config(trial, check_ignored=False)): label
             for trial, label in zip(plan.trials, plan.labels, strict=True)
         }
 
@@ -209,7 +211,7 @@ class TrialNamer:
 
         raw = trial.config.get("trial", {})
         config = parse_trial_config(raw, source="trial config", check_ignored=False)
-        label = self.labels.get(trial_key(raw), config.method)
+        label = self.labels.get(trial_key(config), config.method)
         parts = METHODS.get(config.method).name_parts(config)
         return "_".join([label, f"s{config.seed}", *parts])
 

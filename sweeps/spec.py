@@ -141,11 +141,10 @@ def _check_axes(grid: dict[str, list[Any]]) -> None:
             raise ValueError(f"grid axis {key!r} has no values, so the sweep has no trials")
 
 
-def trial_key(trial: dict[str, Any]) -> str:
+def trial_key(config: TrialConfig) -> str:
     """A trial config's identity: the non-default values of the fields that decide its result
     (`trainables.identity`), so configs that differ only in how they run share a key."""
-    return json.dumps(identity_values(parse_trial_config(trial, check_ignored=False)),
-                      sort_keys=True)
+    return json.dumps(identity_values(config), sort_keys=True)
 
 
 def _as_override(key: str, value: Any) -> str:
@@ -316,7 +315,7 @@ def plan_sweep(
                 f"{point.context(source)}: train.device is 'cuda' but resources.gpu is 0; Ray "
                 "gives a trial no GPU unless resources.gpu asks for one"
             )
-        key = trial_key(resolved)
+        key = trial_key(config)  # paths, made absolute in `resolved`, are not in it
         if key in seen:
             continue  # the same trial from two grid points runs once
         seen.add(key)

@@ -162,7 +162,7 @@ def data_identity(cfg: Any) -> str:
     if isinstance(cfg, BaseModel):
         values = identity_values(cfg, leave_out=frozenset({BATCHES_ROLE}))
     else:  # a plain namespace (tests): all of it
-        values = {key: value for key, value in vars(cfg).items()}
+        values = dict(vars(cfg))
     values.update(
         root=str(Path(cfg.root).resolve()),
         image_size=resolved_image_size(cfg),
