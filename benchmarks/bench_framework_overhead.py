@@ -48,17 +48,16 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
     import torch
     from torch import nn
 
-    from trainables.augment import BatchAugment
     from trainables.batches import iterate_batches
     from trainables.config import parse_trial_config
-    from trainables.datasets import load_dataset
+    from trainables.datasets import batch_augment, load_dataset
     from trainables.models import build_model
     from trainables.random_streams import data_order
 
     torch.set_num_threads(1)
     config = parse_trial_config(trial_config(args))
     splits = load_dataset(config.data)
-    augment = BatchAugment.from_config(config.data, splits, train=True)
+    augment = batch_augment(config.data, splits, train=True)
     torch.manual_seed(config.seed)
     model = build_model(config.model, splits.num_classes, splits.in_channels)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)

@@ -113,11 +113,11 @@ def step_time(image_size: int, steps: int) -> float:
 
 
 def measure(image_size: int, args: argparse.Namespace) -> dict[str, Any]:
-    from trainables.augment import BatchAugment
     from trainables.config import DataConfig
+    from trainables.datasets import batch_augment
 
     splits = common.load_flowers(image_size)
-    augment = BatchAugment.from_config(
+    augment = batch_augment(
         DataConfig(**common.flowers_data(image_size)), splits, train=True
     )
     loader = per_sample_loader(image_size, args.workers)
