@@ -49,10 +49,10 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
     from torch import nn
 
     from trainables.batches import iterate_batches
-    from trainables.config import parse_trial_config
     from trainables.datasets import batch_augment, load_dataset
     from trainables.models import build_model
     from trainables.random_streams import data_order
+    from trainables.resolve import parse_trial_config
 
     torch.set_num_threads(1)
     config = parse_trial_config(trial_config(args))
@@ -86,8 +86,8 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
 
 
 def direct_epochs(args: argparse.Namespace) -> list[float]:
-    from trainables.config import parse_trial_config
     from trainables.reporting import DirectoryReporter
+    from trainables.resolve import parse_trial_config
     from trainables.trial import run_trial
 
     with tempfile.TemporaryDirectory(prefix="bench-direct-") as directory:

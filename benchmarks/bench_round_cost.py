@@ -53,8 +53,8 @@ def trial_config(sweep_file: str, label: str, quick: bool) -> dict[str, Any]:
 
 def run_trial(trial: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
     """Wall time and round rows of one in-process trial."""
-    from trainables.config import parse_trial_config
     from trainables.reporting import DirectoryReporter
+    from trainables.resolve import parse_trial_config
     from trainables.trial import run_trial as run
 
     with tempfile.TemporaryDirectory(prefix="bench-round-cost-") as directory:

@@ -48,8 +48,8 @@ def trial_config(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     import torch
 
-    from trainables.config import parse_trial_config
     from trainables.reporting import DirectoryReporter
+    from trainables.resolve import parse_trial_config
     from trainables.trial import run_trial
 
     torch.set_num_threads(1)

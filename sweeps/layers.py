@@ -24,15 +24,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import (
-    TrialConfig,
-    apply_overrides,
+from trainables.config import TrialConfig, apply_overrides
+from trainables.errors import ConfigError
+from trainables.resolve import (
     check_written_fields,
     ignored_field_message,
     ignored_fields,
     parse_trial_config,
 )
-from trainables.errors import ConfigError
 
 SHARED_LAYERS = ("base", "--set")
 """Layers that apply to every experiment: fields there that a method ignores are dropped."""

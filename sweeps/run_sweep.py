@@ -198,7 +198,7 @@ class TrialNamer:
     """Readable trial (and TensorBoard run) names: label, seed, and the method's own parts."""
 
     def __init__(self, plan: SweepPlan) -> None:
-        from trainables.config import parse_trial_config
+        from trainables.resolve import parse_trial_config
 
         self.labels = {
             trial_key(parse_trial_config(trial, check_ignored=False)): label
@@ -206,8 +206,8 @@ class TrialNamer:
         }
 
     def name(self, trial: Any) -> str:
-        from trainables.config import parse_trial_config
         from trainables.methods import METHODS
+        from trainables.resolve import parse_trial_config
 
         raw = trial.config.get("trial", {})
         config = parse_trial_config(raw, source="trial config", check_ignored=False)
@@ -237,9 +237,9 @@ def _check_start_weights(plan: SweepPlan) -> None:
 def _check_dense_checkpoints(plan: SweepPlan) -> None:
     """Explicit `dense_model.checkpoint` paths must exist, load, and match their trial's recipe:
     a wrong one is a ConfigError here, before Ray starts, not an errored trial later."""
-    from trainables.config import parse_trial_config
     from trainables.methods import METHODS
     from trainables.methods.dense_model import check_dense_checkpoint
+    from trainables.resolve import parse_trial_config
 
     for trial in plan.trials:
         directory = trial["dense_model"]["checkpoint"]
@@ -397,8 +397,8 @@ def _methods_of(plan: SweepPlan) -> dict[str, Any]:
 def _disk_guard(launch: Launch) -> Any:
     """The sweep's guard against a full results disk (see sweeps/disk_guard.py)."""
     from sweeps.disk_guard import DiskGuard
-    from trainables.config import parse_trial_config
     from trainables.methods import METHODS
+    from trainables.resolve import parse_trial_config
 
     rounds = 0
     for trial in launch.plan.trials:

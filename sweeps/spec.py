@@ -32,7 +32,6 @@ from trainables.config import (
     did_you_mean,
     fields_at,
     format_validation_error,
-    parse_trial_config,
     read_yaml,
 )
 from trainables.errors import ConfigError
@@ -46,6 +45,7 @@ from trainables.plugins import (
     resolve_plugins,
 )
 from trainables.recipe import recipe_hash
+from trainables.resolve import parse_trial_config
 
 # Relative paths in trial configs are resolved against the launch directory, because Ray runs
 # each trial with its own trial directory as working directory.

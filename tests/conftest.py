@@ -87,8 +87,9 @@ def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[st
     import torch
 
     import pruning
-    from trainables.config import ModelConfig, parse_trial_config
+    from trainables.config import ModelConfig
     from trainables.models import build_model
+    from trainables.resolve import parse_trial_config
 
     config = parse_trial_config(trial, check_ignored=False)
     state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)

@@ -34,10 +34,11 @@ from typing import Any
 import torch
 
 import pruning
-from trainables.config import TrialConfig, parse_trial_config
+from trainables.config import TrialConfig
 from trainables.datasets import load_dataset
 from trainables.loop import eval_batches, evaluate
 from trainables.models import build_model
+from trainables.resolve import parse_trial_config
 from trainables.runtime import resolve_runtime
 from trainables.trial_data import TrialData
 

@@ -88,8 +88,8 @@ def rows(trial_dir: Path, row_type: str = "round") -> list[dict[str, Any]]:
 def reference_rounds(trial_dir: Path, tmp: Path) -> list[dict[str, Any]]:
     """The round rows of a sweep's trial run again uninterrupted, in-process, without Ray (and
     without the sweep's dense cache), into `tmp`."""
-    from trainables.config import parse_trial_config
     from trainables.reporting import DirectoryReporter
+    from trainables.resolve import parse_trial_config
     from trainables.trial import run_trial
 
     raw = json.loads((trial_dir / "params.json").read_text())["trial"]

@@ -6,13 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainables.config import (
-    TrialConfig,
-    apply_overrides,
-    load_trial_config,
-    parse_trial_config,
-)
+from trainables.config import TrialConfig, apply_overrides
 from trainables.errors import ConfigError
+from trainables.resolve import load_trial_config, parse_trial_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

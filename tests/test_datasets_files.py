@@ -219,9 +219,9 @@ def test_streaming_yields_the_batches_of_the_memory_path(imagenet_root, workers)
 
 
 def test_a_streamed_training_phase_equals_the_in_memory_one(imagenet_root):
-    from trainables.config import parse_trial_config
     from trainables.loop import train_phase
     from trainables.models import build_model
+    from trainables.resolve import parse_trial_config
     from trainables.runtime import resolve_runtime
     from trainables.trial_data import TrialData
 

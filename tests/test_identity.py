@@ -7,11 +7,12 @@ import json
 from pydantic import Field, create_model
 
 from sweeps.spec import trial_key
-from trainables.config import TrialConfig, parse_trial_config
+from trainables.config import TrialConfig
 from trainables.config.sections import DataConfig, TrainConfig
 from trainables.datasets import data_identity
 from trainables.identity import EXECUTION, field_role, identity_values
 from trainables.recipe import recipe_hash
+from trainables.resolve import parse_trial_config
 
 
 def _config(**sections: dict) -> TrialConfig:

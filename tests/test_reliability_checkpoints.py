@@ -18,8 +18,8 @@ from trainables.checkpoints import (
     load_round_checkpoint,
     save_round_checkpoint,
 )
-from trainables.config import parse_trial_config
 from trainables.reporting import DirectoryReporter, load_latest_usable
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 

@@ -11,8 +11,8 @@ import pytest
 from invariants import check_experiment
 from reliability_helpers import rows, run_plot, run_sweep, tiny_base, trial_dirs, write_sweep
 
-from trainables.config import parse_trial_config
 from trainables.reporting import SUPERSEDED, DirectoryReporter, usable_checkpoint_dirs
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 TRAIN = {"epochs": 3}  # 3 epochs x 2 batches: the kill lands at the start of the last epoch

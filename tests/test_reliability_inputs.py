@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from reliability_helpers import ROOT, run_plot, run_sweep, tiny_base, write_sweep
 
 from sweeps.spec import plan_sweep
-from trainables.config import parse_trial_config
 from trainables.errors import PrunetuneError
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 SOURCE_DIRS = ("pruning", "trainables", "sweeps", "analysis", "benchmarks")

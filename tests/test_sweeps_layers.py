@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from sweeps.spec import SMOKE_SETTINGS, plan_sweep
-from trainables.config import parse_trial_config
 from trainables.errors import ConfigError
 from trainables.methods import METHODS
+from trainables.resolve import parse_trial_config
 
 TINY = {"data": {"name": "digits"}, "model": {"name": "resnet18_cifar", "width": 4},
         "train": {"epochs": 6}}

@@ -20,12 +20,12 @@ import pruning
 import trainables.methods.rounds
 import trainables.reporting
 from trainables import faults
-from trainables.config import parse_trial_config
 from trainables.datasets import load_dataset
 from trainables.errors import ConfigError
 from trainables.loop import TrialData, evaluate
 from trainables.models import build_model
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.runtime import resolve_runtime
 from trainables.trial import run_trial
 

@@ -10,9 +10,9 @@ import pytest
 
 import trainables.loop
 import trainables.methods.rounds
-from trainables.config import parse_trial_config
 from trainables.errors import ConfigError
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 

@@ -6,9 +6,10 @@ import tempfile
 import pytest
 import torch
 
-from trainables.config import TrainConfig, parse_trial_config
+from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.runtime import resolve_runtime
 from trainables.trial import run_trial
 

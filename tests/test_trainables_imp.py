@@ -15,9 +15,9 @@ import torch
 import pruning
 import trainables.loop
 import trainables.methods.rounds
-from trainables.config import parse_trial_config
 from trainables.models import build_model
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 

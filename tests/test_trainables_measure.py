@@ -14,10 +14,10 @@ import torch
 
 import pruning
 import trainables.measure
-from trainables.config import parse_trial_config
 from trainables.errors import ConfigError
 from trainables.recipe import recipe_hash
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from pruning.nm_latency import CPU_NOTE
-from trainables.config import parse_trial_config
 from trainables.errors import ConfigError
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 

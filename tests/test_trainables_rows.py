@@ -10,11 +10,11 @@ import pytest
 import torch
 from invariants import near_tie_counts
 
-from trainables.config import parse_trial_config
 from trainables.datasets import load_dataset
 from trainables.loop import evaluate
 from trainables.models import build_model
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.runtime import resolve_runtime
 from trainables.trial import run_trial
 from trainables.trial_data import TrialData

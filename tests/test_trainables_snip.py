@@ -12,8 +12,8 @@ import torch
 
 import trainables.loop
 import trainables.methods.rounds
-from trainables.config import parse_trial_config
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 TARGET = 0.7

@@ -14,10 +14,10 @@ from torch import nn
 
 import pruning
 from trainables import random_streams
-from trainables.config import parse_trial_config
 from trainables.methods.dynamic_sparse import DropAndGrow
 from trainables.methods.gmp import GradualMagnitude
 from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from trainables.config import parse_trial_config
 from trainables.reporting import SUPERSEDED, usable_checkpoint_dirs
+from trainables.resolve import parse_trial_config
 
 EPOCH_FIELDS = {"train_loss", "train_acc", "val_acc", "lr", "epoch_time_s", "images_per_s"}
 

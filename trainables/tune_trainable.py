@@ -13,11 +13,11 @@ from typing import Any
 _collecting = gc.isenabled()
 gc.disable()
 try:
-    from trainables.config import parse_trial_config
     from trainables.datasets import data_identity
     from trainables.methods import METHODS, Method
     from trainables.plugins import Plugin, import_plugins, load_installed_plugins
     from trainables.reporting import TuneReporter
+    from trainables.resolve import parse_trial_config
     from trainables.shared_data import from_shareable
     from trainables.trial import run_trial
 finally:

@@ -6,13 +6,17 @@ are refused at load time with a `ConfigError` whose one line names the field pat
 be accepted.
 
 sections.py   the shared sections (data, model, train, prune, dense_model, measure), MethodSection
-trial.py      TrialConfig (shared sections + the method's own), parse_trial_config, ignored fields
+trial.py      TrialConfig: the shared sections + the method's own, shapes only
 written.py    one layer of a config checked as written, field by field
 messages.py   one line per problem: did-you-mean, renamed keys, pydantic errors
 files.py      YAML files and dotted overrides
+
+Nothing here imports the methods: `trainables.resolve` (above this package and the registries)
+looks the method up, validates its section and applies its rules. Read configs through
+`trainables.resolve.parse_trial_config` / `load_trial_config`.
 """
 
-from trainables.config.files import apply_overrides, load_trial_config, read_yaml
+from trainables.config.files import apply_overrides, read_yaml
 from trainables.config.messages import (
     MOVED_KEYS,
     SectionError,
@@ -31,15 +35,8 @@ from trainables.config.sections import (
     PruneConfig,
     TrainConfig,
 )
-from trainables.config.trial import (
-    TrialConfig,
-    ignored_field_message,
-    ignored_fields,
-    parse_trial_config,
-    set_fields,
-    validate_section,
-)
-from trainables.config.written import check_written_fields
+from trainables.config.trial import TrialConfig, set_fields, validate_section
+from trainables.config.written import check_layer_fields
 
 __all__ = [
     "MOVED_KEYS",
@@ -53,16 +50,12 @@ __all__ = [
     "TrainConfig",
     "TrialConfig",
     "apply_overrides",
-    "check_written_fields",
+    "check_layer_fields",
     "did_you_mean",
     "fields_at",
     "format_error_detail",
     "format_validation_error",
-    "ignored_field_message",
-    "ignored_fields",
-    "load_trial_config",
     "moved_key_message",
-    "parse_trial_config",
     "read_yaml",
     "set_fields",
     "validate_section",

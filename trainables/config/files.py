@@ -8,7 +8,6 @@ from typing import Any
 
 import yaml
 
-from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.errors import ConfigError
 
 
@@ -54,9 +53,3 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = child
         node[parts[-1]] = value
     return result
-
-
-def load_trial_config(path: str | Path, overrides: list[str] | None = None) -> TrialConfig:
-    """Load one trial's YAML config with optional dotted overrides, validated."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
-    return parse_trial_config(raw, source=str(path))
