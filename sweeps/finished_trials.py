@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from trainables.checkpoints import METRICS_FILE
 from trainables.reporting import is_superseded
 
 ROUNDS_INDEX = "rounds.json"
@@ -45,8 +46,14 @@ def round_index(result_lines: list[str]) -> list[dict[str, Any]]:
 
 
 def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
-    """Remove the superseded progress markers of a finished trial and write its `rounds.json`;
-    returns the index. A round whose checkpoint directory is missing is left out of it."""
+    """Remove what no one will restore from a finished trial and write its `rounds.json`;
+    returns the index. A round whose checkpoint directory is missing is left out of it.
+
+    Removed: superseded progress markers; checkpoint directories no round row names that are
+    a progress checkpoint (no metrics.json: left by a crash or a full disk) or a copy of a round
+    already indexed (a restarted trial may report a round again, see `trainables.reporting`).
+    A round checkpoint whose round has no row stays: it is evidence, not litter.
+    """
     for directory in trial_dir.glob("checkpoint_*"):
         if directory.is_dir() and is_superseded(directory):
             shutil.rmtree(directory, ignore_errors=True)
@@ -54,10 +61,25 @@ def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
     lines = results.read_text().splitlines() if results.is_file() else []
     index = [entry for entry in round_index(lines)
              if (trial_dir / entry["checkpoint"]).is_dir()]
+    indexed = {entry["checkpoint"] for entry in index}
+    rounds = {entry["round"] for entry in index}
+    for directory in trial_dir.glob("checkpoint_*"):
+        if directory.is_dir() and directory.name not in indexed:
+            round_number = _round_of(directory)
+            if round_number is None or round_number in rounds:
+                shutil.rmtree(directory, ignore_errors=True)
     staging = trial_dir / f".{ROUNDS_INDEX}.tmp"
     staging.write_text(json.dumps(index, indent=1) + "\n")
     staging.replace(trial_dir / ROUNDS_INDEX)
     return index
+
+
+def _round_of(checkpoint_dir: Path) -> int | None:
+    """The round a round checkpoint's metrics.json names; None for anything else."""
+    try:
+        return int(json.loads((checkpoint_dir / METRICS_FILE).read_text())["round"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def tidy_finished_trials(results: Any) -> int:

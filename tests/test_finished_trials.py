@@ -66,3 +66,28 @@ def test_errored_and_remote_trials_are_left_as_they_are(tmp_path: Path) -> None:
     assert tidy_finished_trials(results) == 1
     assert (finished / "rounds.json").is_file() and not (errored / "rounds.json").exists()
     assert len(list(errored.glob("checkpoint_*"))) == 4
+
+
+def test_tidy_removes_leftovers_no_row_names_but_keeps_an_unlogged_round(tmp_path: Path) -> None:
+    """Left by a crash: a progress checkpoint (state only), a copy of round 0 under another name
+    (a restarted trial reported the round again) and round 5's checkpoint with no row."""
+    trial = _trial(tmp_path / "t")
+    for number, metrics in ((4, None), (5, {"round": 0}), (6, {"round": 5})):
+        checkpoint = trial / f"checkpoint_{number:06d}"
+        checkpoint.mkdir()
+        (checkpoint / "state.pt").write_bytes(b"weights")
+        if metrics is not None:
+            (checkpoint / "metrics.json").write_text(json.dumps(metrics))
+    index = tidy_finished_trial(trial)
+    assert [entry["checkpoint"] for entry in index] == ["checkpoint_000000", "checkpoint_000003"]
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == [
+        "checkpoint_000000", "checkpoint_000003", "checkpoint_000006"]
+
+
+def test_logged_checkpoints_reads_the_names_rows_came_with(tmp_path: Path) -> None:
+    from trainables.reporting import logged_checkpoints
+
+    trial = _trial(tmp_path / "t")
+    assert logged_checkpoints(trial) == {
+        "checkpoint_000000", "checkpoint_000001", "checkpoint_000002", "checkpoint_000003"}
+    assert logged_checkpoints(tmp_path) == set()

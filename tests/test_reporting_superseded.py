@@ -11,6 +11,7 @@ Ray Tune's side is played here by a stand-in that persists each reported checkpo
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,38 @@ def test_a_restore_of_the_newest_checkpoint_is_unchanged(fake_tune):
     reporter.report([epoch_row(1)], progress(1))
     reporter.report([epoch_row(2)], progress(2))
     assert TuneReporter().latest_state()["epoch"] == 2
+
+
+def round_state(number: int) -> dict[str, Any]:
+    row = {"row_type": "round", "round": number, "test_acc": 0.5}
+    return {"kind": "round", "round": number, "metrics": row, "layer_sparsity": {},
+            "model": {"w": torch.full((3,), 10.0 + number)}}
+
+
+@pytest.mark.parametrize("logged", [False, True])
+def test_a_round_checkpoint_the_driver_never_logged_is_reported_again(fake_tune, tmp_path,
+                                                                      logged):
+    """The trial reported progress, then round 1 with its checkpoint, and crashed before the
+    driver logged the round: restored from the (superseded) progress checkpoint, it continues
+    after round 1 and reports round 1's row again, with a copy of its checkpoint; unless the
+    round's row is in result.json already."""
+    first = TuneReporter()
+    first.report([epoch_row(1)], progress(1))
+    stale = fake_tune.current
+    first.report([{"row_type": "round", "round": 1, "test_acc": 0.5}], round_state(1))
+    round_dir = Path(fake_tune.current.path)
+    if logged:
+        rows = [{"row_type": "epoch"}, {"round": 1, "checkpoint_dir_name": round_dir.name}]
+        (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fake_tune.current, fake_tune.rows = stale, []
+
+    state = TuneReporter().latest_state()
+    assert state["kind"] == "round" and state["round"] == 1
+    if logged:
+        assert fake_tune.rows == []
+    else:
+        assert fake_tune.rows == [{"row_type": "round", "round": 1, "test_acc": 0.5}]
+        copy = Path(fake_tune.current.path)
+        assert copy != round_dir and torch.equal(
+            torch.load(copy / "state.pt", weights_only=True)["model"]["w"],
+            torch.full((3,), 11.0))

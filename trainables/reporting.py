@@ -16,11 +16,22 @@ the next checkpoint is written and then reported just before it. A trial restart
 checkpoint therefore never reports a (round, epoch) row a second time, in `result.json`,
 TensorBoard or any other logger. The cost is that rows arrive in bursts when checkpoints are
 spaced out (see `CheckpointCadence`).
+
+A restarted trial also guards against two things a crash can leave behind in its directory:
+
+* Ray numbers a trial's checkpoints on from the last one its driver logged, so a new checkpoint
+  could land in (and mix its files with) a directory an earlier attempt wrote after that, e.g.
+  a progress checkpoint already emptied to its marker. `TuneReporter` numbers on past every
+  checkpoint directory that exists.
+* A trial that reported a round checkpoint and crashed before the driver logged it loses that
+  round's row; restored from an older checkpoint, it follows the marker to the round checkpoint
+  and reports the round's row again, with a copy of the checkpoint, so the row is not lost.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -134,9 +145,9 @@ class TuneReporter:
 
     def __init__(self) -> None:
         self._superseded: Any = None  # the last progress checkpoint, removed by the next one
+        _number_checkpoints_past_existing()
 
     def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
-        import ray
         from ray import tune
 
         *earlier, last = rows
@@ -145,7 +156,13 @@ class TuneReporter:
         if state is None:
             tune.report(last)
             return
-        if last.get("row_type") == "round":
+        self._report_with_checkpoint(last, state)
+
+    def _report_with_checkpoint(self, last: dict[str, Any], state: dict[str, Any]) -> None:
+        import ray
+        from ray import tune
+
+        if last.get("row_type") == "round" and ray.is_initialized():
             # Which Ray node ran the round (multi-node sweeps).
             last = {**last, "node_id": ray.get_runtime_context().get_node_id()}
         with tempfile.TemporaryDirectory(prefix="prunetune-ckpt-") as directory:
@@ -185,12 +202,56 @@ class TuneReporter:
                 if latest not in candidates:
                     candidates.append(latest)
             found = load_latest_usable(candidates)
+            if (is_superseded(latest) and found is not None and found[0].name > latest.name
+                    and found[1].get("metrics")
+                    and found[0].name not in logged_checkpoints(latest.parent)):
+                # A round checkpoint whose row the driver never logged (see the docstring).
+                self._report_with_checkpoint(found[1]["metrics"], found[1])
         state = found[1] if found else None
         if is_progress(state):
             # Superseded in turn by this trial's next checkpoint.
             self._superseded = (checkpoint if found[0] == latest
                                 else tune.Checkpoint.from_directory(str(found[0])))
         return state
+
+
+CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
+
+
+def logged_checkpoints(trial_dir: Path) -> set[str]:
+    """The checkpoint directory names that rows in the trial's `result.json` came with."""
+    path = trial_dir / "result.json"
+    names = set()
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            name = json.loads(line).get("checkpoint_dir_name")
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut off by a crash
+        if name:
+            names.add(name)
+    return names
+
+
+def _number_checkpoints_past_existing() -> None:
+    """Make Ray's next checkpoint of this trial take a number past every checkpoint directory
+    the trial already has (see the module docstring).
+
+    Ray keeps the index on its (internal) storage context and documents overriding it for
+    custom checkpoint names; without that attribute (another Ray) this does nothing.
+    """
+    import pyarrow.fs
+    from ray.train._internal.session import get_session
+
+    storage = getattr(get_session(), "storage", None)
+    if storage is None or not hasattr(storage, "current_checkpoint_index"):
+        return
+    selector = pyarrow.fs.FileSelector(storage.trial_fs_path, allow_not_found=True)
+    numbers = [int(match.group(1))
+               for info in storage.storage_filesystem.get_file_info(selector)
+               if info.type == pyarrow.fs.FileType.Directory
+               and (match := CHECKPOINT_NAME.fullmatch(info.base_name))]
+    if numbers:
+        storage.current_checkpoint_index = max(storage.current_checkpoint_index, max(numbers))
 
 
 class DirectoryReporter:
