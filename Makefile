@@ -1,8 +1,8 @@
-# Two commands do all the set-up (see README):
+# Two commands do all the set-up (see README.md):
 #   make quickstart   create the venv, run the quickstart sweep on digits and plot it
 #   make test         create the venv, lint, run the whole test suite (what CI runs)
-#   make docs         rerun the sweeps the README quotes; rewrite its tables and figures
-#   make docs-check   fail if README.md differs from what the results in output/docs give
+#   make docs         rerun the sweeps the docs quote; rewrite their tables and figures
+#   make docs-check   fail if a page differs from what the results in output/docs give
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -24,8 +24,8 @@ quickstart: venv
 	$(PY) sweeps/run_sweep.py sweeps/quickstart.yaml
 	$(PY) analysis/plot.py output/quickstart
 
-# The README's numbers are never typed: docs/generate.py reruns the sweeps of docs/sections.py
-# (a fresh output/docs/NAME each time) and rewrites the marked blocks of README.md.
+# The docs' numbers are never typed: docs/generate.py reruns the sweeps of docs/sections.py
+# (a fresh output/docs/NAME each time) and rewrites the marked blocks of README.md and docs/methods.md.
 docs: venv
 	$(PY) docs/generate.py
 

@@ -1,8 +1,8 @@
-"""Whether a README block and a block regenerated from results of another CPU agree within the
-seed intervals.
+"""Whether a page's generated block and one regenerated from results of another CPU agree within
+the seed intervals.
 
-The promise (README, "Reproducibility"): the same CPU model and commit give the README's numbers
-bit for bit; another CPU's float kernels round differently in the last bits, the training
+The promise (docs/sweeps.md, "Reproducibility"): the same CPU model and commit give the pages'
+numbers bit for bit; another CPU's float kernels round differently in the last bits, the training
 trajectories drift apart, and the numbers land elsewhere inside the intervals over seeds. So on
 another CPU, `make docs-check` compares the two blocks table by table:
 
@@ -69,7 +69,7 @@ def table_rows(block: str) -> list[list[str]]:
 
 
 def compare_blocks(published: str, regenerated: str, name: str) -> Comparison:
-    """Compare section `name`'s block as the README has it with one regenerated elsewhere."""
+    """Compare section `name`'s block as its page has it with one regenerated elsewhere."""
     result = Comparison()
     old, new = table_rows(published), table_rows(regenerated)
     if not old or not new or old[0] != new[0]:

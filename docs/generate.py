@@ -91,7 +91,7 @@ def run_section(section: Section, results_root: Path) -> Path:
         shutil.rmtree(target)
     command = [sys.executable, str(REPO / "sweeps" / "run_sweep.py"), str(REPO / section.sweep),
                "--storage", str(results_root), "--name", section.name, *section.run_args]
-    # A local Ray of its own: RAY_ADDRESS would send the README's sweep to some cluster.
+    # A local Ray of its own: RAY_ADDRESS would send the docs' sweep to some cluster.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     print(f"docs: running {section.sweep} -> {target}", flush=True)
     load = os.getloadavg()[0]  # on a shared machine the wall time depends on it

@@ -168,7 +168,8 @@ class Section:
 
 SECTIONS: tuple[Section, ...] = (
     Section(name="quickstart", sweep="sweeps/quickstart.yaml", title="quickstart"),
-    Section(name="methods", sweep="sweeps/methods_digits.yaml", title="methods_digits"),
+    Section(name="methods", sweep="sweeps/methods_digits.yaml", title="methods_digits",
+            page="docs/methods.md"),
     Section(name="structured", sweep="sweeps/structured_digits.yaml", title="structured_digits",
-            figures=(ACCURACY_VS_LATENCY,), table=cost_table),
+            figures=(ACCURACY_VS_LATENCY,), table=cost_table, page="docs/methods.md"),
 )

@@ -1,4 +1,4 @@
-"""A real two-node Ray cluster on loopback, started with `ray start` as the README says.
+"""A real two-node Ray cluster on loopback, started with `ray start` as docs/cluster.md says.
 
 Each node has its own temp dir and its own free ports, and its processes are stopped by their
 process ids (never `ray stop`, which would stop every Ray instance on a shared machine). The
@@ -92,7 +92,7 @@ def _ray(command: list[str], env: dict[str, str]) -> str:
 @contextlib.contextmanager
 def loopback_cluster() -> Iterator[LoopbackCluster]:
     """A head and one other node on 127.0.0.1, token authentication on, started with the
-    README's commands (plus private temp dirs and ports)."""
+    docs/cluster.md's commands (plus private temp dirs and ports)."""
     homes = [Path(tempfile.mkdtemp(prefix="pt-home-")) for _ in range(2)]
     # Short paths: Ray's Unix sockets live under the temp dir (a 107-byte limit).
     temp_dirs = [Path(tempfile.mkdtemp(prefix="ptr-h-", dir="/tmp")),
@@ -104,7 +104,7 @@ def loopback_cluster() -> Iterator[LoopbackCluster]:
     node_ports = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
                   "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
     try:
-        # README step 1: a token on the head, then the head in token mode.
+        # docs/cluster.md step 1: a token on the head, then the head in token mode.
         cluster.token = _ray([RAY, "get-auth-token", "--generate"], cluster.env(on_head=True))
         _ray([RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dirs[0]}",
               "--include-dashboard=false", *common,

@@ -1,5 +1,6 @@
-"""docs/generate.py: the README's generated blocks are a function of a results directory alone,
-and the check fails when README.md differs from what given results produce (issue 14, part 2)."""
+"""docs/generate.py: the pages' generated blocks (README.md, docs/methods.md) are a function of a
+results directory alone, and the check fails when a page differs from what given results produce
+(issue 14, part 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every file path, link and command that README.md and docs/*.md name exists."""
+"""Every file path, link (and heading it points at) and command that README.md and docs/*.md
+name exists."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _PATH = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
 _MAKE = re.compile(r"\bmake ([a-z][a-z-]*)")
 _PRUNETUNE = re.compile(r"\bprunetune ([a-z][a-z-]*)")
+_FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 
 
 def repository_paths(text: str) -> set[str]:
@@ -61,6 +63,34 @@ def test_links_resolve(page: Path) -> None:
     assert not broken, f"{page.name} links to files that do not exist: {broken}"
 
 
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors for a page's headings (outside fenced code): lower case, punctuation
+    dropped, spaces to hyphens, a repeated one suffixed -1, -2, ..."""
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", _FENCE.sub("", text), flags=re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in found:
+            n += 1
+            candidate = f"{slug}-{n}"
+        found.add(candidate)
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_link_anchors_exist(page: Path) -> None:
+    broken = []
+    for target in _LINK.findall(page.read_text()):
+        if "://" in target or "#" not in target or target.startswith("mailto:"):
+            continue
+        path, _, fragment = target.partition("#")
+        linked = page.parent / path if path else page
+        if linked.suffix == ".md" and linked.is_file() and fragment not in anchors(
+                linked.read_text()):
+            broken.append(target)
+    assert not broken, f"{page.name} links to headings that do not exist: {broken}"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_named_commands_exist(page: Path) -> None:
     text = "\n".join(_CODE.findall(page.read_text())) + "\n" + "\n".join(
@@ -77,4 +107,7 @@ def test_the_checks_catch_what_they_look_for() -> None:
     assert repository_paths(text) == {"sweeps/nope.yaml", "analysis/plot.py"}
     assert "docs" in make_targets() and "test" in make_targets()
     assert {"run", "plot", "dry-run", "list"} <= prunetune_commands()
+    assert anchors("# Sweeps\n## Sweep files\n```\n# not a heading\n```\n## Sweep files\n"
+                   "## Methods, structure and `speed`\n") == {
+        "sweeps", "sweep-files", "sweep-files-1", "methods-structure-and-speed"}
 

@@ -1,4 +1,4 @@
-"""Running on a cluster with Ray 2.60's token authentication (README "Running on a cluster").
+"""Running on a cluster with Ray 2.60's token authentication (docs/cluster.md).
 
 A real head and worker started with `ray start` on loopback (tests/ray_cluster_helpers.py),
 token authentication on: the sweep runs through `--address` when the driver has
@@ -101,7 +101,7 @@ def _one_line(process: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.slow
 def test_sweep_runs_through_address_with_the_token(cluster, tmp_path):
-    # README step 3: on the head, RAY_AUTH_MODE=token; the token comes from ~/.ray/auth_token.
+    # docs/cluster.md step 3: on the head, RAY_AUTH_MODE=token; the token is ~/.ray/auth_token.
     assert (cluster.head_home / ".ray" / "auth_token").read_text() == cluster.token
     process = _run(cluster, cluster.env(on_head=True, RAY_AUTH_MODE="token"), tmp_path)
     assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-3000:]

@@ -1,7 +1,7 @@
 """What a round's network costs besides its parameters: FLOPs and measured latency.
 
-Every round row gets these fields (see README, "What a trial records") unless `measure.enabled`
-is false:
+Every round row gets these fields (see docs/results-and-checkpoints.md, "What a trial records")
+unless `measure.enabled` is false:
 
 * `flops`: multiply-accumulates of one forward pass of the network as it is stored, at the
   trial's input size and batch 1 (`pruning.flops`: torch's FlopCounterMode, halved);

@@ -3,7 +3,8 @@ method is run directly (notebooks, unit tests). The methods see only `TrialLog`.
 
 Two kinds of checkpoint:
 
-* a **round** checkpoint at the end of every round (the contract in the README; all are kept);
+* a **round** checkpoint at the end of every round (all are kept; the contract is in
+  docs/results-and-checkpoints.md);
 * a **progress** checkpoint inside a long round, so that a crash loses at most about an epoch.
   Only the newest progress checkpoint is kept: once a newer checkpoint exists, an older one is
   emptied down to a `SUPERSEDED` marker file. Its directory stays, because the sweep's driver may

@@ -1,6 +1,6 @@
 """Pruning methods as plug-ins: one module per method (or family), registered with
 `@register_method`. Every module of this package is imported here, so adding a method is adding
-one file; nothing else names it (see README, "Adding a method")."""
+one file; nothing else names it (see docs/extending.md)."""
 
 from trainables.methods.base import METHODS, Method, register_method
 from trainables.plugins import import_submodules

@@ -56,7 +56,7 @@ def load_weights(
     layer_widths: pruning.LayerWidths | None = None,
 ) -> None:
     """Load a round's weights into `context.model`; with `layer_widths` (a structured round's
-    network, see README "checkpoint contract"), narrow the model to those widths first."""
+    network, see docs/results-and-checkpoints.md), narrow the model to those widths first."""
     if layer_widths is None:
         context.model.load_state_dict(state_dict)
         return
