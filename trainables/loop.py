@@ -9,7 +9,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,6 +135,13 @@ class MaskUpdater(Protocol):
     def update(self, step: int, model: nn.Module, mask: pruning.Mask) -> pruning.Mask: ...
 
 
+class StepHook(Protocol):
+    """What a method adds to every training step of a phase: a term of the objective that is
+    trained on but not reported in `train_loss` (e.g. network slimming's, methods/penalties.py)."""
+
+    def penalty(self, model: nn.Module) -> torch.Tensor: ...
+
+
 EpochEnd = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 """`on_epoch_end(row, snapshot)`: `snapshot()` returns the phase's progress (see train_phase)."""
 
@@ -154,6 +161,7 @@ def train_phase(
     select_from_epoch: int | None = None,
     resume: dict[str, Any] | None = None,
     on_epoch_end: EpochEnd | None = None,
+    hooks: Sequence[StepHook] = (),
 ) -> PhaseResult:
     """Train `model` over the schedule positions in `epochs`, selecting on validation accuracy.
 
@@ -168,161 +176,250 @@ def train_phase(
     """
     if mask_updater is not None and mask is None:
         raise ValueError("a mask updater needs a mask to update (pass the full mask)")
-    train = config.train
-    splits = data.splits
-    optimizer = make_optimizer(model, config)
-    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
-    positions = list(epochs)
-    done, step = 0, 0
-    best_val, best_epoch = -1.0, -1
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        done, step = resume["epochs_done"], resume["step"]
-        best_val, best_epoch = resume["best_val"], resume["best_epoch"]
-    keeper = pruning.MaskedTraining(model, mask, optimizer) if mask is not None else None
-    best_state = _device_state(resume["best_state"], runtime) if resume else clone_state(model)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
-    schedule = lr_for_epoch or (lambda epoch: lr_at_epoch(train, epoch, total_epochs))
-    # Only the training forward is compiled; `model` (its parameters and state_dict keys) is
-    # shared with the compiled wrapper, so masks, checkpoints and evaluation see the same weights.
-    forward = torch.compile(model) if train.compile else model
-
-    def accuracy_on(evaluated: nn.Module, split: str) -> float:
-        return evaluate(
-            evaluated, splits, split, data.eval_augment, runtime, train.eval_batch_size,
-            train.max_eval_batches,
-        )
-
-    def snapshot() -> dict[str, Any]:
-        return {
-            "epochs_done": done,
-            "step": step,
-            "model": _cpu_state(model.state_dict()),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "mask": _cpu_state(keeper.mask) if keeper is not None else None,
-            "best_val": best_val,
-            "best_epoch": best_epoch,
-            "best_state": _cpu_state(best_state),
-        }
-
-    last_good_state = clone_state(model)
-    epochs_run = done
-    diverged = False
+    stepper = Stepper(model, config, runtime, mask_updater, hooks)
+    progress = PhaseProgress.begin(stepper, mask, resume, runtime)
+    schedule = lr_for_epoch or (lambda epoch: lr_at_epoch(config.train, epoch, total_epochs))
+    last_good_state, diverged = clone_state(model), False
     try:
-        for epoch in positions[done:]:
-            faults.at_epoch_start(config.seed, round_index, epoch)  # test-only; inert if unset
-            poison = faults.nan_loss(config.seed, round_index, epoch)
+        for epoch in list(epochs)[progress.done:]:
             lr = schedule(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            model.train()
-            started = time.perf_counter()
-            loss_sum = torch.zeros((), device=runtime.device)
-            correct = torch.zeros((), device=runtime.device, dtype=torch.long)
-            seen = 0
-            # Dataset seam: batches come from the splits object, in memory or streamed.
-            for inputs, targets in splits.batches(
-                "train",
-                train.batch_size,
-                shuffle=True,
-                generator=random_streams.data_order(config.seed, round_index, epoch),
-                device=runtime.device,
-                augment=data.train_augment,
-                drop_last=True,
-                max_batches=train.max_batches,
-            ):
-                update = mask_updater is not None and mask_updater.due(step)
-                dense = update and mask_updater.needs_dense_gradients
-                with keeper.dense_gradients() if dense else contextlib.nullcontext():
-                    with runtime.autocast():
-                        logits = forward(inputs)
-                        loss = loss_fn(logits, targets)
-                        if poison:
-                            loss = loss * float("nan")
-                    # Network slimming's sparsity term is trained on, not reported in train_loss.
-                    penalty = pruning.bn_scale_penalty(model, train.bn_l1) if train.bn_l1 else 0
-                    objective = loss + penalty
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(objective).backward()
-                        scaler.unscale_(optimizer)
-                    else:
-                        objective.backward()
-                    if update:
-                        keeper.set_mask(mask_updater.update(step, model, keeper.mask))
-                if update and mask_updater.replaces_optimizer_step:
-                    if scaler is not None:
-                        scaler.update()
-                else:
-                    if train.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                step += 1
-                # Accumulate on the device: no host sync per step.
-                loss_sum += loss.detach().float() * len(targets)
-                correct += (logits.detach().argmax(dim=1) == targets).sum()
-                seen += len(targets)
-            train_loss = float(loss_sum) / max(seen, 1)
+            epoch_run = run_epoch(stepper, data, round_index, epoch, lr, progress)
             # The weights too: a NaN gradient on the epoch's last step leaves the loss finite but
             # the weights non-finite, and they must not become the "last good" state.
-            if not math.isfinite(train_loss) or not _all_finite(model):
+            if not math.isfinite(epoch_run.train_loss) or not _all_finite(model):
                 diverged = True
                 model.load_state_dict(last_good_state)
                 break
-            epoch_time = time.perf_counter() - started
-            val_acc = accuracy_on(model, "val")
+            val_acc = accuracy(model, data, config, runtime, "val")
             last_good_state = clone_state(model)
-            selectable = select_from_epoch is None or epoch >= select_from_epoch
-            if selectable and val_acc > best_val:
-                best_val, best_epoch, best_state = val_acc, epoch, last_good_state
-            done += 1
-            epochs_run += 1
-            row = {
-                "row_type": "epoch",
-                "round": round_index,
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": float(correct) / max(seen, 1),
-                "val_acc": val_acc,
-                "lr": lr,
-                "epoch_time_s": epoch_time,
-                "images_per_s": seen / epoch_time if epoch_time > 0 else float("nan"),
-            }
-            if keeper is not None:
-                row["sparsity"] = pruning.mask_sparsity(keeper.mask)
+            progress.epoch_done(epoch, val_acc, last_good_state, select_from_epoch)
             if on_epoch_end is not None:
-                on_epoch_end(row, snapshot)
+                row = epoch_run.row(round_index, epoch, val_acc, lr, stepper.mask)
+                on_epoch_end(row, lambda: progress.snapshot(stepper))
     finally:
-        final_mask = _cpu_state(keeper.mask) if keeper is not None else None
-        if keeper is not None:
-            keeper.detach()
+        final_mask = stepper.release_mask()
+    return finish_phase(stepper, progress, data, config, runtime, diverged, final_mask)
 
+
+class Stepper:
+    """One optimizer step of a phase: the forward pass (autocast; compiled if asked), the loss
+    and the hooks' terms, the backward pass (through the grad scaler where one is needed), a due
+    mask update, gradient clipping and the optimizer step. Holds the optimizer and the mask."""
+
+    def __init__(self, model: nn.Module, config: TrialConfig, runtime: Runtime,
+                 mask_updater: MaskUpdater | None, hooks: Sequence[StepHook]) -> None:
+        train = config.train
+        self.model, self.config, self.runtime = model, config, runtime
+        self.mask_updater, self.hooks = mask_updater, tuple(hooks)
+        self.optimizer = make_optimizer(model, config)
+        self.scaler = (torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler
+                       else None)
+        self.keeper: pruning.MaskedTraining | None = None
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
+        # Only the training forward is compiled; `model` (its parameters and state_dict keys) is
+        # shared with the compiled wrapper, so masks, checkpoints and evaluation see the same
+        # weights.
+        self.forward = torch.compile(model) if train.compile else model
+
+    def keep(self, mask: pruning.Mask | None) -> None:
+        """Keep `mask` in force from now on (None: a dense phase)."""
+        if mask is not None:
+            self.keeper = pruning.MaskedTraining(self.model, mask, self.optimizer)
+
+    @property
+    def mask(self) -> pruning.Mask | None:
+        return self.keeper.mask if self.keeper is not None else None
+
+    def release_mask(self) -> pruning.Mask | None:
+        """The mask in force (a CPU copy), no longer enforced."""
+        if self.keeper is None:
+            return None
+        final = _cpu_state(self.keeper.mask)
+        self.keeper.detach()
+        return final
+
+    def step(self, step: int, inputs: torch.Tensor, targets: torch.Tensor,
+             poison: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on one batch; its (loss, logits). `poison` (test-only) makes the loss NaN."""
+        updater, keeper, optimizer, scaler = (self.mask_updater, self.keeper, self.optimizer,
+                                              self.scaler)
+        update = updater is not None and updater.due(step)
+        dense = update and updater.needs_dense_gradients
+        with keeper.dense_gradients() if dense else contextlib.nullcontext():
+            with self.runtime.autocast():
+                logits = self.forward(inputs)
+                loss = self.loss_fn(logits, targets)
+                if poison:
+                    loss = loss * float("nan")
+            objective = loss
+            for hook in self.hooks:
+                objective = objective + hook.penalty(self.model)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(objective).backward()
+                scaler.unscale_(optimizer)
+            else:
+                objective.backward()
+            if update:
+                keeper.set_mask(updater.update(step, self.model, keeper.mask))
+        if update and updater.replaces_optimizer_step:
+            if scaler is not None:
+                scaler.update()
+            return loss, logits
+        if self.config.train.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        return loss, logits
+
+
+@dataclass
+class PhaseProgress:
+    """Where a phase stands: epochs and steps done, and model selection's best epoch so far."""
+
+    done: int = 0
+    step: int = 0
+    best_val: float = -1.0
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def begin(cls, stepper: Stepper, mask: pruning.Mask | None, resume: dict[str, Any] | None,
+              runtime: Runtime) -> PhaseProgress:
+        """A fresh phase with `mask` in force, or (`resume`, a snapshot) the phase continued
+        exactly where it was."""
+        if resume is not None:
+            stepper.model.load_state_dict(resume["model"])
+            stepper.optimizer.load_state_dict(resume["optimizer"])
+            if stepper.scaler is not None and resume.get("scaler"):
+                stepper.scaler.load_state_dict(resume["scaler"])
+        stepper.keep(mask)  # after the resumed weights are loaded: the mask applies to them
+        if resume is None:
+            return cls(best_state=clone_state(stepper.model))
+        return cls(resume["epochs_done"], resume["step"], resume["best_val"],
+                   resume["best_epoch"], _device_state(resume["best_state"], runtime))
+
+    def epoch_done(self, epoch: int, val_acc: float, state: dict[str, torch.Tensor],
+                   select_from_epoch: int | None) -> None:
+        """Count the epoch; `state` (its weights) becomes the best if it is selectable."""
+        selectable = select_from_epoch is None or epoch >= select_from_epoch
+        if selectable and val_acc > self.best_val:
+            self.best_val, self.best_epoch, self.best_state = val_acc, epoch, state
+        self.done += 1
+
+    def snapshot(self, stepper: Stepper) -> dict[str, Any]:
+        """Everything needed to continue the phase exactly from here (CPU tensors)."""
+        mask = stepper.mask
+        return {
+            "epochs_done": self.done,
+            "step": self.step,
+            "model": _cpu_state(stepper.model.state_dict()),
+            "optimizer": stepper.optimizer.state_dict(),
+            "scaler": stepper.scaler.state_dict() if stepper.scaler is not None else None,
+            "mask": _cpu_state(mask) if mask is not None else None,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "best_state": _cpu_state(self.best_state),
+        }
+
+
+@dataclass
+class EpochRun:
+    """One epoch's training statistics (on the device until read)."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    seconds: float
+
+    @property
+    def train_loss(self) -> float:
+        return float(self.loss_sum) / max(self.seen, 1)
+
+    def row(self, round_index: int, epoch: int, val_acc: float, lr: float,
+            mask: pruning.Mask | None) -> dict[str, Any]:
+        row = {
+            "row_type": "epoch",
+            "round": round_index,
+            "epoch": epoch,
+            "train_loss": self.train_loss,
+            "train_acc": float(self.correct) / max(self.seen, 1),
+            "val_acc": val_acc,
+            "lr": lr,
+            "epoch_time_s": self.seconds,
+            "images_per_s": self.seen / self.seconds if self.seconds > 0 else float("nan"),
+        }
+        if mask is not None:
+            row["sparsity"] = pruning.mask_sparsity(mask)
+        return row
+
+
+def run_epoch(stepper: Stepper, data: TrialData, round_index: int, epoch: int, lr: float,
+              progress: PhaseProgress) -> EpochRun:
+    """Train one epoch at learning rate `lr` over the epoch's shuffled batches."""
+    config, device = stepper.config, stepper.runtime.device
+    faults.at_epoch_start(config.seed, round_index, epoch)  # test-only; inert if unset
+    poison = faults.nan_loss(config.seed, round_index, epoch)
+    for group in stepper.optimizer.param_groups:
+        group["lr"] = lr
+    stepper.model.train()
+    started = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    # Dataset seam: batches come from the splits object, in memory or streamed.
+    for inputs, targets in data.splits.batches(
+        "train",
+        config.train.batch_size,
+        shuffle=True,
+        generator=random_streams.data_order(config.seed, round_index, epoch),
+        device=device,
+        augment=data.train_augment,
+        drop_last=True,
+        max_batches=config.train.max_batches,
+    ):
+        loss, logits = stepper.step(progress.step, inputs, targets, poison)
+        progress.step += 1
+        # Accumulate on the device: no host sync per step.
+        loss_sum += loss.detach().float() * len(targets)
+        correct += (logits.detach().argmax(dim=1) == targets).sum()
+        seen += len(targets)
+    return EpochRun(loss_sum, correct, seen, time.perf_counter() - started)
+
+
+def accuracy(model: nn.Module, data: TrialData, config: TrialConfig, runtime: Runtime,
+             split: str) -> float:
+    """`evaluate` with the trial's eval transform and evaluation batching."""
+    return evaluate(model, data.splits, split, data.eval_augment, runtime,
+                    config.train.eval_batch_size, config.train.max_eval_batches)
+
+
+def finish_phase(stepper: Stepper, progress: PhaseProgress, data: TrialData,
+                 config: TrialConfig, runtime: Runtime, diverged: bool,
+                 final_mask: pruning.Mask | None) -> PhaseResult:
+    """The phase's result: the test accuracy of its best-validation weights."""
+    model = stepper.model
     final_state = clone_state(model)
-    if best_epoch < 0:  # diverged before a selectable epoch: evaluate what we have
-        best_val = accuracy_on(model, "val")
+    best_val, best_state = progress.best_val, progress.best_state
+    if progress.best_epoch < 0:  # diverged before a selectable epoch: evaluate what we have
+        best_val = accuracy(model, data, config, runtime, "val")
         best_state = final_state
     evaluation_model = copy.deepcopy(model)
     evaluation_model.load_state_dict(best_state)
-    test_acc = accuracy_on(evaluation_model, "test")
     return PhaseResult(
         final_state=final_state,
         best_state=best_state,
         best_val_acc=best_val,
-        best_epoch=best_epoch,
-        test_acc=test_acc,
-        epochs_run=epochs_run,
-        optimizer_state=optimizer.state_dict(),
+        best_epoch=progress.best_epoch,
+        test_acc=accuracy(evaluation_model, data, config, runtime, "test"),
+        epochs_run=progress.done,
+        optimizer_state=stepper.optimizer.state_dict(),
         diverged=diverged,
         mask=final_mask,
-        steps=step,
+        steps=progress.step,
     )
 
 

@@ -6,7 +6,7 @@ from trainables.methods.base import METHODS, Method, register_method
 from trainables.plugins import import_submodules
 
 # Modules that are not methods themselves but the machinery methods share.
-_SHARED = {"base", "context", "controls", "dense_model", "retraining", "rounds"}
+_SHARED = {"base", "context", "controls", "dense_model", "penalties", "retraining", "rounds"}
 
 import_submodules(__name__, __path__, skip=_SHARED)
 

@@ -19,6 +19,7 @@ import pruning
 from trainables.loop import MaskUpdater, PhaseResult, train_phase
 from trainables.measure import round_cost
 from trainables.methods.context import TrialContext
+from trainables.methods.penalties import phase_hooks
 from trainables.reporting import PROGRESS
 
 Carry = dict[str, Any]
@@ -124,6 +125,7 @@ def run_round(
         select_from_epoch=plan.select_from_epoch,
         resume=resume,
         on_epoch_end=epoch_end,
+        hooks=phase_hooks(context.config),
     )
     return finish_round(context, plan, result, carry, started)
 
