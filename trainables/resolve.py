@@ -2,10 +2,11 @@
 registries.
 
 `TrialConfig` checks shapes only (types, ranges, the shared sections). This module looks the
-method up in `METHODS`, validates its own section with the method's model, applies the method's
-cross-field rules (`Method.validate`) and finds the fields the method would ignore. It imports
-the methods and `trainables.config`; `trainables.config` imports neither, so parsing never goes
-round in a cycle.
+names up in the registries: the method in `METHODS` (its own section validated with the
+method's model, its cross-field rules applied by `Method.validate`, the fields it would ignore
+found), the dataset in `DATASETS` (and whether it reads the optional data fields set) and the
+model (and whether it has a width). It imports the registries and `trainables.config`;
+`trainables.config` imports none of them, so parsing never goes round in a cycle.
 
     parse_trial_config(raw)      a dict -> a resolved TrialConfig, or one-line ConfigError
     load_trial_config(path)      the same from a YAML file with dotted overrides
@@ -32,8 +33,10 @@ from trainables.config import (
     validate_section,
 )
 from trainables.config.written import check_layer_fields
+from trainables.datasets import DATASETS, OPTIONAL_FIELDS, dataset_defaults
 from trainables.errors import ConfigError
 from trainables.methods import METHODS, Method
+from trainables.models import model_entry
 
 
 def method_named(name: str) -> Method:
@@ -44,10 +47,38 @@ def method_named(name: str) -> Method:
         raise SectionError(f"config field 'method': {error}") from None
 
 
+def _named(path: str, check: Any, name: str) -> None:
+    """`check(name)`; SectionError naming the field `path` if it refuses the name."""
+    try:
+        check(name)
+    except ConfigError as error:
+        message = str(error)
+        raise SectionError(f"config field {path!r}: {message[:1].lower()}{message[1:]}") from None
+
+
+def check_data_and_model(config: TrialConfig) -> None:
+    """The dataset and the model `config` names are registered and read the options it sets;
+    SectionError (the whole one line) otherwise."""
+    data, model = config.data, config.model
+    _named("data.name", DATASETS.check, data.name)
+    options = dataset_defaults(data.name).options
+    for option in OPTIONAL_FIELDS:
+        if getattr(data, option) is not None and option not in options:
+            readers = [n for n in DATASETS.names() if option in dataset_defaults(n).options]
+            raise SectionError(f"config field 'data': data.{option} does not apply to dataset "
+                               f"{data.name!r}; it applies to " + ", ".join(readers))
+    _named("model.name", model_entry, model.name)
+    if model.width is not None and model_entry(model.name).standard_width is None:
+        raise SectionError(f"config field 'model': model.width does not apply to {model.name}; "
+                           "leave it unset")
+
+
 def resolve(config: TrialConfig) -> TrialConfig:
-    """`config` with its method's section validated (or defaulted) and the method's rules
-    applied; SectionError (the whole one line) if a key, the section or a rule is wrong."""
+    """`config` with its names looked up, its method's section validated (or defaulted) and the
+    method's rules applied; SectionError (the whole one line) if a name, a key, the section or
+    a rule is wrong."""
     method = method_named(config.method)
+    check_data_and_model(config)
     sections: dict[str, BaseModel] = {}
     for key, value in (config.model_extra or {}).items():
         if key in MOVED_KEYS:
@@ -129,12 +160,20 @@ def check_written_fields(raw: Any, source: str) -> None:
     Cross-field rules need the composed trial and are checked there; a value that a later layer
     replaces is still checked here, so no layer can hide an invalid value.
     """
-    if isinstance(raw, dict) and isinstance(raw.get("method"), str):
-        try:
-            method_named(raw["method"])
-        except SectionError as error:
-            raise ConfigError(f"{source}: {error}") from None
     check_layer_fields(raw, source, _section_model)
+    # The names written in this layer, each on its own (the composed trial checks the rest).
+    data, model = raw.get("data"), raw.get("model")
+    checks = [(method_named, raw.get("method")),
+              (lambda name: _named("data.name", DATASETS.check, name),
+               data.get("name") if isinstance(data, dict) else None),
+              (lambda name: _named("model.name", model_entry, name),
+               model.get("name") if isinstance(model, dict) else None)]
+    for check, name in checks:
+        if isinstance(name, str):
+            try:
+                check(name)
+            except SectionError as error:
+                raise ConfigError(f"{source}: {error}") from None
 
 
 def _section_model(key: str, source: str) -> type[BaseModel] | None:

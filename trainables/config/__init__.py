@@ -11,9 +11,9 @@ written.py    one layer of a config checked as written, field by field
 messages.py   one line per problem: did-you-mean, renamed keys, pydantic errors
 files.py      YAML files and dotted overrides
 
-Nothing here imports the methods: `trainables.resolve` (above this package and the registries)
-looks the method up, validates its section and applies its rules. Read configs through
-`trainables.resolve.parse_trial_config` / `load_trial_config`.
+Nothing here imports a registry (methods, datasets, models): `trainables.resolve`, above this
+package and the registries, looks the names up, validates the method's section and applies its
+rules. Read configs through `trainables.resolve.parse_trial_config` / `load_trial_config`.
 """
 
 from trainables.config.files import apply_overrides, read_yaml

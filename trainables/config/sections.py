@@ -91,13 +91,6 @@ class DataConfig(_Section):
         json_schema_extra=EXECUTION,
     )
 
-    @field_validator("name")
-    @classmethod
-    def _registered_dataset(cls, name: str) -> str:
-        from trainables.datasets import DATASETS
-
-        return DATASETS.check(name)
-
     @field_validator("split_fractions")
     @classmethod
     def _three_fractions(cls, fractions: list[float] | None) -> list[float] | None:
@@ -111,17 +104,8 @@ class DataConfig(_Section):
         return fractions
 
     @model_validator(mode="after")
-    def _options_the_dataset_reads(self) -> DataConfig:
-        from trainables.datasets import DATASETS, OPTIONAL_FIELDS, dataset_defaults
-
-        options = dataset_defaults(self.name).options
-        for option in OPTIONAL_FIELDS:
-            if getattr(self, option) is not None and option not in options:
-                readers = [n for n in DATASETS.names() if option in dataset_defaults(n).options]
-                raise ValueError(
-                    f"data.{option} does not apply to dataset {self.name!r}; it applies to "
-                    + ", ".join(readers)
-                )
+    def _val_size_fraction_below_one(self) -> DataConfig:
+        # Which dataset reads which option is `trainables.resolve`'s to check (the registry).
         if isinstance(self.val_size, float) and self.val_size >= 1:
             raise ValueError(f"val_size {self.val_size} is a fraction >= 1; use a count or < 1")
         return self
@@ -145,22 +129,6 @@ class ModelConfig(_Section):
     weights_path: str | None = Field(
         None, description="local state dict to start from instead of downloading weights"
     )
-
-    @field_validator("name")
-    @classmethod
-    def _registered_model(cls, name: str) -> str:
-        from trainables.models import check_model_name
-
-        check_model_name(name)
-        return name
-
-    @model_validator(mode="after")
-    def _width_the_model_has(self) -> ModelConfig:
-        from trainables.models import model_entry
-
-        if self.width is not None and model_entry(self.name).standard_width is None:
-            raise ValueError(f"model.width does not apply to {self.name}; leave it unset")
-        return self
 
 
 class TrainConfig(_Section):

@@ -25,9 +25,9 @@ class TrialConfig(BaseModel):
     a key named after it (`imp: {...}`, `gmp: {...}`), validated by the method's section model;
     an absent section means the method's defaults.
 
-    This model checks shapes only: `method` is any string here and a method section any value.
-    `trainables.resolve.parse_trial_config` looks the method up and validates its section; use
-    it, not `model_validate`, to read a config."""
+    This model checks shapes only: `method`, `data.name` and `model.name` are any strings here
+    and a method section any value. `trainables.resolve.parse_trial_config` looks the names up
+    and validates the method's section; use it, not `model_validate`, to read a config."""
 
     # extra="allow" only admits method sections: `trainables.resolve` refuses anything else.
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
