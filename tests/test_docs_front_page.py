@@ -124,3 +124,19 @@ def test_the_layout_names_every_module_of_trainables_and_sweeps() -> None:
                or (p.is_dir() and (p / "__init__.py").is_file())]
     unnamed = [p.name for p in modules if (p.name if p.suffix else f"{p.name}/") not in layout]
     assert not unnamed, f"docs/extending.md's Layout leaves out {unnamed}"
+
+
+def test_the_front_page_sweep_file_plans_the_quickstart_trials_it_shows() -> None:
+    """The README's sweep file is the shipped quickstart without comments, less the random
+    experiment (and description, max_failures): its trials are the quickstart's minus those."""
+    import yaml
+
+    from sweeps.spec import load_sweep, plan_sweep
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("```yaml\nname: quickstart"):]
+    shown = yaml.safe_load(block.removeprefix("```yaml\n").split("```", 1)[0])
+    shipped = load_sweep(REPO / "sweeps" / "quickstart.yaml", launch_dir=REPO)
+    planned = plan_sweep(shown, "README.md", launch_dir=REPO)
+    expected = [trial for trial in shipped.trials if trial["method"] != "random"]
+    assert len(planned.trials) == 3 + 3 + 9 and planned.trials == expected  # dense, imp, snip
