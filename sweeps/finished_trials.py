@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from trainables.checkpoints import METRICS_FILE
-from trainables.reporting import is_superseded
 
 ROUNDS_INDEX = "rounds.json"
 #: The round row's fields the index repeats, beside the round and its checkpoint.
@@ -54,9 +53,6 @@ def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
     already indexed (a restarted trial may report a round again, see `trainables.reporting`).
     A round checkpoint whose round has no row stays: it is evidence, not litter.
     """
-    for directory in trial_dir.glob("checkpoint_*"):
-        if directory.is_dir() and is_superseded(directory):
-            shutil.rmtree(directory, ignore_errors=True)
     results = trial_dir / "result.json"
     lines = results.read_text().splitlines() if results.is_file() else []
     index = [entry for entry in round_index(lines)
@@ -64,6 +60,7 @@ def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
     indexed = {entry["checkpoint"] for entry in index}
     rounds = {entry["round"] for entry in index}
     for directory in trial_dir.glob("checkpoint_*"):
+        # A superseded marker has no metrics.json, so it goes with the progress checkpoints.
         if directory.is_dir() and directory.name not in indexed:
             round_number = _round_of(directory)
             if round_number is None or round_number in rounds:
