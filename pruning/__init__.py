@@ -25,7 +25,7 @@ from pruning.channels import (
 )
 from pruning.cost import flops, flops_effective, output_positions
 from pruning.enforce import MaskedTraining, attach_mask
-from pruning.latency import LatencyResult, LatencySettings, latency_ms
+from pruning.latency import LatencyResult, LatencySettings, latency_ms, timed_calls
 from pruning.masks import (
     Mask,
     apply_mask,
@@ -133,4 +133,5 @@ __all__ = [
     "shrunk_state",
     "snip_scores",
     "synflow_scores",
+    "timed_calls",
 ]

@@ -105,25 +105,39 @@ def _timed_passes(
     settings: LatencySettings,
     clock: Callable[[], float],
 ) -> list[float]:
-    """Milliseconds of each timed pass: at least min_repeats, then until the budget is spent."""
-    cuda = inputs.device.type == "cuda"
+    """Milliseconds of each timed pass of `model` on `inputs` (see `timed_calls`)."""
+    cuda = inputs.device if inputs.device.type == "cuda" else None
+    return timed_calls(lambda: model(inputs), settings, clock, cuda_device=cuda)
+
+
+def timed_calls(
+    call: Callable[[], object],
+    settings: LatencySettings,
+    clock: Callable[[], float] = time.perf_counter,
+    *,
+    cuda_device: torch.device | None = None,
+) -> list[float]:
+    """Milliseconds of each timed `call()` after `settings.warmup` untimed ones: at least
+    min_repeats, then until the budget is spent. With `cuda_device`, each call is timed by CUDA
+    events (the host returns before the kernels finish); any other runtime (onnxruntime, say)
+    is timed by `clock` around the call."""
     for _ in range(settings.warmup):
-        model(inputs)
-    if cuda:
-        torch.cuda.synchronize(inputs.device)
+        call()
+    if cuda_device is not None:
+        torch.cuda.synchronize(cuda_device)
     times: list[float] = []
     started = clock()
     while len(times) < settings.max_repeats:
-        if cuda:
+        if cuda_device is not None:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
-            model(inputs)
+            call()
             end.record()
             end.synchronize()
             times.append(begin.elapsed_time(end))
         else:
             begin_s = clock()
-            model(inputs)
+            call()
             times.append(1000.0 * (clock() - begin_s))
         if len(times) >= settings.min_repeats and clock() - started >= settings.budget_s:
             break

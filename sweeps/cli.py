@@ -4,6 +4,8 @@
                             [--name N] [--dry-run]
     prunetune dry-run FILE.yaml [...]      validate the sweep and list its trials; start nothing
     prunetune plot DIR [DIR ...] [...]     tables and figures of experiments
+    prunetune export DIR --trial NAME [...] one round's network as ONNX, TorchScript or
+                                           safetensors (flags: `python sweeps/export.py -h`)
     prunetune list                         shipped sweeps; registered methods, datasets, models
 
 FILE.yaml is a path, or the name of a sweep shipped with the package (`prunetune run quickstart
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from sweeps.run_sweep import Commands
 
 EXIT_BAD_INPUT = 2
-COMMANDS = ("run", "dry-run", "plot", "list")
+COMMANDS = ("run", "dry-run", "plot", "export", "list")
 
 
 def _usage() -> str:
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from analysis import plot
 
         return plot.main(rest, prog="prunetune plot")
+    if command == "export":
+        from sweeps import export
+
+        return export.main(rest, prog="prunetune export")
     if command == "list":
         return list_registered()
     print(f"prunetune: unknown command {command!r}; one of {', '.join(COMMANDS)}",

@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from sweeps.cluster_access import check_cluster_access, connection_failure  # noqa: E402
 from sweeps.finished_trials import tidy_finished_trials  # noqa: E402
 from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
+from sweeps.provenance import SWEEP_SUMMARY_FILE, code_source  # noqa: E402
 from sweeps.spec import (  # noqa: E402
     AUTO_DENSE_CACHE,
     SweepPlan,
@@ -38,7 +39,6 @@ from sweeps.state_files import repair_experiment  # noqa: E402
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
 from trainables.files import atomic_write  # noqa: E402
 
-SWEEP_SUMMARY_FILE = "prunetune_sweep.json"
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
 _NO_DEFAULT_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
@@ -318,7 +318,7 @@ def _write_sweep_files(launch: Launch) -> None:
         return  # Ray writes the experiment there; our summary also lands in each params.json
     directory = Path(launch.experiment_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    summary = launch.plan.summary()
+    summary = {**launch.plan.summary(), "source": code_source()}
     text = json.dumps(summary, indent=1)
     atomic_write(directory / SWEEP_SUMMARY_FILE, lambda target: target.write_text(text))
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # docs/ is a folder of the checkout, not of the package
 README = REPO / "README.md"
 PAGES = sorted((REPO / "docs").glob("*.md"))
 GENERATED = {"config.md"}  # written by docs/config_reference.py, not by hand

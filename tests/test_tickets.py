@@ -4,30 +4,13 @@ a masked IMP round (pruned weights exactly zero) and a structured round (the sma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from invariants import _splits
+from ticket_helpers import rows, run_into_experiment, test_batches
 
-from trainables.loop import evaluate
-from trainables.reporting import DirectoryReporter
-from trainables.resolve import parse_trial_config
-from trainables.runtime import resolve_runtime
 from trainables.tickets import RoundNotFoundError, find_trial, load_round, readable_name
-from trainables.trial import run_trial
-from trainables.trial_data import TrialData
-
-
-def run_into_experiment(experiment: Path, name: str, index: int, raw: dict) -> Path:
-    """One trial in Tune's layout: `<name>_<id>_<index>/` with params.json and its rows and
-    round checkpoints, run in-process."""
-    trial_dir = experiment / f"{name}_ab12c_{index:05d}"
-    trial_dir.mkdir(parents=True)
-    (trial_dir / "params.json").write_text(json.dumps({"trial": raw}))
-    run_trial(parse_trial_config(raw), DirectoryReporter(trial_dir), cpus=1)
-    return trial_dir
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +24,15 @@ def experiment(tmp_path_factory, tiny_trial) -> Path:
 
 
 def test_accuracy(model: torch.nn.Module, info) -> float:
-    config = info.config
-    splits = _splits(config)
-    runtime = resolve_runtime(config.train, 1)
-    data = TrialData.build(splits, config, runtime)
-    return evaluate(model, splits, "test", data.eval_augment, runtime,
-                    config.train.eval_batch_size, config.train.max_eval_batches)
+    correct = seen = 0
+    with torch.no_grad():
+        for inputs, targets in test_batches(info):
+            correct += int((model(inputs).argmax(dim=1) == targets).sum())
+            seen += len(targets)
+    return correct / seen
 
 
 test_accuracy.__test__ = False  # a helper, not a test
-
-
-def rows(trial_dir: Path) -> dict[int, dict]:
-    lines = (trial_dir / "result.json").read_text().splitlines()
-    return {r["round"]: r for r in map(json.loads, lines) if r.get("row_type") == "round"}
 
 
 @pytest.mark.parametrize("round_number", [0, 1, 2])

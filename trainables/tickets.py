@@ -25,6 +25,7 @@ import pruning
 from pruning.registry import did_you_mean
 from trainables.checkpoints import CheckpointError, load_round_checkpoint
 from trainables.config import ModelConfig, TrialConfig
+from trainables.datasets.common import resolved_image_size
 from trainables.errors import PrunetuneError
 from trainables.models import build_model
 from trainables.resolve import parse_trial_config
@@ -55,6 +56,8 @@ class RoundInfo:
     """"best" (the best-validation weights) or "last" (the weights the round ended with)."""
     layer_widths: pruning.LayerWidths | None
     """A structured round's layer widths; None for a masked (unstructured) round."""
+    input_shape: tuple[int, int, int]
+    """One example's (channels, height, width), as the trial fed the network."""
 
 
 def readable_name(trial_dir: Path | str) -> str:
@@ -129,9 +132,12 @@ def load_round(
         for name, keep in masks.items():
             parameters[name].mul_(keep.to(parameters[name].dtype))
     model.eval()
+    _, in_channels = network_counts(config.model, state[_WEIGHTS[weights]])
+    side = resolved_image_size(config.data)
     info = RoundInfo(trial_dir=trial_dir, name=readable_name(trial_dir), round=round,
                      checkpoint=checkpoint, row=state["metrics"], config=config, masks=masks,
-                     weights=weights, layer_widths=state.get("layer_widths"))
+                     weights=weights, layer_widths=state.get("layer_widths"),
+                     input_shape=(in_channels, side, side))
     return model, info
 
 
@@ -141,7 +147,7 @@ def network(model_cfg: ModelConfig, state_dict: dict[str, torch.Tensor],
     `layer_widths` for a structured round). The class count and input channels are read off
     the state dict, so no dataset is needed; no pretrained weights are fetched."""
     fresh = model_cfg.model_copy(update={"pretrained": False, "weights_path": None})
-    num_classes, in_channels = _classes_and_channels(fresh, state_dict)
+    num_classes, in_channels = network_counts(fresh, state_dict)
     model = build_model(fresh, num_classes, in_channels)
     if layer_widths is not None:
         return pruning.rebuild(model, {"state_dict": state_dict, "layer_widths": layer_widths})
@@ -149,11 +155,12 @@ def network(model_cfg: ModelConfig, state_dict: dict[str, torch.Tensor],
     return model
 
 
-def _classes_and_channels(model_cfg: ModelConfig,
-                          state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
+def network_counts(model_cfg: ModelConfig,
+                   state_dict: dict[str, torch.Tensor]) -> tuple[int, int]:
     """(num_classes, in_channels) of the network `state_dict` was saved from: the model is
     built twice on the meta device with other counts, and the tensors whose shapes follow each
     count say where to read it."""
+    model_cfg = model_cfg.model_copy(update={"pretrained": False, "weights_path": None})
 
     def shapes(classes: int, channels: int) -> dict[str, torch.Size]:
         with torch.device("meta"):
