@@ -36,18 +36,22 @@ Rules (tests pin them):
   accuracy satisfies ``mean >= dense_mean - tolerance`` (tolerance in percentage points). Levels
   need not be monotone; a level above a failing one still counts. NaN when no level qualifies
   (a 1e-12 slack absorbs float rounding only).
+- The round to export for a group (``export_*``): the row whose metric is closest to the
+  group's mean (the lowest seed on a tie), named as ``prunetune export`` takes it;
+  ``export_all`` lists every seed's ``trial@round``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.load import ROW_FIELDS
+from analysis.load import ROW_FIELDS, readable_name
 from analysis.stats import (
     INTERVALS,
     bootstrap_interval,
@@ -73,6 +77,8 @@ _POSITION_COLUMNS = [
 # Measured latencies (ms), one column per batch size B: latency_ms_b<B> (and, for N:M networks on
 # CUDA, latency_nm_ms_b<B> / latency_nm_dense_ms_b<B>).
 _LATENCY = re.compile(r"^latency(_nm|_nm_dense)?_ms_b(\d+)$")
+#: Which round to export for a group (see `_export_choice`).
+EXPORT_COLUMNS = ["export_trial", "export_round", "export_dir", "export_value", "export_all"]
 LINE_KEYS = ["experiment", "method", "label", "scorer", "schedule", "final_target_sparsity"]
 
 
@@ -159,11 +165,31 @@ def _stats(
         # Accuracies cannot leave [0, 1]; a t interval can (see the module docstring).
         "ci_outside_range": bool(low < 0.0 or high > 1.0),
         "trials": int(rows["trial_id"].nunique()),
+        **_export_choice(rows, metric, mean),
     }
     positions = per_seed[position_columns(rows)].mean()
     for column in positions.columns:
         out[column] = float(positions[column].mean())
     return out
+
+
+def _export_choice(rows: pd.DataFrame, metric: str, mean: float) -> dict[str, Any]:
+    """The round a user would export for this group: the seed whose value is closest to the
+    group's mean (the lowest seed on a tie), and every seed's, as `trial@round` by seed."""
+    # Gaps equal to 1e-12 are a tie (0.74 and 0.76 around 0.75 differ in the last bits).
+    ordered = rows.assign(_gap=(rows[metric] - mean).abs().round(12)).sort_values(
+        ["_gap", "seed", "trial_dir"], kind="stable", na_position="last")
+    chosen = ordered.iloc[0]
+    by_seed = rows.sort_values(["seed", "trial_dir"], kind="stable")
+    return {
+        "export_trial": readable_name(chosen["trial_dir"]),
+        "export_round": int(chosen["round"]),
+        "export_dir": str(Path(chosen["trial_dir"]).parent),
+        "export_value": float(chosen[metric]),
+        "export_all": ";".join(f"{readable_name(d)}@{int(r)}"
+                               for d, r in zip(by_seed["trial_dir"], by_seed["round"],
+                                               strict=True)),
+    }
 
 
 def dense_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -257,7 +283,7 @@ def aggregate(
         "level_by", "round", "target_sparsity", "sparsity", "params_total", "params_prunable",
         "params_total_dense", "params_prunable_dense", "metric", "n", "seeds", "mean", "std",
         "ci_low", "ci_high", "ci_method", "ci_outside_range", "dense_mean", "dense_n",
-        "delta_vs_dense", "dense_source", "trials",
+        "delta_vs_dense", "dense_source", "trials", *EXPORT_COLUMNS,
     ]
     first[first.index("params_prunable_dense") + 1:first.index("params_prunable_dense") + 1] = [
         c for c in position_columns(rows) if c not in first]

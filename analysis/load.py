@@ -137,6 +137,18 @@ def _last_error_line(path: Path) -> str:
 _TRIAL_ID_RE = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
 
 
+#: run_sweep's trial directories end in Tune's id: `<readable name>_<experiment id>_<index>`.
+_TRIAL_ID_SUFFIX = re.compile(r"_[0-9a-f]{5}_\d{5}$")
+
+
+def readable_name(trial_dir: str | Path) -> str:
+    """The trial's name without Tune's id: `imp_s0_p0.8x3` for `.../imp_s0_p0.8x3_999bf_00003`
+    (what `prunetune export --trial` and the progress line call it); a directory named
+    otherwise keeps its whole name. The rule of `trainables.tickets.readable_name`, here
+    because analysis imports no torch."""
+    return _TRIAL_ID_SUFFIX.sub("", Path(trial_dir).name)
+
+
 def _trial_id_from_dir(name: str) -> str:
     match = _TRIAL_ID_RE.search(name)
     return match.group(1) if match else name

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.aggregate import is_missing, latency_batches, line_keys
+from analysis.aggregate import EXPORT_COLUMNS, is_missing, latency_batches, line_keys
 
 
 def _base_label(record: dict[str, Any], varying_extras: list[str], several_finals: bool) -> str:
@@ -105,6 +105,7 @@ def summary_table(agg: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
             else math.nan,
         })
         record.update({column: row[column] for column in cost_columns(agg)})
+        record.update({column: row[column] for column in EXPORT_COLUMNS})
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -266,6 +267,7 @@ def summary_markdown(
             mrows.append([label, "none", "n/a", _pct(100 * m["dense_mean"])])
     out += markdown_table(["method", "matching sparsity %", f"mean {metric} % there",
                       "dense mean %"], mrows)
+    out += export_section(summary, metric)
     out += ["", f"## Excluded trials ({len(excluded)})", ""]
     if excluded.empty:
         out.append("None: every trial finished without diverging.")
@@ -279,6 +281,22 @@ def summary_markdown(
         out += markdown_table(["experiment", "trial", "status", "method", "scorer", "seed",
                           "rounds", "reason"], erows)
     return "\n".join(out) + "\n"
+
+
+def export_section(summary: pd.DataFrame, metric: str) -> list[str]:
+    """summary.md's "Networks to export": per method and level, the round whose seed is closest
+    to the mean, and the command that writes it as an ONNX file."""
+    out = ["", "## Networks to export", "",
+           f"Per method and level, the seed whose {metric} is closest to the mean (every seed's "
+           "trial and round: `export_all` in summary.csv). `prunetune export DIR --trial NAME "
+           "--round K` writes it as ONNX (`--format torchscript|safetensors`).", ""]
+    rows = [[r["label"], _sparsity_cell(r.to_dict()), r["export_trial"],
+             int(r["export_round"]), _pct(100 * r["export_value"]),
+             f"`prunetune export {r['export_dir']} --trial {r['export_trial']} "
+             f"--round {int(r['export_round'])}`"]
+            for _, r in summary.iterrows()]
+    return out + markdown_table(["method", "sparsity %", "trial", "round", f"its {metric} %",
+                                 "command"], rows)
 
 
 def terminal_text(summary: pd.DataFrame, matching: pd.DataFrame, excluded: pd.DataFrame,

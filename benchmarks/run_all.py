@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench_sweep_efficiency",
     "bench_latency",
     "bench_round_cost",
+    "bench_export",
 )
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

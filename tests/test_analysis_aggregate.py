@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,3 +214,36 @@ def test_bootstrap_option_and_val_metric(results):
     assert dense["ci_low"] < 0.81 < dense["ci_high"]
     with pytest.raises(ValueError, match="metric"):
         aggregate(results, metric="loss")
+
+
+# Hand-picked from the standard experiment's accuracies (tests/fixtures_experiments.py): the
+# seed closest to each group's mean; 0.74 and 0.76 around 0.75 tie, and the lower seed wins.
+EXPORT_CHOICES = [
+    ({"method": "dense"}, 1, 0),                                        # 0.82 = the mean
+    ({"method": "imp", "schedule": "iterative", "round": 3}, 1, 3),     # 0.79 = the mean
+    ({"method": "imp", "schedule": "oneshot"}, 1, 1),                   # 0.81 of mean 0.82
+    # Prune-at-init trials report no round 0: their one round is round 1.
+    ({"method": "snip", "scorer": "snip", "target_sparsity": 0.9}, 1, 1),
+    ({"method": "snip", "scorer": "random"}, 0, 1),                     # a tie
+]
+
+
+@pytest.mark.parametrize(("where", "seed", "round_number"), EXPORT_CHOICES)
+def test_the_round_to_export_is_the_seed_closest_to_the_mean(agg, results, where, seed,
+                                                             round_number):
+    row = _row(agg, **where)
+    chosen = results[results["trial_dir"].map(lambda d: Path(d).name) == row["export_trial"]]
+    assert set(chosen["seed"]) == {seed} and set(chosen["method"]) == {where["method"]}
+    at_round = chosen[chosen["round"] == round_number]
+    assert row["export_round"] == round_number and len(at_round) == 1
+    assert row["export_value"] == at_round["test_acc"].iloc[0]
+    assert Path(row["export_dir"]) == Path(chosen["trial_dir"].iloc[0]).parent
+    assert len(row["export_all"].split(";")) == row["n"]
+
+
+def test_a_run_sweep_directory_is_named_without_tunes_id():
+    from analysis.load import readable_name
+
+    assert readable_name("/x/imp_s0_p0.8x3_999bf_00003") == "imp_s0_p0.8x3"
+    assert readable_name("/x/train_fn_a1b2c_00000_0_seed=0_2026") == \
+        "train_fn_a1b2c_00000_0_seed=0_2026"

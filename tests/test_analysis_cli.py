@@ -83,6 +83,11 @@ def test_summary_csv_and_md_numbers(written):
     for status in ("errored", "unfinished", "diverged"):
         assert f"| {status} |" in md
     assert "mean >= dense_mean - 1 points" in md
+    # SNIP at 90%: 0.68, 0.70, 0.72 -> seed 1 is the mean; its command exports that round.
+    seed1 = next(p.name for p in exp.glob("*method=snip,seed=1_*")
+                 if '"target_sparsity": 0.9' in (p / "params.json").read_text())
+    assert "## Networks to export" in md
+    assert f"| {seed1} | 1 | 70.00 | `prunetune export {exp} --trial {seed1} --round 1` |" in md
     # Terminal: the same summary, the excluded trials and where files went.
     assert "excluded trials (3)" in proc.stdout
     assert "RuntimeError: CUDA out of memory" in proc.stdout

@@ -25,6 +25,7 @@ EXPECTED_KEYS = {
     "bench_startup": {"sides", "reps"},
     "bench_latency": {"models", "measuring_cost", "setup"},
     "bench_round_cost": {"trials", "setup"},
+    "bench_export": {"networks", "figures", "setup"},
 }
 
 

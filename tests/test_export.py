@@ -175,3 +175,17 @@ def test_benchmark_times_the_file_beside_the_recorded_torch_latency(experiment, 
     for size in (1, 2):  # tiny_trial's measure.batch_sizes
         assert f"batch {size}: onnxruntime " in line
         assert f"torch {row[f'latency_ms_b{size}']:.3g} ms" in line
+
+
+def test_the_script_and_the_console_command_are_the_same_cli(experiment, capsys):
+    import subprocess
+
+    from sweeps import cli
+
+    script = subprocess.run([sys.executable, "sweeps/export.py", str(experiment), "--trial",
+                             "nope"], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, timeout=120)
+    assert script.returncode == 2 and script.stderr.count("\n") == 1
+    assert script.stderr.startswith("python sweeps/export.py: error: ")
+    assert cli.main(["export", str(experiment), "--trial", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("prunetune export: error: ")

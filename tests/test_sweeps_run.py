@@ -152,6 +152,11 @@ def test_grid_sweep_one_trial_per_point_and_one_row_per_round(grid_sweep: dict[s
         assert len(list(trial_dir.glob("events.out.tfevents.*"))) >= 1, trial_dir.name
     summary = json.loads((experiment / "prunetune_sweep.json").read_text())
     assert len(summary["trials"]) == len(EXPECTED_GRID)
+    # The code the sweep ran: this checkout's commit, as git itself names it.
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode == 0:
+        assert summary["source"]["commit"] == head.stdout.strip()
     assert f"tensorboard --logdir {experiment}\n" in proc.stdout
     assert f"python analysis/plot.py {experiment}\n" in proc.stdout
 
