@@ -4,13 +4,14 @@ Usage (from the repository root)::
 
     python analysis/plot.py output/imp [output/snip ...] [--metric test_acc|val_acc] [--ci 0.95]
         [--interval t|logit-t|bootstrap] [--out DIR] [--tolerance 1.0] [--params total|prunable]
-        [--layer-sparsity 0.9] [--latency-batch 1]
+        [--layer-sparsity 0.9] [--latency-batch 1] [--compare A B ...]
 
 Writes into ``--out`` (default: the first experiment directory): results.csv (+ results.parquet
 when pyarrow is installed), summary.csv, summary.md, excluded_trials.csv,
 accuracy_vs_params.png/.svg, and when the data allow accuracy_vs_latency.png/.svg and
 accuracy_vs_flops.png/.svg (rows that measured their cost), accuracy_vs_round.png/.svg (IMP
-iterative) and layer_sparsity.png/.svg. Bad input: one line on stderr, exit status 2.
+iterative) and layer_sparsity.png/.svg; with ``--compare A B``, comparisons.md/.csv and
+compare_A_vs_B.png/.svg (analysis/compare.py). Bad input: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(_here.parent))
 
 from analysis.aggregate import aggregate, latency_devices, matching_sparsity  # noqa: E402
+from analysis.compare import (  # noqa: E402
+    comparisons_markdown,
+    paired_comparison,
+    plot_comparison,
+    terminal_lines,
+)
 from analysis.load import AnalysisInputError, excluded_trials, load_results  # noqa: E402
 from analysis.report import summary_markdown, summary_table, terminal_text  # noqa: E402
 from analysis.stats import INTERVALS  # noqa: E402
@@ -65,6 +72,10 @@ def parse_args(argv: list[str] | None = None,
     parser.add_argument("--latency-batch", type=int, default=None, metavar="B",
                         help="batch size of the accuracy_vs_latency figure (default: the "
                              "smallest measured)")
+    parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+                        help="paired comparison of lines A and B (labels as summary.md names "
+                             "them, or a method name) per level, by seed, with Holm-corrected "
+                             "p-values: comparisons.md/.csv and compare_A_vs_B.png; repeatable")
     args = parser.parse_args(argv)
     if not 0.0 < args.ci < 1.0:
         parser.error(f"--ci must be in (0, 1), got {args.ci}")
@@ -127,12 +138,31 @@ def run(args: argparse.Namespace) -> int:
     layers = figures.layer_sparsity_table(results, agg, args.layer_sparsity)
     written += figures.plot_layer_sparsity(layers, out_dir, f"{title}: per-layer sparsity")
 
+    comparisons = [paired_comparison(results, agg, a, b, metric=args.metric, ci=args.ci)
+                   for a, b in args.compare]
+    if comparisons:
+        written += write_comparisons(comparisons, out_dir, args)
+
     print(terminal_text(summary, matching, excluded, agg, args.tolerance))
+    for frame in comparisons:
+        print("\n".join(terminal_lines(frame)))
     print()
     print("wrote:")
     for path in written:
         print(f"  {path}")
     return 0
+
+
+def write_comparisons(frames: list, out_dir: Path, args: argparse.Namespace) -> list[Path]:
+    import pandas as pd
+
+    pd.concat(frames, ignore_index=True).to_csv(out_dir / "comparisons.csv", index=False)
+    (out_dir / "comparisons.md").write_text(comparisons_markdown(frames, args.metric, args.ci),
+                                            encoding="utf-8")
+    written = [out_dir / "comparisons.csv", out_dir / "comparisons.md"]
+    for frame in frames:
+        written += plot_comparison(frame, out_dir)
+    return written
 
 
 def terminal_excluded(excluded) -> str:

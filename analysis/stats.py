@@ -90,6 +90,39 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def paired_t_test(differences: Sequence[float]) -> tuple[float, float]:
+    """(t, two-sided p) of the paired t-test on per-seed differences A - B: the one-sample
+    t-test of mean 0, ``t = mean / (s / sqrt(n))`` with n - 1 degrees of freedom. NaN with
+    fewer than two differences, or when they do not vary (no spread to test against; a spread
+    below 1e-12 is the float rounding of equal differences, such as 0.77 - 0.80 and
+    0.79 - 0.82, where scipy would report p ~ 1e-30)."""
+    arr = np.asarray(differences, dtype=float)
+    n = arr.size
+    if n < 2:
+        return math.nan, math.nan
+    mean, std = mean_std(arr)
+    if std <= 1e-12 * max(1.0, abs(mean)):
+        return math.nan, math.nan
+    t = mean / (std / math.sqrt(n))
+    return t, float(2.0 * scipy_stats.t.sf(abs(t), n - 1))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN ones are left out of the
+    family and stay NaN): the i-th smallest of m is multiplied by m - i + 1 (i from 1), then
+    each is raised to the largest adjusted value before it and capped at 1."""
+    arr = np.asarray(p_values, dtype=float)
+    adjusted = np.full(arr.shape, math.nan)
+    finite = np.flatnonzero(~np.isnan(arr))
+    order = finite[np.argsort(arr[finite], kind="stable")]
+    m = order.size
+    running = 0.0
+    for i, index in enumerate(order):
+        running = max(running, min(1.0, (m - i) * arr[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def _check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")
