@@ -166,6 +166,9 @@ def _stats(
         "ci_outside_range": bool(low < 0.0 or high > 1.0),
         "trials": int(rows["trial_id"].nunique()),
         **_export_choice(rows, metric, mean),
+        # Seeds whose round left a layer with no weights (analysis/collapse.py; NaN: unchecked).
+        "collapsed_seeds": int(rows.loc[rows["dead_layers"].fillna("").astype(bool), "seed"]
+                               .nunique()) if "dead_layers" in rows else math.nan,
     }
     positions = per_seed[position_columns(rows)].mean()
     for column in positions.columns:
@@ -283,7 +286,7 @@ def aggregate(
         "level_by", "round", "target_sparsity", "sparsity", "params_total", "params_prunable",
         "params_total_dense", "params_prunable_dense", "metric", "n", "seeds", "mean", "std",
         "ci_low", "ci_high", "ci_method", "ci_outside_range", "dense_mean", "dense_n",
-        "delta_vs_dense", "dense_source", "trials", *EXPORT_COLUMNS,
+        "delta_vs_dense", "dense_source", "trials", *EXPORT_COLUMNS, "collapsed_seeds",
     ]
     first[first.index("params_prunable_dense") + 1:first.index("params_prunable_dense") + 1] = [
         c for c in position_columns(rows) if c not in first]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -130,7 +131,7 @@ def plot_accuracy_against(
     ci_name = _ci_name(agg)
     fig, ax = plt.subplots(figsize=(8.0, 5.0))
     xs_all = []
-    single = 0
+    single = collapsed = 0
     for i, (label, line) in enumerate(_lines(agg)):
         line = line.dropna(subset=[column]).sort_values(column)
         if line.empty:
@@ -156,6 +157,7 @@ def plot_accuracy_against(
             ax.update_datalim(np.column_stack([np.r_[x[ok], x[ok]], np.r_[low[ok], high[ok]]]))
             ax.autoscale_view()
         xs_all.extend(x)
+        collapsed += _mark_collapse(ax, line, x, y, collapsed == 0)
 
     dense = agg[agg["level_by"] == "dense"]
     dense_labels = line_labels(agg)
@@ -198,6 +200,19 @@ def plot_accuracy_against(
     ax.set_title(title, pad=28 if top else 6)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
     return _save(fig, out_dir, stem)
+
+
+def _mark_collapse(ax: Any, line: pd.DataFrame, x: np.ndarray, y: np.ndarray,
+                   first: bool) -> int:
+    """A red ✕ over each point where a seed's round left a layer with no weights (see
+    analysis/collapse.py); the number of points marked."""
+    if "collapsed_seeds" not in line:
+        return 0
+    hit = pd.to_numeric(line["collapsed_seeds"], errors="coerce").fillna(0).to_numpy() > 0
+    if hit.any():
+        ax.scatter(x[hit], y[hit], marker="x", s=70, linewidths=2.0, color="#d62728", zorder=5,
+                   label="a layer has no weights (summary.md)" if first else None)
+    return int(hit.sum())
 
 
 def _ci_name(agg: pd.DataFrame) -> str:

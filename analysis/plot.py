@@ -29,6 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(_here.parent))
 
 from analysis.aggregate import aggregate, latency_devices, matching_sparsity  # noqa: E402
+from analysis.collapse import checked_counts, collapsed_rounds, mark_dead_layers  # noqa: E402
 from analysis.compare import (  # noqa: E402
     comparisons_markdown,
     paired_comparison,
@@ -36,7 +37,12 @@ from analysis.compare import (  # noqa: E402
     terminal_lines,
 )
 from analysis.load import AnalysisInputError, excluded_trials, load_results  # noqa: E402
-from analysis.report import summary_markdown, summary_table, terminal_text  # noqa: E402
+from analysis.report import (  # noqa: E402
+    collapse_warnings,
+    summary_markdown,
+    summary_table,
+    terminal_text,
+)
 from analysis.stats import INTERVALS  # noqa: E402
 
 EXIT_BAD_INPUT = 2
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(map(str, args.experiments))}: no round results yet "
             f"({len(results.attrs['trials'])} trial(s), none reported a finished round)"
         )
+    results = mark_dead_layers(results)
     results.to_csv(out_dir / "results.csv", index=False)
     written.append(out_dir / "results.csv")
     try:
@@ -121,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
     title = " + ".join(dict.fromkeys(results["experiment"].astype(str)))
     params_column = f"params_{args.params}"
     summary.to_csv(out_dir / "summary.csv", index=False)
+    collapses = collapsed_rounds(results)
     (out_dir / "summary.md").write_text(
         summary_markdown(summary, matching, excluded, agg, title=title,
-                         tolerance=args.tolerance, params_column=params_column),
+                         tolerance=args.tolerance, params_column=params_column,
+                         collapses=collapses, checked=checked_counts(results)),
         encoding="utf-8",
     )
     written += [out_dir / "summary.csv", out_dir / "summary.md"]
@@ -146,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     print(terminal_text(summary, matching, excluded, agg, args.tolerance))
     for frame in comparisons:
         print("\n".join(terminal_lines(frame)))
+    for line in collapse_warnings(collapses):
+        print(line)
     print()
     print("wrote:")
     for path in written:

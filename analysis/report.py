@@ -106,6 +106,7 @@ def summary_table(agg: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
         })
         record.update({column: row[column] for column in cost_columns(agg)})
         record.update({column: row[column] for column in EXPORT_COLUMNS})
+        record["collapsed_seeds"] = row["collapsed_seeds"]
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -219,8 +220,12 @@ def summary_markdown(
     title: str,
     tolerance: float,
     params_column: str = "params_total",
+    collapses: pd.DataFrame | None = None,
+    checked: tuple[int, int] | None = None,
 ) -> str:
-    """summary.md: the per-level table, the matching sparsities and the excluded trials."""
+    """summary.md: the per-level table, the matching sparsities, layer collapse (when
+    `collapses` is given: analysis/collapse.py), the rounds to export and the excluded
+    trials."""
     metric = str(agg["metric"].iloc[0])
     ci_name = interval_name(agg)
     out = [f"# {title}", ""]
@@ -267,6 +272,8 @@ def summary_markdown(
             mrows.append([label, "none", "n/a", _pct(100 * m["dense_mean"])])
     out += markdown_table(["method", "matching sparsity %", f"mean {metric} % there",
                       "dense mean %"], mrows)
+    if collapses is not None:
+        out += collapse_section(collapses, checked)
     out += export_section(summary, metric)
     out += ["", f"## Excluded trials ({len(excluded)})", ""]
     if excluded.empty:
@@ -281,6 +288,33 @@ def summary_markdown(
         out += markdown_table(["experiment", "trial", "status", "method", "scorer", "seed",
                           "rounds", "reason"], erows)
     return "\n".join(out) + "\n"
+
+
+def collapse_section(collapses: pd.DataFrame, checked: tuple[int, int] | None) -> list[str]:
+    """summary.md's "Layer collapse": every round that left a layer with no weights."""
+    done, total = checked or (0, 0)
+    scope = f"{done} of the finished trials' {total} rounds checked, from their checkpoints"
+    out = ["", "## Layer collapse", ""]
+    if collapses.empty:
+        return out + [f"None: every checked round keeps weights in every layer ({scope})."]
+    out += [f"**Warning: {len(collapses)} round(s) leave a layer with no weights**, which cuts "
+            "every path through it (the whole network, or a residual block's branch); their "
+            f"points are marked ✕ in the figures ({scope}).", ""]
+    rows = [[r["label"], r["seed"], int(r["round"]), _pct(100 * r["sparsity"]),
+             r["dead_layers"].replace(";", ", ")] for _, r in collapses.iterrows()]
+    return out + markdown_table(["method", "seed", "round", "sparsity %", "layers with no "
+                                 "weights"], rows)
+
+
+def collapse_warnings(collapses: pd.DataFrame, shown: int = 5) -> list[str]:
+    """Terminal lines: the first `shown` collapsed rounds, and how many more."""
+    lines = [f"warning: layer collapse: {r['label']} seed {r['seed']} round {int(r['round'])} "
+             f"({100 * r['sparsity']:.2f}% sparsity): no weights left in "
+             f"{r['dead_layers'].replace(';', ', ')}" for _, r in collapses.head(shown).iterrows()]
+    if len(collapses) > shown:
+        lines.append(f"warning: layer collapse in {len(collapses) - shown} more round(s): "
+                     "see summary.md")
+    return lines
 
 
 def export_section(summary: pd.DataFrame, metric: str) -> list[str]:
