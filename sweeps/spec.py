@@ -20,10 +20,11 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sweeps.controls import budget_matched_dense
 from sweeps.layers import Layer, SharedFieldUse, check_layer, compose_trial, nested, overrides_layer
 from sweeps.loggers import DEFAULT_LOGGERS, LOGGERS, check_installed
 from trainables.config import (
@@ -106,6 +107,11 @@ class SweepSpec(_Strict):
         None, ge=1, description="cap on trials running at once; None = as resources allow"
     )
     max_failures: int = Field(1, ge=0, description="restarts of a crashed trial")
+    controls: list[Literal["budget_matched_dense"]] = Field(
+        default_factory=list,
+        description="extra trials reviewers ask for: budget_matched_dense = for each experiment "
+        "that trains longer than dense (IMP, channels), dense trained for its total epochs",
+    )
     share_dense: bool = Field(
         True, description="IMP trials reuse the dense model of the same seed and recipe"
     )
@@ -133,6 +139,9 @@ class SweepSpec(_Strict):
     def _non_empty_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
         _check_axes(grid)
         return grid
+
+
+CONTROL_TRIALS = {"budget_matched_dense": budget_matched_dense}
 
 
 def _check_axes(grid: dict[str, list[Any]]) -> None:
@@ -321,6 +330,19 @@ def plan_sweep(
         seen.add(key)
         trials.append(resolved)
         labels.append(point.experiment.label or config.method)
+    for control in spec.controls:  # after the experiments: their labels name the controls
+        for point, config in zip(points, configs, strict=True):
+            label = point.experiment.label or config.method
+            raw = CONTROL_TRIALS[control](config, label)
+            if raw is None:
+                continue
+            trial = parse_trial_config(raw, source=f"{point.context(source)} (controls: "
+                                       f"{control})")
+            key = trial_key(trial)
+            if key not in seen:
+                seen.add(key)
+                trials.append(_absolute_paths(trial.model_dump(mode="json"), launch_dir))
+                labels.append(f"{label}_budget")
     if spec.share_dense:
         _share_dense_models(trials)
     # Dense first, so that the others find their seed's dense model in the cache; long trials

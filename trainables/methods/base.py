@@ -100,6 +100,11 @@ class Method:
         """The fewest epochs a `--smoke` run needs (e.g. to reach a rewind point)."""
         return 1
 
+    def training_epochs(self, config: TrialConfig) -> int:
+        """Epochs of training a trial runs in all, its dense round included: the budget a
+        budget-matched dense control trains for (`controls: [budget_matched_dense]`)."""
+        return config.train.epochs
+
     def round_checkpoints(self, config: TrialConfig) -> int:
         """How many rounds (each a row and a checkpoint) a trial reports: by default its dense
         round 0 if it starts from the dense model, then one pruned round. What a sweep still

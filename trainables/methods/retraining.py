@@ -131,6 +131,10 @@ class RetrainingMethod(Method):
     def round_checkpoints(self, config: TrialConfig) -> int:
         return 1 + len(self.targets(config))  # the dense round 0, then one per level
 
+    def training_epochs(self, config: TrialConfig) -> int:
+        rounds = len(self.targets(config))
+        return config.train.epochs + rounds * len(retraining_plan(config, 1, None, False).epochs)
+
     def targets(self, config: TrialConfig) -> list[float]:
         """The levels of rounds 1..R: 1-(1-p)^k (iterative) or the one-shot target."""
         settings = config.settings
