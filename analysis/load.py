@@ -461,10 +461,17 @@ def load_layer_sparsity(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _find_metrics(trial_dir: Path, checkpoint: Any, round_index: Any) -> dict[str, Any] | None:
+    found = round_checkpoint_dir(trial_dir, checkpoint, round_index)
+    return None if found is None else json.loads((found / "metrics.json").read_text("utf-8"))
+
+
+def round_checkpoint_dir(trial_dir: Path, checkpoint: Any, round_index: Any) -> Path | None:
+    """The checkpoint directory of a result row's round: the one the row names
+    (``checkpoint_dir_name``), else the one whose metrics.json records that round."""
     if isinstance(checkpoint, str) and checkpoint:
         path = trial_dir / checkpoint / "metrics.json"
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+            return path.parent
     # Fall back to scanning the checkpoints for the one recording this round.
     for path in sorted(trial_dir.glob("checkpoint_*/metrics.json")):
         try:
@@ -472,5 +479,5 @@ def _find_metrics(trial_dir: Path, checkpoint: Any, round_index: Any) -> dict[st
         except json.JSONDecodeError:
             continue
         if metrics.get("round") == round_index:
-            return metrics
+            return path.parent
     return None

@@ -4,14 +4,16 @@ Usage (from the repository root)::
 
     python analysis/plot.py output/imp [output/snip ...] [--metric test_acc|val_acc] [--ci 0.95]
         [--interval t|logit-t|bootstrap] [--out DIR] [--tolerance 1.0] [--params total|prunable]
-        [--layer-sparsity 0.9] [--latency-batch 1] [--compare A B ...]
+        [--layer-sparsity 0.9] [--latency-batch 1] [--compare A B ...] [--mask-overlap]
 
 Writes into ``--out`` (default: the first experiment directory): results.csv (+ results.parquet
 when pyarrow is installed), summary.csv, summary.md, excluded_trials.csv,
 accuracy_vs_params.png/.svg, and when the data allow accuracy_vs_latency.png/.svg and
 accuracy_vs_flops.png/.svg (rows that measured their cost), accuracy_vs_round.png/.svg (IMP
 iterative) and layer_sparsity.png/.svg; with ``--compare A B``, comparisons.md/.csv and
-compare_A_vs_B.png/.svg (analysis/compare.py). Bad input: one line on stderr, exit status 2.
+compare_A_vs_B.png/.svg (analysis/compare.py); with ``--mask-overlap``, mask_overlap.csv and
+mask_overlap.png/.svg (analysis/mask_overlap.py, the one part that reads checkpoints with
+torch). Bad input: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def parse_args(argv: list[str] | None = None,
                         help="paired comparison of lines A and B (labels as summary.md names "
                              "them, or a method name) per level, by seed, with Holm-corrected "
                              "p-values: comparisons.md/.csv and compare_A_vs_B.png; repeatable")
+    parser.add_argument("--mask-overlap", action="store_true",
+                        help="Jaccard overlap of the kept weights between methods and seeds at "
+                             "each level, from the round checkpoints (needs torch): "
+                             "mask_overlap.csv and mask_overlap.png")
     args = parser.parse_args(argv)
     if not 0.0 < args.ci < 1.0:
         parser.error(f"--ci must be in (0, 1), got {args.ci}")
@@ -147,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     layers = figures.layer_sparsity_table(results, agg, args.layer_sparsity)
     written += figures.plot_layer_sparsity(layers, out_dir, f"{title}: per-layer sparsity")
 
+    if args.mask_overlap:
+        written += write_mask_overlap(results, agg, out_dir)
     comparisons = [paired_comparison(results, agg, a, b, metric=args.metric, ci=args.ci)
                    for a, b in args.compare]
     if comparisons:
@@ -174,6 +182,14 @@ def write_comparisons(frames: list, out_dir: Path, args: argparse.Namespace) -> 
     for frame in frames:
         written += plot_comparison(frame, out_dir)
     return written
+
+
+def write_mask_overlap(results, agg, out_dir: Path) -> list[Path]:
+    from analysis.mask_overlap import mask_overlap, plot_mask_overlap, round_masks
+
+    overlap = mask_overlap(round_masks(results, agg))
+    overlap.to_csv(out_dir / "mask_overlap.csv", index=False)
+    return [out_dir / "mask_overlap.csv", *plot_mask_overlap(overlap, out_dir)]
 
 
 def terminal_excluded(excluded) -> str:
