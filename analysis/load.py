@@ -264,8 +264,11 @@ def swept_keys(trials: list[Trial], sweep: dict[str, Any] | None) -> list[str]:
     return varying
 
 
-def load_experiment(experiment_dir: str | Path) -> tuple[str, list[Trial], list[str]]:
-    """Read every trial of one experiment directory: (name, trials, swept keys)."""
+def load_experiment(experiment_dir: str | Path,
+                    all_trials: bool = False) -> tuple[str, list[Trial], list[str]]:
+    """Read the trials of one experiment directory: (name, trials, swept keys). A grown
+    experiment's trials that its sweep file no longer has (`removed_trials` of
+    prunetune_sweep.json, see sweeps/grow.py) are left out unless `all_trials`."""
     path = Path(experiment_dir)
     if not path.exists():
         raise AnalysisInputError(f"{path}: no such directory")
@@ -279,7 +282,8 @@ def load_experiment(experiment_dir: str | Path) -> tuple[str, list[Trial], list[
         )
     sweep = read_sweep(path)
     name = str(sweep["name"]) if sweep and sweep.get("name") else path.resolve().name
-    trials = [load_trial(d, name) for d in dirs]
+    removed = set() if all_trials or not sweep else set(sweep.get("removed_trials") or [])
+    trials = [load_trial(d, name) for d in dirs if d.name not in removed]
     return name, trials, swept_keys(trials, sweep)
 
 
@@ -292,14 +296,16 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def load_trials(*experiment_dirs: str | Path) -> tuple[list[Trial], list[str]]:
-    """All trials of the given experiment directories, and the union of their swept keys.
+def load_trials(*experiment_dirs: str | Path,
+                all_trials: bool = False) -> tuple[list[Trial], list[str]]:
+    """The trials of the given experiment directories (see `load_experiment`), and the union
+    of their swept keys.
 
     Two directories with the same experiment name get distinct names (``name#2``).
     """
     if not experiment_dirs:
         raise AnalysisInputError("no experiment directory given")
-    loaded = [load_experiment(d) for d in experiment_dirs]
+    loaded = [load_experiment(d, all_trials) for d in experiment_dirs]
     names = _unique_names([name for name, _, _ in loaded])
     trials: list[Trial] = []
     keys: list[str] = []
@@ -346,7 +352,7 @@ def _trials_frame(trials: list[Trial], keys: list[str]) -> pd.DataFrame:
     return frame
 
 
-def load_results(*experiment_dirs: str | Path) -> pd.DataFrame:
+def load_results(*experiment_dirs: str | Path, all_trials: bool = False) -> pd.DataFrame:
     """One row per (trial, finished round) of every trial in the given experiment directories.
 
     Columns: ``RESULT_COLUMNS`` (experiment, trial_id, trial_status, method, scorer, schedule,
@@ -357,9 +363,10 @@ def load_results(*experiment_dirs: str | Path) -> pd.DataFrame:
     ``swept_keys`` and ``trials`` (the per-trial status table of :func:`trial_table`, as a list
     of records so that attrs stay JSON-serialisable).
 
-    Raises :class:`AnalysisInputError` for a missing directory or one without trials.
+    Raises :class:`AnalysisInputError` for a missing directory or one without trials. A grown
+    experiment's removed grid points are left out unless ``all_trials``.
     """
-    trials, keys = load_trials(*experiment_dirs)
+    trials, keys = load_trials(*experiment_dirs, all_trials=all_trials)
     frame = _trials_frame(trials, keys)
     frame.attrs["swept_keys"] = keys
     frame.attrs["trials"] = trial_table(trials).to_dict(orient="records")

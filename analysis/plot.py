@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None = None,
                         help="Jaccard overlap of the kept weights between methods and seeds at "
                              "each level, from the round checkpoints (needs torch): "
                              "mask_overlap.csv and mask_overlap.png")
+    parser.add_argument("--all", action="store_true",
+                        help="also the trials a grown experiment's sweep file no longer has "
+                             "(kept on disk; left out by default)")
     args = parser.parse_args(argv)
     if not 0.0 < args.ci < 1.0:
         parser.error(f"--ci must be in (0, 1), got {args.ci}")
@@ -97,7 +100,7 @@ def parse_args(argv: list[str] | None = None,
 
 
 def run(args: argparse.Namespace) -> int:
-    results = load_results(*args.experiments)
+    results = load_results(*args.experiments, all_trials=args.all)
     out_dir = args.out if args.out is not None else Path(args.experiments[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from sweeps.cluster_access import check_cluster_access, connection_failure  # noqa: E402
 from sweeps.finished_trials import tidy_finished_trials  # noqa: E402
+from sweeps.grow import Growth, archive_previous_run, grown_summary, plan_growth  # noqa: E402
 from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
 from sweeps.provenance import SWEEP_SUMMARY_FILE, code_source  # noqa: E402
 from sweeps.spec import (  # noqa: E402
@@ -41,6 +42,8 @@ from trainables.files import atomic_write  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
+#: What prunetune_sweep.json keeps of a grown experiment's earlier runs (sweeps/grow.py).
+EARLIER_KEYS = ("reused_trials", "removed_trials", "current_run_trials")
 _NO_DEFAULT_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 # A starting raylet connects to its own object store while another of its threads is still
 # creating it; on a miss it retries after raylet_client_connect_timeout_milliseconds (1000 ms by
@@ -66,6 +69,24 @@ class Launch:
     loggers: list[Any] = field(default_factory=list)  # Ray Tune logger callbacks
     commands: Commands = field(default_factory=lambda: SCRIPT_COMMANDS)
     guard: Any = None  # the sweep's DiskGuard, once Ray runs
+    growth: Growth | None = None  # a grown sweep: what it runs, reuses, leaves out
+    earlier: dict[str, Any] = field(default_factory=dict)
+    """What prunetune_sweep.json says of earlier runs of a grown experiment (`EARLIER_KEYS`)."""
+
+    @property
+    def run_trials(self) -> list[dict[str, Any]]:
+        """The trials this run's Tuner holds: a grown sweep's new ones, else all the plan's."""
+        if self.growth is None:
+            return self.plan.trials
+        return [self.plan.trials[i] for i in self.growth.to_run]
+
+    @property
+    def planned(self) -> int:
+        """How many trials this run's Tune experiment must end with: a grown experiment's
+        latest Tune run holds only the trials it added."""
+        if self.growth is not None:
+            return len(self.growth.to_run)
+        return self.earlier.get("current_run_trials", len(self.plan.trials))
 
 
 @dataclass(frozen=True)
@@ -130,14 +151,17 @@ def _has_experiment_state(directory: Path) -> bool:
     return any(directory.glob("experiment_state*.json")) or (directory / "tuner.pkl").exists()
 
 
-def _saved_trials(directory: Path) -> list[dict[str, Any]] | None:
+def _saved_summary(directory: Path) -> dict[str, Any] | None:
+    """The experiment's prunetune_sweep.json, if it is whole (None: absent or unreadable)."""
     summary = directory / SWEEP_SUMMARY_FILE
     if not summary.is_file():
         return None
     try:
-        return [entry["trial"] for entry in json.loads(summary.read_text())["trials"]]
+        saved = json.loads(summary.read_text())
+        [entry["trial"] for entry in saved["trials"]]  # noqa: B018 - checks the shape
     except (ValueError, KeyError, TypeError):
         return None
+    return saved
 
 
 def _dense_cache_dir(storage: str, experiment_dir: str, name: str) -> str:
@@ -160,25 +184,41 @@ def prepare(args: argparse.Namespace) -> Launch:
         if trial["dense_model"]["cache"] == AUTO_DENSE_CACHE:
             trial["dense_model"]["cache"] = cache
     address = args.address or os.environ.get("RAY_ADDRESS")
-    resume = args.resume
-    note = ""
+    launch = Launch(plan, name, storage, experiment_dir, args.resume, address)
     if not _is_uri(storage):
-        directory = Path(experiment_dir)
-        _check_writable(directory)
-        exists = _has_experiment_state(directory)
-        if resume and not exists:
-            raise ConfigError(f"--resume: no experiment to resume at {directory}")
-        if exists and not resume:
-            if _saved_trials(directory) != plan.trials:
-                raise ConfigError(
-                    f"{directory} holds a different sweep; choose another --name, or pass "
-                    "--resume to continue the one there"
-                )
-            resume = True
-            note = "the same sweep is already there: continuing it (finished trials are kept)"
+        _existing_experiment(launch, Path(experiment_dir))
     if address is None:
         _check_local_gpus(plan.spec.resources.gpu)
-    return Launch(plan, name, storage, experiment_dir, resume, address, note)
+    return launch
+
+
+def _existing_experiment(launch: Launch, directory: Path) -> None:
+    """What to do with an experiment already at `directory`: continue the same sweep, grow it
+    (sweeps/grow.py), or refuse; ConfigError if refused."""
+    _check_writable(directory)
+    exists = _has_experiment_state(directory)
+    if launch.resume and not exists:
+        raise ConfigError(f"--resume: no experiment to resume at {directory}")
+    if not exists:
+        return
+    saved = _saved_summary(directory)
+    launch.earlier = {key: saved[key] for key in EARLIER_KEYS if saved and key in saved}
+    if launch.resume:
+        return
+    if saved is None:
+        raise ConfigError(f"{directory} holds a sweep prunetune cannot read back (no "
+                          f"{SWEEP_SUMMARY_FILE}); choose another --name, or pass --resume")
+    if [entry["trial"] for entry in saved["trials"]] == launch.plan.trials:
+        launch.resume = True
+        launch.resume_note = ("the same sweep is already there: continuing it (finished trials "
+                              "are kept)")
+        return
+    growth = plan_growth(directory, launch.plan, saved)
+    launch.growth = growth
+    left_out = f"; {len(growth.removed)} trial(s) no longer in the file are kept on disk and " \
+        "left out of the analysis (plot --all shows them)" if growth.removed else ""
+    launch.resume_note = (f"growing the experiment: {len(growth.to_run)} new trial(s) to run, "
+                          f"{len(growth.reused)} finished trial(s) reused{left_out}")
 
 
 def _check_local_gpus(gpus_per_trial: float) -> None:
@@ -318,7 +358,9 @@ def _write_sweep_files(launch: Launch) -> None:
         return  # Ray writes the experiment there; our summary also lands in each params.json
     directory = Path(launch.experiment_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    summary = {**launch.plan.summary(), "source": code_source()}
+    summary = {**launch.plan.summary(), "source": code_source(), **launch.earlier}
+    if launch.growth is not None:
+        summary.update(grown_summary(launch.plan, launch.growth))
     text = json.dumps(summary, indent=1)
     atomic_write(directory / SWEEP_SUMMARY_FILE, lambda target: target.write_text(text))
 
@@ -345,7 +387,7 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
             launch.experiment_dir, trainable=trainable, resume_unfinished=True,
             resume_errored=True,
         )
-    trials = launch.plan.trials
+    trials = launch.run_trials
     namer = TrialNamer(launch.plan)
     callbacks = [CompactProgress(total_trials=len(trials)), launch.guard, *launch.loggers]
     return tune.Tuner(
@@ -401,7 +443,7 @@ def _disk_guard(launch: Launch) -> Any:
     from trainables.resolve import parse_trial_config
 
     rounds = 0
-    for trial in launch.plan.trials:
+    for trial in launch.run_trials:
         config = parse_trial_config(trial, source="trial config", check_ignored=False)
         rounds += METHODS.get(config.method).round_checkpoints(config)
     return DiskGuard(None if _is_uri(launch.storage) else launch.experiment_dir, rounds)
@@ -426,7 +468,7 @@ def _report(launch: Launch, results: Any) -> int:
     total = len(results)
     print(f"\nrun_sweep: {total - len(errored)}/{total} trials finished; results in "
           f"{launch.experiment_dir}")
-    planned = len(launch.plan.trials)
+    planned = launch.planned
     if total != planned:  # never a success with trials missing
         print(f"run_sweep: error: the experiment holds {total} of the sweep's {planned} "
               f"trials; {launch.experiment_dir} is not the sweep's whole experiment",
@@ -454,9 +496,11 @@ def _print_plan(launch: Launch) -> int:
     namer = TrialNamer(plan)
     note = f" ({launch.resume_note})" if launch.resume_note else ""
     print(f"run_sweep: {launch.name}: {len(plan.trials)} trials -> {launch.experiment_dir}{note}")
+    reused = launch.growth.reused if launch.growth is not None else {}
     for index, trial in enumerate(plan.trials):
         name = namer.name(SimpleNamespace(config={"trial": trial}))
-        print(f"  {index:4d}  {name}  (method={trial['method']}, seed={trial['seed']})")
+        done = f", reused: {reused[index].name}" if index in reused else ""
+        print(f"  {index:4d}  {name}  (method={trial['method']}, seed={trial['seed']}{done})")
     print(f"run_sweep: dry run: {len(plan.trials)} trials valid; nothing was started")
     return 0
 
@@ -508,7 +552,12 @@ def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
         return EXIT_BAD_INPUT
     if launch.resume_note:
         print(f"run_sweep: {launch.resume_note}")
-    trials = len(launch.plan.trials)
+    if launch.growth is not None and not launch.growth.to_run:
+        _write_sweep_files(launch)
+        print(f"run_sweep: {launch.name}: nothing to run: every trial of the sweep is in "
+              f"{launch.experiment_dir}")
+        return 0
+    trials = launch.planned
     print(f"run_sweep: {launch.name}: {trials} trials -> {launch.experiment_dir}", flush=True)
     # Ray's own table is replaced by CompactProgress; trials must not chdir-dependent paths.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -522,6 +571,8 @@ def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
         except PrunetuneError as error:
             print(f"run_sweep: error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        if launch.growth is not None:
+            archive_previous_run(Path(launch.experiment_dir))
         _write_sweep_files(launch)
         launch.guard = _disk_guard(launch)  # before a restore, whose pickled guard is this one
         with launch.guard.quiet_ray(launch.resume):
