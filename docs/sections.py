@@ -156,6 +156,11 @@ class Section:
     run_args: tuple[str, ...] = field(default_factory=tuple)
     page: str = "README.md"
     """The Markdown file, relative to the repository root, that holds the block."""
+    on_demand: bool = False
+    """A sweep that runs for tens of minutes: `make docs` leaves its block as it is; only
+    `--only NAME` (its own make target, `command`) reruns it."""
+    command: str = "make docs"
+    """What regenerates the block (named in its provenance line)."""
 
     def figure_file(self, figure: Figure) -> str:
         """The figure's path relative to the repository root (figures live in docs/)."""
@@ -172,4 +177,6 @@ SECTIONS: tuple[Section, ...] = (
             page="docs/methods.md"),
     Section(name="structured", sweep="sweeps/structured_digits.yaml", title="structured_digits",
             figures=(ACCURACY_VS_LATENCY,), table=cost_table, page="docs/methods.md"),
+    Section(name="flowers_cpu", sweep="sweeps/flowers_cpu.yaml", title="flowers_cpu",
+            on_demand=True, command="make docs-flowers"),
 )

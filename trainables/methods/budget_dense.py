@@ -32,7 +32,7 @@ class BudgetDense(Method):
     name = "budget_dense"
     label = "dense at a budget"
     section = BudgetDenseConfig
-    sweep_order = 60  # long: after the trials that others wait on
+    sweep_order = 12  # as long as the IMP trial it controls: early, not left running alone
 
     def name_parts(self, config: TrialConfig) -> list[str]:
         return [f"e{config.train.epochs}"]
