@@ -10,7 +10,8 @@ family-wise error rate.
 
 Levels are paired by target sparsity (IMP's round k at rate p is the level 1 - (1-p)^k that a
 prune-at-init grid names), or by the level value itself where a line has no target sparsity (a
-channel fraction). The dense line has one level: it is paired with every level of the other.
+channel fraction). A line of one unpruned level (dense, the budget-matched dense control) is
+paired with every level of the other.
 Only seeds both lines have at a level enter it; `unpaired_seeds` lists the others.
 """
 
@@ -71,6 +72,12 @@ def _per_seed_levels(results: pd.DataFrame, agg: pd.DataFrame, label: str,
             for level, seeds in levels.items()}
 
 
+def _unpruned(levels: dict[Any, dict[Any, float]]) -> bool:
+    """A line of one unpruned level (dense, or the budget-matched dense control): it is paired
+    with every level of the other line."""
+    return len(levels) == 1 and next(iter(levels)) in ("dense", ("sparsity", 0.0))
+
+
 def paired_comparison(results: pd.DataFrame, agg: pd.DataFrame, a: str, b: str,
                       metric: str = "test_acc", ci: float = 0.95) -> pd.DataFrame:
     """One row per level both lines have (see the module docstring); points and percent."""
@@ -79,10 +86,10 @@ def paired_comparison(results: pd.DataFrame, agg: pd.DataFrame, a: str, b: str,
         raise AnalysisInputError(f"--compare: {a!r} against itself")
     levels_a = _per_seed_levels(results, agg, a, metric)
     levels_b = _per_seed_levels(results, agg, b, metric)
-    if "dense" in levels_a:
-        levels_a = dict.fromkeys(levels_b, levels_a["dense"])
-    if "dense" in levels_b:
-        levels_b = dict.fromkeys(levels_a, levels_b["dense"])
+    if _unpruned(levels_a):
+        levels_a = dict.fromkeys(levels_b, next(iter(levels_a.values())))
+    if _unpruned(levels_b):
+        levels_b = dict.fromkeys(levels_a, next(iter(levels_b.values())))
     records = []
     for level in sorted(set(levels_a) & set(levels_b), key=lambda lv: (lv[0], float(lv[1]))):
         seeds_a, seeds_b = levels_a[level], levels_b[level]

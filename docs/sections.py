@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis import aggregate, load_results, matching_sparsity
 from analysis.aggregate import latency_devices
+from analysis.collapse import collapsed_rounds, mark_dead_layers
 from analysis.report import (
     cost_cells,
     cost_columns,
@@ -45,7 +46,7 @@ class Analysed:
 
     @classmethod
     def from_directory(cls, experiment_dir: Path, interval: str = "t") -> Analysed:
-        results = load_results(experiment_dir)
+        results = mark_dead_layers(load_results(experiment_dir))  # collapse marks, as plot.py
         agg = aggregate(results, interval=interval)
         summary = summary_table(agg, matching_sparsity(agg))
         return cls(results, agg, summary)
@@ -143,6 +144,34 @@ def cost_table(analysed: Analysed) -> str:
         f"{interval_legend(agg)}.")
 
 
+def study_table(analysed: Analysed, pairs: tuple[tuple[str, str], ...]) -> str:
+    """`method_table`, then each pair's paired comparison by level (analysis/compare.py) and
+    the rounds that left a layer with no weights (analysis/collapse.py)."""
+    from analysis.compare import paired_comparison
+
+    lines = [method_table(analysed), ""]
+    for a, b in pairs:
+        frame = paired_comparison(analysed.results, analysed.agg, a, b)
+        diffs = _levels([f"{d:+.2f}" for d in frame["mean_diff_points"]])
+        p_values = _levels([f"{p:.2g}" for p in frame["p_holm"]])
+        levels = _levels([f"{_number(t)}%" for t in frame["target_sparsity_pct"]])
+        lines.append(f"* {frame['a'].iloc[0]} - {frame['b'].iloc[0]}, paired by seed at "
+                     f"{levels}: {diffs} points (Holm-corrected p {p_values}).")
+    collapses = collapsed_rounds(analysed.results)
+    for (label, sparsity), group in collapses.groupby(["label", "sparsity"], sort=False):
+        layers = sorted({layer for row in group["dead_layers"] for layer in row.split(";")})
+        lines.append(f"* Layer collapse: {label} at {_number(100 * sparsity)}% leaves a layer "
+                     f"with no weights in {group['seed'].nunique()} of "
+                     f"{int(analysed.agg['n'].max())} seeds (emptied in at least one: "
+                     f"{', '.join(f'`{n}`' for n in layers)}).")
+    return "\n".join(lines)
+
+
+def flowers_table(analysed: Analysed) -> str:
+    return study_table(analysed, (("IMP iterative", "SNIP"),
+                                  ("IMP iterative", "dense, imp's budget (117 epochs)")))
+
+
 @dataclass(frozen=True)
 class Section:
     """A generated block: a shipped sweep, its figures and its table."""
@@ -178,5 +207,5 @@ SECTIONS: tuple[Section, ...] = (
     Section(name="structured", sweep="sweeps/structured_digits.yaml", title="structured_digits",
             figures=(ACCURACY_VS_LATENCY,), table=cost_table, page="docs/methods.md"),
     Section(name="flowers_cpu", sweep="sweeps/flowers_cpu.yaml", title="flowers_cpu",
-            on_demand=True, command="make docs-flowers"),
+            table=flowers_table, on_demand=True, command="make docs-flowers"),
 )

@@ -94,3 +94,21 @@ def test_the_control_is_a_line_of_its_own_not_the_dense_reference(tmp_path):
     control = agg[agg["method"] == "budget_dense"]
     assert control["mean"].tolist() == pytest.approx([0.92])
     assert control["delta_vs_dense"].tolist() == pytest.approx([0.11])
+
+
+def test_a_method_compared_with_the_control_pairs_it_with_every_level(tmp_path):
+    from analysis.compare import paired_comparison
+
+    specs = [TrialSpec("dense", s, [(0.0, 0.80)]) for s in range(3)]
+    specs += [TrialSpec("budget_dense", s, [(0.0, acc)],
+                        round_fields=[{"label": "dense, imp's budget (21 epochs)"}])
+              for s, acc in enumerate([0.90, 0.92, 0.97])]
+    specs += [TrialSpec("snip", s, [(target, acc)], scorer="snip")
+              for target, accs in {0.5: [0.85, 0.86, 0.90], 0.9: [0.70, 0.75, 0.74]}.items()
+              for s, acc in enumerate(accs)]
+    results = load_results(build_experiment(tmp_path, "ctl", specs))
+    table = paired_comparison(results, aggregate(results), "snip",
+                              "dense, imp's budget (21 epochs)")
+    assert table["target_sparsity_pct"].tolist() == [50.0, 90.0]
+    # By hand: (0.85-0.90, 0.86-0.92, 0.90-0.97) and (0.70-0.90, 0.75-0.92, 0.74-0.97).
+    assert table["mean_diff_points"].tolist() == pytest.approx([-6.0, -20.0])
