@@ -401,6 +401,9 @@ SHIPPED_TRIALS = {
     # 3 seeds x (dense + IMP + 4 random + 4 SNIP targets); smoke-run in test_sweeps_datasets.py.
     "lth_cifar10_resnet20.yaml": 3 * (1 + 1 + 4 + 4),
     "lth_cifar10_vgg16.yaml": 3 * (1 + 1 + 4 + 4),
+    # 3 seeds x (dense + IMP + 5 methods at 3 levels + dense at IMP's budget); smoke-run in
+    # test_flowers_cpu.py.
+    "flowers_cpu.yaml": 3 * (1 + 1 + 5 * 3 + 1),
 }
 
 
