@@ -38,11 +38,12 @@ COLUMNS = ["a", "b", "target_sparsity_pct", "level", "n_pairs", "seeds", "mean_a
 def resolve_label(agg: pd.DataFrame, name: str) -> str:
     """The line label `name` stands for: a label as summary.md prints it (any case), or a method
     name that only one line has; AnalysisInputError listing the labels otherwise."""
-    labels = sorted(set(line_labels(agg).values()))
+    by_line, keys = line_labels(agg), line_keys(agg)
+    labels = sorted(set(by_line.values()))
     exact = [label for label in labels if label.lower() == name.lower()]
     if exact:
         return exact[0]
-    by_method = sorted({line_labels(agg)[line_id(row, line_keys(agg))]
+    by_method = sorted({by_line[line_id(row, keys)]
                         for _, row in agg[agg["method"] == name].iterrows()})
     if len(by_method) == 1:
         return by_method[0]

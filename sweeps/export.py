@@ -47,16 +47,10 @@ def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     from sweeps.provenance import recorded_source
     from trainables.export import SUFFIXES, export_round
-    from trainables.tickets import find_trial, load_round, round_checkpoints
+    from trainables.tickets import load_round
 
     experiment = Path(args.experiment_dir)
-    round_number = args.round
-    if round_number is None:
-        rounds = round_checkpoints(find_trial(experiment, args.trial))
-        if not rounds:
-            raise PrunetuneError(f"{args.trial}: no round has finished yet")
-        round_number = max(rounds)
-    model, info = load_round(experiment, args.trial, round_number, weights=args.weights)
+    model, info = load_round(experiment, args.trial, args.round, weights=args.weights)
     out = args.out or experiment / "exports" / f"{info.name}_r{info.round}{SUFFIXES[args.format]}"
     if args.benchmark and args.format != "onnx":
         raise PrunetuneError("--benchmark times an ONNX file in onnxruntime: use --format onnx")

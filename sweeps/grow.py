@@ -62,12 +62,14 @@ def plan_growth(directory: Path, plan: SweepPlan, saved: dict[str, Any]) -> Grow
     ConfigError (one line) for a changed recipe or an experiment not finished."""
     old = _old_trials(directory, saved)
     axes = set(saved.get("grid_keys", [])) | set(plan.grid_keys) | {"seed"}
-    new = [_identity(trial) for trial in plan.trials]
-    _check_recipes(directory, old, list(zip(plan.labels, new, strict=True)), axes)
+    configs = [_parsed(trial) for trial in plan.trials]
+    _check_recipes(directory, old, [(label, identity_values(config)) for label, config
+                                    in zip(plan.labels, configs, strict=True)], axes)
     keys = {trial.key: trial for trial in old}
+    planned = [trial_key(config) for config in configs]
     growth = Growth(to_run=[])
-    for index, trial in enumerate(plan.trials):
-        found = keys.get(trial_key(_parsed(trial)))
+    for index, key in enumerate(planned):
+        found = keys.get(key)
         if found is None:
             growth.to_run.append(index)
         elif not found.finished:
@@ -76,8 +78,8 @@ def plan_growth(directory: Path, plan: SweepPlan, saved: dict[str, Any]) -> Grow
                 "finish the experiment there first (--resume), then grow it")
         else:
             growth.reused[index] = found.directory
-    planned = {trial_key(_parsed(trial)) for trial in plan.trials}
-    growth.removed = sorted(t.directory.name for t in old if t.key not in planned)
+    current = set(planned)
+    growth.removed = sorted(t.directory.name for t in old if t.key not in current)
     return growth
 
 
@@ -136,10 +138,6 @@ def _parsed(raw: dict[str, Any]) -> Any:
     return parse_trial_config(raw, source="trial config", check_ignored=False)
 
 
-def _identity(raw: dict[str, Any]) -> dict[str, Any]:
-    return identity_values(_parsed(raw))
-
-
 def _check_recipes(directory: Path, old: list[_OldTrial],
                    new: list[tuple[str, dict[str, Any]]], axes: set[str]) -> None:
     """For each experiment label the sweep had before, its trials' fields outside the grid axes
@@ -159,18 +157,9 @@ def _check_recipes(directory: Path, old: list[_OldTrial],
 
 
 def _recipe(identity: dict[str, Any], axes: set[str]) -> dict[str, Any]:
-    flat = _flatten(identity)
-    return {key: value for key, value in flat.items() if key not in axes}
+    from analysis.load import flatten  # the dotted names the grid axes use
 
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+    return {key: value for key, value in flatten(identity).items() if key not in axes}
 
 
 def _diff(before: dict[str, Any], after: dict[str, Any]) -> str:

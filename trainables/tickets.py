@@ -104,18 +104,22 @@ def round_checkpoints(trial_dir: Path) -> dict[int, Path]:
 def load_round(
     experiment_dir: str | Path,
     trial: str,
-    round: int,  # noqa: A002 - the name users know from the rows
+    round: int | None = None,  # noqa: A002 - the name users know from the rows
     weights: Literal["best", "last"] = "best",
 ) -> tuple[nn.Module, RoundInfo]:
-    """Round `round` of `trial` in `experiment_dir`, rebuilt as it ended (see the module
-    docstring); RoundNotFoundError (one line) for a trial or round that is not there."""
+    """Round `round` (None: the last finished one) of `trial` in `experiment_dir`, rebuilt as
+    it ended (see the module docstring); RoundNotFoundError (one line) for a trial or round
+    that is not there."""
     if weights not in _WEIGHTS:
         raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
     trial_dir = find_trial(experiment_dir, trial)
     rounds = round_checkpoints(trial_dir)
+    if round is None and rounds:
+        round = max(rounds)  # noqa: A001
     if round not in rounds:
         have = ", ".join(map(str, sorted(rounds))) or "none yet"
-        raise RoundNotFoundError(f"{trial_dir.name}: no round {round}; its rounds: {have}")
+        missing = "no round has finished" if round is None else f"no round {round}"
+        raise RoundNotFoundError(f"{trial_dir.name}: {missing}; its rounds: {have}")
     checkpoint = rounds[round]
     try:
         state = load_round_checkpoint(checkpoint)
@@ -125,19 +129,20 @@ def load_round(
     raw = params.get("trial", params)  # run_sweep nests the trial config under "trial"
     config = parse_trial_config(raw, source=f"{trial_dir}/params.json",
                                 check_ignored=False)
-    model = network(config.model, state[_WEIGHTS[weights]], state.get("layer_widths"))
+    weights_state = state[_WEIGHTS[weights]]
+    counts = network_counts(config.model, weights_state)
+    model = _built(config.model, weights_state, state.get("layer_widths"), counts)
     masks = state["masks"]
     parameters = dict(model.named_parameters())
     with torch.no_grad():
         for name, keep in masks.items():
             parameters[name].mul_(keep.to(parameters[name].dtype))
     model.eval()
-    _, in_channels = network_counts(config.model, state[_WEIGHTS[weights]])
     side = resolved_image_size(config.data)
     info = RoundInfo(trial_dir=trial_dir, name=readable_name(trial_dir), round=round,
                      checkpoint=checkpoint, row=state["metrics"], config=config, masks=masks,
                      weights=weights, layer_widths=state.get("layer_widths"),
-                     input_shape=(in_channels, side, side))
+                     input_shape=(counts[1], side, side))
     return model, info
 
 
@@ -146,9 +151,13 @@ def network(model_cfg: ModelConfig, state_dict: dict[str, torch.Tensor],
     """The network `model_cfg` describes with `state_dict` loaded strictly (narrowed first to
     `layer_widths` for a structured round). The class count and input channels are read off
     the state dict, so no dataset is needed; no pretrained weights are fetched."""
+    return _built(model_cfg, state_dict, layer_widths, network_counts(model_cfg, state_dict))
+
+
+def _built(model_cfg: ModelConfig, state_dict: dict[str, torch.Tensor],
+           layer_widths: pruning.LayerWidths | None, counts: tuple[int, int]) -> nn.Module:
     fresh = model_cfg.model_copy(update={"pretrained": False, "weights_path": None})
-    num_classes, in_channels = network_counts(fresh, state_dict)
-    model = build_model(fresh, num_classes, in_channels)
+    model = build_model(fresh, *counts)
     if layer_widths is not None:
         return pruning.rebuild(model, {"state_dict": state_dict, "layer_widths": layer_widths})
     model.load_state_dict(state_dict, strict=True)
