@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sweeps.controls import budget_matched_dense
+from sweeps.data_workers import check_data_workers
 from sweeps.layers import Layer, SharedFieldUse, check_layer, compose_trial, nested, overrides_layer
 from sweeps.loggers import DEFAULT_LOGGERS, LOGGERS, check_installed
 from trainables.config import (
@@ -83,7 +84,21 @@ class _Strict(BaseModel):
 
 class Resources(_Strict):
     cpu: float = Field(1.0, gt=0, description="CPUs per trial (torch threads follow it)")
-    gpu: float = Field(0.0, ge=0, description="GPUs per trial; fractions pack trials on a GPU")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial, at most 1 (no data parallelism "
+                       "yet); fractions pack trials on a GPU")
+
+    @field_validator("gpu")
+    @classmethod
+    def _one_gpu_at_most(cls, gpu: float) -> float:
+        # Ray refuses fractions above 1 (1.5) inside tuner.fit; a whole number above 1 would
+        # reserve GPUs a trial never uses, since a trial trains on one device.
+        if gpu > 1:
+            whole = "" if gpu.is_integer() else "; Ray accepts fractions only below 1, and "
+            raise ValueError(
+                f"{gpu:g} GPUs per trial{whole or ': '}a trial trains on one GPU (prunetune has "
+                "no data parallelism yet); use 1, or a fraction such as 0.5 to pack trials"
+            )
+        return gpu
 
 
 class Experiment(_Strict):
@@ -324,6 +339,7 @@ def plan_sweep(
                 f"{point.context(source)}: train.device is 'cuda' but resources.gpu is 0; Ray "
                 "gives a trial no GPU unless resources.gpu asks for one"
             )
+        check_data_workers(config.data, spec.resources.cpu, point.context(source))
         key = trial_key(config)  # paths, made absolute in `resolved`, are not in it
         if key in seen:
             continue  # the same trial from two grid points runs once

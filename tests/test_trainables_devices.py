@@ -30,7 +30,7 @@ def test_cpu_defaults_are_full_precision_contiguous_and_threads_follow_the_grant
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_asking_for_cuda_without_a_gpu_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="resources.gpu"):
+    with pytest.raises(ConfigError, match="torch sees no usable GPU here"):
         resolve_runtime(TrainConfig(device="cuda"))
 
 

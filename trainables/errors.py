@@ -15,3 +15,12 @@ class DatasetUnavailableError(PrunetuneError):
 
 class WeightsUnavailableError(PrunetuneError):
     """Pretrained weights are neither cached nor downloadable, or a weights file is unusable."""
+
+
+class GpuUnavailableError(PrunetuneError):
+    """Ray granted a trial a GPU that torch cannot compute on; the message names the driver, the
+    wheel's CUDA and architectures, and CUDA_VISIBLE_DEVICES. A retry cannot fix it."""
+
+
+#: Errors of a trial that a retry cannot fix: the trial fails at once (sweeps/fatal_errors.py).
+FATAL_TRIAL_ERRORS = (ConfigError, GpuUnavailableError)

@@ -43,6 +43,9 @@ from typing import Any, Protocol
 from trainables.checkpoints import CheckpointError, load_round_checkpoint, save_round_checkpoint
 
 PROGRESS = "progress"
+#: `row_type` (and key, holding the one-line error) of the row a trial reports just before it
+#: fails with an error a retry cannot fix (trainables/tune_trainable.py, sweeps/fatal_errors.py).
+FATAL_ROW = "fatal"
 #: The one file left in a superseded progress checkpoint (see the module docstring).
 SUPERSEDED = "SUPERSEDED"
 

@@ -12,7 +12,7 @@ from trainables.methods import METHODS
 from trainables.methods.context import TrialContext, build_network
 from trainables.recipe import recipe_hash
 from trainables.reporting import Reporter, TrialLog
-from trainables.runtime import resolve_runtime
+from trainables.runtime import GpuGrant, resolve_runtime
 from trainables.trial_data import TrialData
 
 
@@ -21,10 +21,15 @@ def run_trial(
     reporter: Reporter,
     splits: ImageSplits | None = None,
     cpus: float | None = None,
+    grant: GpuGrant | None = None,
 ) -> None:
     """Run (or continue, from the reporter's latest checkpoint) one trial of `config.method`:
-    seed, load data, build the model on the trial's device, find where to resume, run."""
-    runtime = resolve_runtime(config.train, cpus)
+    seed, load data, build the model on the trial's device, find where to resume, run.
+
+    `cpus` and `grant` are what Ray reserved for the trial (None: run in-process, on what this
+    machine has)."""
+    runtime = resolve_runtime(config.train, cpus, grant)
+    print(runtime.describe(), flush=True)
     splits = splits if splits is not None else load_dataset(config.data)
     random_streams.seed_initialisation(config.seed)
     model = build_network(config, splits).to(runtime.device)

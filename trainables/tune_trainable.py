@@ -14,10 +14,12 @@ _collecting = gc.isenabled()
 gc.disable()
 try:
     from trainables.datasets import data_identity
+    from trainables.errors import FATAL_TRIAL_ERRORS
     from trainables.methods import METHODS, Method
     from trainables.plugins import Plugin, import_plugins, load_installed_plugins
-    from trainables.reporting import TuneReporter
+    from trainables.reporting import FATAL_ROW, TuneReporter
     from trainables.resolve import parse_trial_config
+    from trainables.runtime import GpuGrant
     from trainables.shared_data import from_shareable
     from trainables.trial import run_trial
 finally:
@@ -47,6 +49,7 @@ def prunetune_trainable(
     method objects the driver used to plan the sweep; a method registered in the driver only
     (defined in the user's own script or a test module) becomes known here too.
     """
+    import ray
     from ray import tune
 
     load_installed_plugins()
@@ -58,7 +61,14 @@ def prunetune_trainable(
     # Already validated (ignored fields included) by the planner, which wrote every default out.
     trial_config = parse_trial_config(raw, source="trial config", check_ignored=False)
     resources = tune.get_context().get_trial_resources()
-    cpus = resources.required_resources.get("CPU") if resources is not None else None
+    required = resources.required_resources if resources is not None else {}
+    grant = GpuGrant(share=float(required.get("GPU", 0.0)),
+                     ids=tuple(str(gpu) for gpu in ray.get_gpu_ids()))
     shared = (datasets or {}).get(data_identity(trial_config.data))
     splits = from_shareable(shared) if shared is not None else None
-    run_trial(trial_config, TuneReporter(), splits, cpus)
+    try:
+        run_trial(trial_config, TuneReporter(), splits, required.get("CPU"), grant)
+    except FATAL_TRIAL_ERRORS as error:
+        # Said to the driver before the error, so that it does not retry (sweeps/fatal_errors.py).
+        tune.report({FATAL_ROW: f"{type(error).__name__}: {error}", "row_type": FATAL_ROW})
+        raise

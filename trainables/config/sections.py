@@ -59,7 +59,8 @@ class DataConfig(_Section):
         json_schema_extra=EXECUTION,
     )
     workers: int | None = Field(
-        None, ge=0, le=256, description="DataLoader workers decoding a streamed dataset (4)",
+        None, ge=0, le=256, description="DataLoader workers decoding a streamed dataset; None = "
+        "resources.cpu - 1, at most 4 (set, workers + 1 must fit in resources.cpu)",
         json_schema_extra=EXECUTION,
     )
     prefetch: int | None = Field(
@@ -165,10 +166,18 @@ class TrainConfig(_Section):
         json_schema_extra=EXECUTION,
     )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        "auto", description="mixed precision; auto = bf16 on CUDA, off on the CPU"
+        "auto", description="mixed precision; auto = bf16 on GPUs of compute capability >= 8.0"
+        ", fp16 (with loss scaling) on older ones, off on the CPU"
+    )
+    tf32: bool = Field(
+        True, description="CUDA: TF32 tensor cores for fp32 matmuls and convolutions (Ampere+; "
+        "false = IEEE fp32 throughout)"
     )
     channels_last: bool | None = Field(None, description="None = on for CUDA, off on the CPU")
-    compile: bool = Field(False, description="torch.compile the model", json_schema_extra=EXECUTION)
+    compile: bool = Field(
+        False, description="torch.compile the training forward (once per network shape, with "
+        "as many compile workers as the trial has CPUs)", json_schema_extra=EXECUTION,
+    )
     bn_l1: float = Field(
         0.0, ge=0, lt=1, description="network slimming's L1 penalty on BatchNorm scales "
         "(Liu et al. 2017, e.g. 1e-4), added to the loss of every training phase; 0 = off"
