@@ -201,6 +201,44 @@ def train_phase(
     return finish_phase(stepper, progress, data, config, runtime, diverged, final_mask)
 
 
+class _CompiledForms:
+    """A model's compiled wrappers by parameter shapes. Held by the model itself, so it lives
+    and dies with it (a module-level cache would keep every model alive: a wrapper holds its
+    model); a copy or a pickle of the model starts empty rather than copying compiled code."""
+
+    def __init__(self) -> None:
+        self.by_shape: dict[tuple[tuple[str, tuple[int, ...]], ...], Callable[..., Any]] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _CompiledForms:
+        return _CompiledForms()
+
+    def __reduce__(self) -> tuple[type[_CompiledForms], tuple[()]]:
+        return _CompiledForms, ()
+
+
+_COMPILED_FORMS = "_prunetune_compiled_forms"
+
+
+def compiled(model: nn.Module, runtime: Runtime) -> Callable[..., Any]:
+    """`torch.compile(model)`, made once per network shape: every phase on the same network
+    (IMP's rounds) reuses one wrapper instead of compiling again, and a network a channel round
+    narrowed (new parameter shapes) gets its own. Inductor's compile workers are capped at the
+    trial's CPUs first (`runtime.cpus`): by default it starts min(32, the node's cores) of them
+    in every trial, however many trials share the node."""
+    forms = model.__dict__.get(_COMPILED_FORMS)
+    if forms is None:
+        forms = model.__dict__[_COMPILED_FORMS] = _CompiledForms()
+    shapes = tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+    if shapes not in forms.by_shape:
+        from torch._inductor import config as inductor_config
+
+        # Read when compilation starts its worker pool (the first compiled forward), so it is
+        # set here, before the wrapper exists.
+        inductor_config.compile_threads = max(1, runtime.cpus)
+        forms.by_shape[shapes] = torch.compile(model)
+    return forms.by_shape[shapes]
+
+
 class Stepper:
     """One optimizer step of a phase: the forward pass (autocast; compiled if asked), the loss
     and the hooks' terms, the backward pass (through the grad scaler where one is needed), a due
@@ -219,7 +257,7 @@ class Stepper:
         # Only the training forward is compiled; `model` (its parameters and state_dict keys) is
         # shared with the compiled wrapper, so masks, checkpoints and evaluation see the same
         # weights.
-        self.forward = torch.compile(model) if train.compile else model
+        self.forward = compiled(model, runtime) if train.compile else model
 
     def keep(self, mask: pruning.Mask | None) -> None:
         """Keep `mask` in force from now on (None: a dense phase)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from trainables.augment import BatchAugment
 from trainables.config import TrialConfig
-from trainables.datasets import DatasetSplits, batch_augment
+from trainables.datasets import DatasetSplits, StreamingSplits, batch_augment
 from trainables.runtime import Runtime
 
 
@@ -20,6 +20,11 @@ class TrialData:
 
     @classmethod
     def build(cls, splits: DatasetSplits, config: TrialConfig, runtime: Runtime) -> TrialData:
+        """The trial's data; streamed splits become the trial's own copy (`for_trial`), whose
+        DataLoaders and workers live as long as the trial and fit its CPU grant."""
+        if isinstance(splits, StreamingSplits):
+            splits = splits.for_trial(runtime.cpus)
+
         def augment(train: bool) -> BatchAugment:
             return batch_augment(config.data, splits, train, channels_last=runtime.channels_last)
 

@@ -38,8 +38,8 @@ from trainables.errors import DatasetUnavailableError
 
 #: `storage: auto` streams a dataset whose decoded splits would need more than this (8 GiB).
 AUTO_MEMORY_LIMIT_BYTES = 8 * 2**30
-#: DataLoader settings of the streaming path when data.workers / data.prefetch are None.
-DEFAULT_WORKERS = 4
+#: Batches each streaming worker keeps ready when data.prefetch is None. data.workers None stays
+#: None here: each trial resolves it from its CPUs (`streaming.default_workers`).
 DEFAULT_PREFETCH = 2
 
 
@@ -105,7 +105,7 @@ def file_dataset(
             image_size=image_size,
             mean=mean,
             std=std,
-            workers=DEFAULT_WORKERS if workers is None else workers,
+            workers=workers,
             prefetch=DEFAULT_PREFETCH if prefetch is None else prefetch,
         )
 
