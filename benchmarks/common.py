@@ -6,6 +6,7 @@ Scripts import this as `common` (their own folder is first on `sys.path` when ru
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -21,13 +22,45 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-#: The downscaled Flowers-102 shared on these machines (root for torchvision's Flowers102).
+#: The downscaled Flowers-102 shared on these machines (root for torchvision's Flowers102);
+#: PRUNETUNE_FLOWERS_ROOT, or a script's --data-root (`add_data_root`), points elsewhere.
 FLOWERS_ROOT = os.environ.get("PRUNETUNE_FLOWERS_ROOT", str(REPO.parent / "shared" / "data"))
 #: Where the decode-once uint8 cache goes (the shared data folder is read-only).
 CACHE_DIR = os.environ.get("PRUNETUNE_BENCH_CACHE", "/tmp/prunetune-bench-cache")
 #: Ray's temp dir for the sweeps started here: a private one, because `ray.init()` otherwise
 #: joins whatever cluster /tmp/ray/ray_current_cluster names (another user's on a shared box).
 RAY_TMPDIR = os.environ.get("PRUNETUNE_BENCH_RAY_TMPDIR", "/tmp/ptb-ray")
+
+
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    """`--data-root DIR`: where Flowers-102 is on this machine (default FLOWERS_ROOT)."""
+    parser.add_argument(
+        "--data-root",
+        default=FLOWERS_ROOT,
+        help="folder holding flowers-102/ (torchvision's Flowers102 root, read-only is fine; "
+        "the decoded cache goes to $PRUNETUNE_BENCH_CACHE); default: $PRUNETUNE_FLOWERS_ROOT, "
+        "else ../shared/data beside the repository (now %(default)s)",
+    )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """`--device {cuda,cpu}`: where the GPU figure is measured (default `default_device()`)."""
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default=None,
+        help="device of the GPU figure (default: cuda when torch.cuda.is_available(), else "
+        "cpu, where the same code runs as a smoke test and the GPU figure stays pending)",
+    )
+
+
+def default_device(asked: str | None = None) -> str:
+    """`asked`, else "cuda" when torch has a usable GPU, else "cpu"."""
+    if asked is not None:
+        return asked
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def sweep_env() -> dict[str, str]:
@@ -95,22 +128,23 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def flowers_data(image_size: int) -> dict[str, Any]:
-    """A DataConfig dict for the shared Flowers-102 at `image_size`, cache in CACHE_DIR."""
+def flowers_data(image_size: int, root: str | None = None) -> dict[str, Any]:
+    """A DataConfig dict for Flowers-102 at `image_size` (in `root`, default the shared
+    FLOWERS_ROOT), cache in CACHE_DIR."""
     return {
         "name": "flowers102",
-        "root": FLOWERS_ROOT,
+        "root": root or FLOWERS_ROOT,
         "image_size": image_size,
         "download": False,
         "cache_dir": CACHE_DIR,
     }
 
 
-def load_flowers(image_size: int) -> Any:
+def load_flowers(image_size: int, root: str | None = None) -> Any:
     from trainables.config import DataConfig
     from trainables.datasets import load_dataset
 
-    return load_dataset(DataConfig(**flowers_data(image_size)))
+    return load_dataset(DataConfig(**flowers_data(image_size, root)))
 
 
 def write_sweep(directory: Path, spec: dict[str, Any]) -> Path:

@@ -8,10 +8,12 @@ eligible ``nn.Conv2d`` is computed as im2col (``F.unfold``) + ``F.linear`` with 
 the ``[out, in * kh * kw]`` matrix, the layout ``pruning.nm`` groups weights in.
 
 ``nm_latency_ms`` reports three figures side by side, in the same dtype: the dense network as
-it is (cuDNN), the same network with the eligible layers as dense im2col products (the cost of
-the rewrite alone), and with those layers 2:4 sparse. Report the sparse figure even when it is
-slower than dense. On the CPU there is no semi-structured kernel: it measures the dense
-network only and says so in ``NMLatency.measured_as``.
+it is (cuDNN), the same network with the 2:4 layers as dense im2col products (the cost of the
+rewrite alone), and with those layers 2:4 sparse. A layer the kernels could take whose weights
+are not 2:4 (the first convolution, left out of the mask, say) stays dense, and
+``NMLatency.measured_as`` says how many layers ran sparse. Report the sparse figure even when
+it is slower than dense. On the CPU there is no semi-structured kernel: it measures the dense
+network only and says so in ``measured_as``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruning.cost import model_device
-from pruning.latency import LatencyResult, LatencySettings, latency_ms
+from pruning.latency import (
+    LatencyResult,
+    LatencySettings,
+    latency_ms,
+    model_memory_format,
+    precision_name,
+)
 from pruning.nm import NMPattern, follows_pattern
 
 logger = logging.getLogger(__name__)
@@ -76,7 +84,9 @@ class Im2colConv2d(nn.Module):
 
 @dataclass(frozen=True)
 class NMLatency:
-    """Dense, dense-im2col and 2:4-sparse latencies (the last two None on the CPU)."""
+    """Dense, dense-im2col and 2:4-sparse latencies (the last two None on the CPU);
+    `converted`: the layers that ran 2:4 sparse, `skipped`: the other Conv2d/Linear layers and
+    why they ran dense."""
 
     measured_as: str
     dense: LatencyResult
@@ -92,23 +102,38 @@ def nm_latency_ms(
     settings: LatencySettings | None = None,
     dtype: torch.dtype = torch.float16,
 ) -> NMLatency:
-    """Latency of ``model`` (whose weights follow 2:4 where they will be converted) with its
-    eligible Conv2d/Linear layers on the semi-structured sparse kernels, beside dense.
+    """Latency of ``model`` with its 2:4 Conv2d/Linear layers on the semi-structured sparse
+    kernels (the others dense), beside dense.
 
-    On CUDA, measures copies in ``dtype`` (see ``semi_structured_copies``). On the CPU: the
-    dense model only, with ``measured_as`` saying so.
+    On CUDA, measures copies in ``dtype`` (see ``semi_structured_copies``), each on an input in
+    the model's memory format. On the CPU: the dense model only, with ``measured_as`` saying so.
     """
     if model_device(model).type != "cuda":
         logger.warning("nm_latency_ms: %s", CPU_NOTE)
         return NMLatency(CPU_NOTE, latency_ms(model, input_shape, settings), None, None, [], {})
+    # The rewritten copies may have no Conv2d left to read the layout from: take the model's.
+    memory_format = model_memory_format(model)
     copies = semi_structured_copies(model, dtype)
+
+    def timed(copy_: nn.Module) -> LatencyResult:
+        return latency_ms(copy_, input_shape, settings, memory_format=memory_format)
+
     return NMLatency(
-        measured_as="cuda: semi-structured 2:4 (torch.sparse.to_sparse_semi_structured)",
-        dense=latency_ms(copies.dense, input_shape, settings),
-        dense_im2col=latency_ms(copies.dense_im2col, input_shape, settings),
-        sparse=latency_ms(copies.sparse, input_shape, settings),
+        measured_as=cuda_measured_as(copies.converted, copies.skipped, dtype),
+        dense=timed(copies.dense),
+        dense_im2col=timed(copies.dense_im2col),
+        sparse=timed(copies.sparse),
         converted=copies.converted,
         skipped=copies.skipped,
+    )
+
+
+def cuda_measured_as(converted: list[str], skipped: dict[str, str], dtype: torch.dtype) -> str:
+    """What a CUDA N:M measurement ran: how many of the Conv2d/Linear layers were 2:4 sparse."""
+    layers = len(converted) + len(skipped)
+    return (
+        f"cuda: {len(converted)} of {layers} Conv2d/Linear layers ran 2:4 sparse "
+        f"(torch.sparse.to_sparse_semi_structured, {precision_name(dtype)}), the others dense"
     )
 
 
@@ -123,33 +148,53 @@ class SemiStructuredCopies:
     skipped: dict[str, str]
 
 
+NOT_2_4 = "weights are not 2:4 sparse (left out of the N:M mask?)"
+
+
 def semi_structured_copies(
     model: nn.Module, dtype: torch.dtype = torch.float16
 ) -> SemiStructuredCopies:
-    """Copies of a CUDA ``model`` in ``dtype`` whose eligible layers run on the 2:4 kernels.
+    """Copies of a CUDA ``model`` in ``dtype`` whose 2:4 layers run on the 2:4 kernels.
 
-    A layer is eligible when the backend has a kernel for ``dtype`` and its ``[out, in*kh*kw]``
-    weight matrix is a multiple of the backend's minimum block; the others stay dense and are
-    listed in ``skipped`` with the reason. ValueError if an eligible weight is not 2:4 (the
-    conversion would silently compute something else).
+    The layers converted are `semi_structured_layers`'; the others stay dense and are listed
+    in ``skipped`` with the reason.
     """
     from torch.sparse import to_sparse_semi_structured
 
     dense = copy.deepcopy(model).to(dtype)
-    eligible, skipped = _eligible_layers(dense, dtype)
-    weights = {name: _matrix(module) for name, module in eligible.items()}
-    nonzero = {name: weight != 0 for name, weight in weights.items()}
-    not_nm = [name for name, ok in follows_pattern(nonzero, SEMI_STRUCTURED).items() if not ok]
-    if not_nm:
-        raise ValueError(f"weights of {not_nm} are not 2:4 sparse; apply an N:M mask first")
+    layers, skipped = semi_structured_layers(dense, dtype)
+    weights = {name: _matrix(module) for name, module in layers.items()}
     sparse_weights = {name: to_sparse_semi_structured(weight) for name, weight in weights.items()}
     return SemiStructuredCopies(
         dense=dense,
         dense_im2col=_rewritten(dense, weights),
         sparse=_rewritten(dense, sparse_weights),
-        converted=sorted(eligible),
+        converted=sorted(layers),
         skipped=skipped,
     )
+
+
+def semi_structured_layers(
+    model: nn.Module, dtype: torch.dtype
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """The Conv2d/Linear layers of ``model`` to run on the 2:4 kernels in ``dtype``, and the
+    others with why they stay dense.
+
+    A layer is converted when the backend has a kernel for ``dtype``, its ``[out, in*kh*kw]``
+    weight matrix is a multiple of the backend's minimum block, and its weights are 2:4 sparse
+    (converting any other would compute something else). One layer that is not 2:4 leaves the
+    rest converted: an N:M mask often spares the first convolution.
+    """
+    eligible, skipped = _eligible_layers(model, dtype)
+    nonzero = {name: _matrix(module) != 0 for name, module in eligible.items()}
+    verdicts = follows_pattern(nonzero, SEMI_STRUCTURED)
+    layers = {}
+    for name, module in eligible.items():
+        if verdicts.get(name, False):
+            layers[name] = module
+        else:
+            skipped[name] = NOT_2_4
+    return layers, skipped
 
 
 def _eligible_layers(

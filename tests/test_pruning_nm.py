@@ -148,3 +148,79 @@ def test_semi_structured_copies_compute_what_the_dense_model_computes() -> None:
         torch.testing.assert_close(copies.sparse(inputs), dense, rtol=2e-2, atol=2e-2)
     timed = nm_latency_ms(model, (16, 8, 8), LatencySettings(batch_sizes=(1,), budget_s=0.0))
     assert timed.sparse is not None and timed.measured_as.startswith("cuda")
+
+
+def layers_for_selection() -> nn.Sequential:
+    """Five Conv2d/Linear layers on 16-channel 4x4 inputs; with cuSPARSELt's float16 minimum
+    block of 16x16 (weight matrices [out, in*kh*kw]):
+
+    * 0: conv 16->32, 3x3: 32 x 144, a multiple, but dense (an excluded first layer): not 2:4;
+    * 2: conv 32->32, 1x1: 32 x 32, made 2:4 below: sparse;
+    * 3: conv 32->32, 1x1, groups 2: no im2col rewrite for grouped convolutions;
+    * 5: linear 512->16: 16 x 512, made 2:4 below: sparse;
+    * 6: linear 16->10: 10 x 16, 10 rows is not a multiple of 16.
+    """
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 1),
+        nn.Conv2d(32, 32, 1, groups=2), nn.Flatten(), nn.Linear(32 * 4 * 4, 16), nn.Linear(16, 10),
+    )  # fmt: skip
+    with torch.no_grad():
+        for index in (2, 5):  # keep the first two of every group of four along each row
+            weight = model[index].weight
+            weight.view(weight.shape[0], -1, 4)[..., 2:] = 0
+    return model
+
+
+@pytest.fixture
+def cusparselt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend to_sparse_semi_structured picks by default (its minimum blocks apply)."""
+    from torch.sparse.semi_structured import SparseSemiStructuredTensor
+
+    monkeypatch.setattr(SparseSemiStructuredTensor, "_FORCE_CUTLASS", False)
+
+
+def test_a_layer_that_is_not_2_4_stays_dense_and_the_others_are_converted(cusparselt) -> None:
+    from pruning.nm_latency import NOT_2_4, semi_structured_layers
+
+    layers, skipped = semi_structured_layers(layers_for_selection(), torch.float16)
+    assert sorted(layers) == ["2", "5"]
+    assert skipped["0"] == NOT_2_4
+    assert sorted(skipped) == ["0", "3", "6"]
+    assert "grouped" in skipped["3"] and "10x16" in skipped["6"]
+
+
+def test_copies_of_a_partly_2_4_model_convert_its_2_4_layers(cusparselt, monkeypatch) -> None:
+    # The CPU has no semi-structured kernel: the conversion is the identity here, the
+    # selection around it is what is tested.
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", lambda weight: weight)
+    copies = semi_structured_copies(layers_for_selection())
+    assert copies.converted == ["2", "5"]
+    assert sorted(copies.skipped) == ["0", "3", "6"]
+    assert isinstance(copies.sparse[0], nn.Conv2d)  # left dense, as it is
+    assert isinstance(copies.sparse[2], Im2colConv2d)
+    assert copies.sparse[5].weight.dtype == torch.float16
+
+
+def test_on_cuda_measured_as_says_how_many_layers_ran_sparse(cusparselt, monkeypatch) -> None:
+    import pruning.nm_latency as nm_latency
+
+    formats = []
+
+    def fake_latency(model, input_shape, settings, **options):
+        formats.append(options["memory_format"])
+        return nm_latency.LatencyResult({1: 1.0}, {1: 3}, "cuda:0", None, {1: [1.0] * 3})
+
+    monkeypatch.setattr(nm_latency, "model_device", lambda model: torch.device("cuda:0"))
+    monkeypatch.setattr(nm_latency, "latency_ms", fake_latency)
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", lambda weight: weight)
+    model = layers_for_selection().to(memory_format=torch.channels_last)
+    result = nm_latency_ms(model, (16, 4, 4), LatencySettings(batch_sizes=(1,)))
+    assert result.measured_as == (
+        "cuda: 2 of 5 Conv2d/Linear layers ran 2:4 sparse "
+        "(torch.sparse.to_sparse_semi_structured, fp16), the others dense"
+    )
+    assert result.converted == ["2", "5"] and result.sparse is not None
+    # Every copy is timed on an input in the trial's layout, also once its convolutions have
+    # been rewritten (which leaves no Conv2d to read it from in a fully converted copy).
+    assert formats == [torch.channels_last] * 3

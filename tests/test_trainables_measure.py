@@ -93,8 +93,10 @@ def test_latency_fields_follow_the_measure_section(tiny_trial, tmp_path):
     latency = {key for key in row if key.startswith("latency_ms_")}
     assert latency == {"latency_ms_b1", "latency_ms_b3"}
     assert all(row[key] > 0 for key in latency)
-    # Measured on the trial's device with the threads it trains with (conftest: one).
+    # Measured on the trial's device with the threads it trains with (conftest: one), in the
+    # precision it trains in (no amp on the CPU), on a device no other trial shares.
     assert row["latency_device"] == "cpu" and row["latency_threads"] == torch.get_num_threads()
+    assert row["latency_precision"] == "fp32" and row["latency_shared_device"] is False
     assert 0 < row["measure_time_s"] < row["round_time_s"]
     assert "latency_note" not in row  # only N:M trials carry one
 
@@ -163,3 +165,87 @@ def test_every_method_reads_the_measure_section_from_a_sweeps_base():
     trials = plan_sweep(raw, "m.yaml").trials
     assert sorted(trial["method"] for trial in trials) == sorted(methods)
     assert all(trial["measure"]["batch_sizes"] == [4] for trial in trials)
+
+
+def small_conv_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(8 * 6 * 6, 4))
+
+
+def test_latency_is_timed_in_the_trials_precision_and_memory_format(tiny_trial):
+    """A CPU trial with bf16 autocast and channels_last: the latency pass sees both."""
+    from trainables.runtime import Runtime
+
+    model = small_conv_net().to(memory_format=torch.channels_last)
+    seen = []
+    model[0].register_forward_hook(lambda module, inputs, output: seen.append(
+        (inputs[0].is_contiguous(memory_format=torch.channels_last), output.dtype)))
+    runtime = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16, channels_last=True)
+    config = parse_trial_config(tiny_trial())
+    fields = trainables.measure.round_cost(model, config, (3, 8, 8), runtime=runtime)
+    timed = seen[-1]  # FLOP counting runs the model too, in float32 and its own layout
+    assert timed == (True, torch.bfloat16)
+    assert fields["latency_precision"] == "bf16"
+    assert fields["latency_threads"] == torch.get_num_threads()
+    assert fields["latency_shared_device"] is False
+
+
+class FakeLatency:
+    """`pruning.latency_ms` as if the model were on CUDA: records how it was asked to time."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def __call__(self, model, input_shape, settings, **options) -> pruning.LatencyResult:
+        self.calls.append(options)
+        sizes = settings.batch_sizes
+        # threads as a CPU measurement would give them: the row must not report them on CUDA
+        return pruning.LatencyResult({b: 1.5 for b in sizes}, {b: 3 for b in sizes}, "cuda:0",
+                                     4, {b: [1.5] * 3 for b in sizes}, "bf16", True)
+
+
+@pytest.mark.parametrize(("gpu_share", "shared"), [(0.25, True), (0.5, True), (1.0, False)])
+def test_on_cuda_the_row_says_whether_the_gpu_was_shared_and_drops_threads(
+        tiny_trial, monkeypatch, gpu_share, shared):
+    from trainables.runtime import Runtime
+
+    fake = FakeLatency()
+    monkeypatch.setattr(trainables.measure.pruning, "latency_ms", fake)
+    runtime = Runtime(device=torch.device("cuda:0"), amp_dtype=torch.bfloat16,
+                      channels_last=True, cpus=2, gpu_share=gpu_share)
+    config = parse_trial_config(tiny_trial())
+    fields = trainables.measure.round_cost(small_conv_net(), config, (3, 8, 8), runtime=runtime)
+    assert fake.calls == [{"amp_dtype": torch.bfloat16, "memory_format": torch.channels_last}]
+    assert "latency_threads" not in fields  # torch's CPU threads do not time a GPU
+    assert fields["latency_shared_device"] is shared
+    assert fields["latency_device"] == "cuda:0" and fields["latency_precision"] == "bf16"
+    assert fields["latency_ms_b1"] == fields["latency_ms_b2"] == 1.5
+
+
+def test_on_cuda_an_nm_round_is_timed_in_the_trials_half_precision(tiny_trial, monkeypatch):
+    from pruning.nm_latency import NMLatency
+    from trainables.runtime import Runtime
+
+    fake = FakeLatency()
+    asked = []
+
+    def nm_latency(model, input_shape, settings, dtype):
+        asked.append(dtype)
+        result = fake(model, input_shape, settings)
+        return NMLatency("cuda: 1 of 2 Conv2d/Linear layers ran 2:4 sparse", result, result,
+                         result, ["3"], {"0": "not 2:4"})
+
+    monkeypatch.setattr(trainables.measure.pruning, "latency_ms", fake)
+    monkeypatch.setattr(trainables.measure.pruning, "nm_latency_ms", nm_latency)
+    runtime = Runtime(device=torch.device("cuda:0"), amp_dtype=torch.bfloat16,
+                      channels_last=True, gpu_share=1.0)
+    config = parse_trial_config(tiny_trial(method="imp", imp={"schedule": "oneshot"},
+                                           prune={"pattern": "2:4"}))
+    fields = trainables.measure.round_cost(small_conv_net(), config, (3, 8, 8), runtime=runtime)
+    assert asked == [torch.bfloat16]
+    assert fields["latency_nm_precision"] == "bf16"
+    assert fields["latency_note"] == "cuda: 1 of 2 Conv2d/Linear layers ran 2:4 sparse"
+    assert fields["latency_nm_ms_b1"] == fields["latency_nm_dense_ms_b2"] == 1.5
+    # No half-precision amp (fp32 training): the kernels' float16.
+    fp32 = Runtime(device=torch.device("cuda:0"), amp_dtype=None, channels_last=True)
+    assert trainables.measure.nm_dtype(fp32) == torch.float16

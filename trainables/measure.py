@@ -8,13 +8,22 @@ unless `measure.enabled` is false:
 * `flops_effective`: the same counting only products with nonzero weights, what an ideal sparse
   kernel would do (`pruning.flops_effective`);
 * `latency_ms_b<B>` for each of `measure.batch_sizes`: median milliseconds of a forward pass at
-  batch B, on the trial's device, in float32, with torch's threads as the trial runs them (its
-  CPUs), after `measure.warmup` untimed passes (`pruning.latency_ms`); `latency_device` and
-  `latency_threads` say where;
+  batch B, as the trial runs the network: on its device, in its precision (autocast with its
+  `train.amp` dtype, else float32; `latency_precision`: "fp32", "tf32" (fp32 on TF32 tensor
+  cores), "bf16", "fp16"), on an input in its memory format (channels_last where the model
+  is), after `measure.warmup` untimed passes;
+  on CUDA at least `pruning.latency.CUDA_MIN_WARMUP` of them, for as long as the timed budget,
+  because cuDNN autotuning and lazy initialisation happen there (`pruning.latency_ms`).
+  `latency_device` says where; `latency_threads` (CPU only: they do not time a GPU) the torch
+  threads, the trial's CPUs; `latency_shared_device` whether other trials shared the GPU
+  (`resources.gpu` below 1), which slows the figure by however busy they kept it;
 * with `prune.pattern` (N:M): on CUDA and a pattern the 2:4 kernels accept, also
-  `latency_nm_ms_b<B>` (the eligible layers on `torch.sparse.to_sparse_semi_structured`, float16)
-  beside `latency_nm_dense_ms_b<B>` (the same float16 copy run dense); `latency_note` says how
-  the N:M network was measured (on the CPU: as the dense network it is, having no kernel for it);
+  `latency_nm_ms_b<B>` (the 2:4 layers on `torch.sparse.to_sparse_semi_structured`, the others
+  dense) beside `latency_nm_dense_ms_b<B>` (the same copy run dense), both in
+  `latency_nm_precision` (the trial's half-precision amp dtype, else float16: the default
+  cuSPARSELt backend has no float32 kernel); `latency_note` says how the N:M network was
+  measured (how many layers ran sparse; on the CPU: as the dense network it is, having no
+  kernel for it);
 * `measure_time_s`: the wall time all of this took (it is part of `round_time_s`).
 """
 
@@ -23,11 +32,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
 from torch import nn
 
 import pruning
+from pruning.latency import precision_name
 from pruning.nm_latency import CPU_NOTE
 from trainables.config import TrialConfig
+from trainables.runtime import Runtime
 
 
 def latency_settings(config: TrialConfig) -> pruning.LatencySettings:
@@ -43,10 +55,11 @@ def latency_settings(config: TrialConfig) -> pruning.LatencySettings:
 
 
 def round_cost(
-    model: nn.Module, config: TrialConfig, input_shape: tuple[int, ...]
+    model: nn.Module, config: TrialConfig, input_shape: tuple[int, ...], *, runtime: Runtime
 ) -> dict[str, Any]:
-    """The cost fields of a round row for `model` on its own device (see the module docstring);
-    `input_shape` is one example's (channels, height, width). Empty when measuring is off."""
+    """The cost fields of a round row for `model` on its own device, timed as `runtime` (the
+    trial's) trains it (see the module docstring); `input_shape` is one example's (channels,
+    height, width). Empty when measuring is off."""
     if not config.measure.enabled:
         return {}
     started = time.perf_counter()
@@ -56,13 +69,38 @@ def round_cost(
         "flops_effective": pruning.flops_effective(model, one),
     }
     settings = latency_settings(config)
-    latency = pruning.latency_ms(model, input_shape, settings)
+    latency = pruning.latency_ms(
+        model, input_shape, settings, amp_dtype=runtime.amp_dtype,
+        memory_format=torch.channels_last if runtime.channels_last else torch.contiguous_format,
+    )
     fields.update(latency.row_fields())
-    fields.update(latency_device=latency.device, latency_threads=latency.threads)
+    fields.update(latency_fields(latency, runtime))
     if config.prune.pattern is not None:
-        fields.update(_semi_structured(model, input_shape, settings, config.prune.pattern))
+        fields.update(_semi_structured(model, input_shape, settings, config.prune.pattern,
+                                       latency.device, runtime))
     fields["measure_time_s"] = time.perf_counter() - started
     return fields
+
+
+def latency_fields(latency: pruning.LatencyResult, runtime: Runtime) -> dict[str, Any]:
+    """Where and how `latency` was measured, as row fields (see the module docstring)."""
+    fields: dict[str, Any] = {
+        "latency_device": latency.device,
+        # TF32 tensor cores compute "fp32" passes at a 10-bit mantissa (train.tf32).
+        "latency_precision": "tf32" if latency.precision == "fp32" and runtime.tf32
+        else latency.precision,
+        "latency_shared_device": runtime.shared_device,
+    }
+    if torch.device(latency.device).type == "cpu":
+        fields["latency_threads"] = latency.threads
+    return fields
+
+
+def nm_dtype(runtime: Runtime) -> torch.dtype:
+    """The dtype of the 2:4 copies: the trial's half-precision amp dtype, else float16."""
+    if runtime.amp_dtype in (torch.float16, torch.bfloat16):
+        return runtime.amp_dtype
+    return torch.float16
 
 
 def _semi_structured(
@@ -70,20 +108,26 @@ def _semi_structured(
     input_shape: tuple[int, ...],
     settings: pruning.LatencySettings,
     pattern: str,
+    device: str,
+    runtime: Runtime,
 ) -> dict[str, Any]:
     """N:M latency where a kernel exists; otherwise a note that the model ran as dense."""
-    if next(model.parameters()).device.type != "cuda":
+    if torch.device(device).type != "cuda":
         return {"latency_note": CPU_NOTE}
     parsed = pruning.parse_pattern(pattern)
     # The kernels take 2:4; an N:M mask fits it when each group of 4 holds at most 2 kept.
     if 4 % parsed.m or parsed.n * (4 // parsed.m) > 2:
         return {"latency_note": f"dense: {pattern} is not a 2:4 pattern, the only CUDA "
                                 "semi-structured kernel"}
+    dtype = nm_dtype(runtime)
     try:
-        measured = pruning.nm_latency_ms(model, input_shape, settings)
-    except (ValueError, RuntimeError) as error:  # e.g. an excluded layer the kernel would take
+        measured = pruning.nm_latency_ms(model, input_shape, settings, dtype)
+    except (ValueError, RuntimeError) as error:  # e.g. a GPU without the kernels
         return {"latency_note": f"dense: 2:4 kernels not measured ({error})"}
-    fields: dict[str, Any] = {"latency_note": measured.measured_as}
+    if measured.sparse is None:  # the model was not on CUDA after all
+        return {"latency_note": measured.measured_as}
+    fields: dict[str, Any] = {"latency_note": measured.measured_as,
+                              "latency_nm_precision": precision_name(dtype)}
     for size, ms in measured.sparse.median_ms.items():
         fields[f"latency_nm_ms_b{size}"] = ms
         fields[f"latency_nm_dense_ms_b{size}"] = measured.dense.median_ms[size]

@@ -201,7 +201,7 @@ def cost_fields(context: TrialContext) -> dict[str, Any]:
     """FLOPs and measured latency of `context.model` as it is now (trainables/measure.py)."""
     splits = context.data.splits
     shape = (splits.in_channels, splits.image_size, splits.image_size)
-    return round_cost(context.model, context.config, shape)
+    return round_cost(context.model, context.config, shape, runtime=context.runtime)
 
 
 def finish_round(
