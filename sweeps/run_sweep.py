@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from sweeps.cluster_access import check_cluster_access, connection_failure  # noqa: E402
 from sweeps.finished_trials import tidy_finished_trials  # noqa: E402
+from sweeps.gpu_requests import check_gpu_request, cluster_autoscales  # noqa: E402
 from sweeps.grow import Growth, archive_previous_run, grown_summary, plan_growth  # noqa: E402
 from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
 from sweeps.provenance import SWEEP_SUMMARY_FILE, code_source  # noqa: E402
@@ -187,8 +188,6 @@ def prepare(args: argparse.Namespace) -> Launch:
     launch = Launch(plan, name, storage, experiment_dir, args.resume, address)
     if not _is_uri(storage):
         _existing_experiment(launch, Path(experiment_dir))
-    if address is None:
-        _check_local_gpus(plan.spec.resources.gpu)
     return launch
 
 
@@ -222,6 +221,8 @@ def _existing_experiment(launch: Launch, directory: Path) -> None:
 
 
 def _check_local_gpus(gpus_per_trial: float) -> None:
+    """A local run needs the GPUs it asks for on this machine (a --dry-run does not: it
+    validates a GPU sweep anywhere)."""
     if gpus_per_trial == 0:
         return
     import torch
@@ -230,7 +231,8 @@ def _check_local_gpus(gpus_per_trial: float) -> None:
     if gpus_per_trial > available:
         raise ConfigError(
             f"resources.gpu is {gpus_per_trial:g} per trial but this machine has {available} "
-            "GPU(s); lower resources.gpu or run on a cluster with --address"
+            "GPU(s) torch can use; lower resources.gpu, or run on a cluster with --address "
+            "(--dry-run checks the file without GPUs)"
         )
 
 
@@ -339,13 +341,10 @@ def _start_ray(launch: Launch) -> bool:
 def _check_cluster(launch: Launch, explicit_storage: bool) -> None:
     import ray
 
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if launch.plan.spec.resources.gpu > gpus:
-        raise ConfigError(
-            f"resources.gpu is {launch.plan.spec.resources.gpu:g} per trial but the cluster "
-            f"has {gpus:g} GPU(s)"
-        )
     nodes = [node for node in ray.nodes() if node.get("Alive")]
+    warning = check_gpu_request(launch.plan.spec.resources.gpu, nodes, cluster_autoscales())
+    if warning is not None:
+        print(f"run_sweep: warning: {warning}", file=sys.stderr, flush=True)
     if len(nodes) > 1 and not explicit_storage:
         raise ConfigError(
             f"the cluster has {len(nodes)} nodes: pass --storage on a shared filesystem or a "
@@ -368,6 +367,7 @@ def _write_sweep_files(launch: Launch) -> None:
 def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
     from ray import tune
 
+    from sweeps.fatal_errors import NoRetryOnFatalErrors
     from sweeps.progress import CompactProgress
     from trainables.tune_trainable import prunetune_trainable
 
@@ -389,7 +389,8 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
         )
     trials = launch.run_trials
     namer = TrialNamer(launch.plan)
-    callbacks = [CompactProgress(total_trials=len(trials)), launch.guard, *launch.loggers]
+    callbacks = [CompactProgress(total_trials=len(trials)), NoRetryOnFatalErrors(),
+                 launch.guard, *launch.loggers]
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
@@ -476,9 +477,13 @@ def _report(launch: Launch, results: Any) -> int:
         return EXIT_TRIALS_FAILED
     for result in diverged:
         print(f"  diverged (kept out of averages): {result.path}")
+    # A trial's stdout/stderr are not in its trial dir but on the node that ran it (see
+    # sweeps/trial_logs.py); Ray is still up here, so its nodes' session dirs are known.
+    from sweeps.trial_logs import errored_trial_lines, ray_nodes
+
+    nodes = ray_nodes() if errored else []
     for result in errored:
-        print(f"  errored: {result.path} (log: {result.path}/error.txt, stdout/stderr: "
-              f"{result.path}/stdout, {result.path}/stderr)")
+        print("\n".join(errored_trial_lines(result.path, result.metrics, nodes)))
     print("next:")
     print(f"  tensorboard --logdir {launch.experiment_dir}")
     print(f"  {launch.commands.plot} {launch.experiment_dir}")
@@ -538,6 +543,8 @@ def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
         launch.commands = commands
         if args.dry_run:
             return _print_plan(launch)
+        if launch.address is None:
+            _check_local_gpus(launch.plan.spec.resources.gpu)
         _check_dense_checkpoints(launch.plan)
         if launch.resume and not _is_uri(launch.storage):
             for note in repair_experiment(Path(launch.experiment_dir)):

@@ -72,7 +72,8 @@ def ray_local() -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a bare ray.init joins any Ray already running on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
