@@ -195,3 +195,21 @@ def test_dry_run_validates_a_gpu_sweep_on_a_machine_without_gpus(
     code = module.main([str(path), "--dry-run", "--storage", str(tmp_path / "out")])
     assert code == 0, capsys.readouterr().err
     assert "dry run: 30 trials valid" in capsys.readouterr().out
+
+
+def test_a_request_is_checked_against_the_largest_node_not_the_total() -> None:
+    """Finding 4: eight 1-GPU nodes hold 8 GPUs but no trial that needs more than one of them;
+    a CPU-only cluster holds no GPU trial at all."""
+    from sweeps.gpu_requests import check_gpu_request
+    from trainables.errors import ConfigError
+
+    eight = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}} for _ in range(8)]
+    dead = [{"Alive": False, "Resources": {"CPU": 8.0, "GPU": 4.0}}]
+    assert check_gpu_request(1.0, eight, autoscales=False) is None
+    assert check_gpu_request(0.25, eight, autoscales=False) is None
+    with pytest.raises(ConfigError, match=r"no node has more than 1 GPU\(s\) \(8 node\(s\), 8 GPU"):
+        check_gpu_request(2.0, eight + dead, autoscales=False)
+    cpus_only = [{"Alive": True, "Resources": {"CPU": 8.0}}] * 2
+    with pytest.raises(ConfigError, match=r"0.5 per trial but no node has more than 0 GPU"):
+        check_gpu_request(0.5, cpus_only, autoscales=False)
+    assert "autoscales" in check_gpu_request(0.5, cpus_only, autoscales=True)
