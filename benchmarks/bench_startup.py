@@ -99,6 +99,10 @@ def one_run(tree: Path, sweep_file: Path, work: Path) -> dict[str, float]:
             events["worker process started"] = event["worker_started"] - launched
         if event["event"] == "first epoch reported":
             events["first epoch starts"] = event["t"] - launched - event["epoch_time_s"]
+    if events.get("worker process started", 0.0) < events["_tuner end"]:
+        # Ray starts idle workers ahead of demand (its worker pool); a trial given one of those
+        # waited for no process start: that stage took 0 s, and the import stage began then.
+        events["worker process started"] = events["_tuner end"]
     (rows,) = common.result_rows(storage / "startup").values()
     (round_row,) = [row for row in rows if row.get("row_type") == "round"]
     events[HEADLINE] = events["first epoch starts"]
