@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.reporting import FATAL_ROW
+
 OUTPUT_FILES = ("stdout", "stderr")  # what log_to_file=True names them
 ERROR_FILE = "error.txt"
 
@@ -171,6 +173,8 @@ def errored_trial_lines(trial_dir: str | Path, metrics: Mapping[str, Any] | None
     except in the one line that says the output is elsewhere."""
     logs = find_trial_logs(trial_dir, metrics, nodes)
     lines = [f"  errored: {trial_dir}"]
+    if metrics and metrics.get(FATAL_ROW):  # the one line a trial said before it failed
+        lines.append(f"    cause (not retried): {metrics[FATAL_ROW]}")
     if logs.error is not None:
         lines.append(f"    error: {logs.error}")
     elif not Path(trial_dir).is_dir():  # cloud storage: the trial dir is not on this disk

@@ -89,6 +89,7 @@ def test_trials_granted_an_unusable_gpu_fail_at_once_and_are_not_retried(
         assert "GpuUnavailableError: Ray granted GPU" in line
         assert "CUDA_VISIBLE_DEVICES='" in line and "torch cannot use CUDA" in line
         assert "has no GPU" not in line  # finding 2's wrong message
+    assert proc.stdout.count("cause (not retried): GpuUnavailableError: Ray granted GPU") == 2
     dirs = trial_dirs(tmp_path / "out" / "granted")
     assert len(dirs) == 2
     assert [failures(d) for d in dirs] == [1, 1]
