@@ -23,7 +23,6 @@ class NoRetryOnFatalErrors(Callback):
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream  # None: sys.stderr when printing (Tune pickles its callbacks)
-        self.messages: dict[str, str] = {}
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -31,6 +30,5 @@ class NoRetryOnFatalErrors(Callback):
         if result.get("row_type") != FATAL_ROW:
             return
         trial.max_failures = 0
-        self.messages[trial.trial_id] = result[FATAL_ROW]
         print(f"run_sweep: trial {trial} failed, not retried: {result[FATAL_ROW]}",
               file=self.stream or sys.stderr, flush=True)

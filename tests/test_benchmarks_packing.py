@@ -33,6 +33,25 @@ def bench() -> Iterator[dict[str, ModuleType]]:
         sys.path.remove(str(BENCHMARKS))
 
 
+def fake_sweeps(packing: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                steps: list[list[float]]) -> list[dict]:
+    """Replace bench_gpu_packing's probed sweep: every trial (one per seed) writes the trace of
+    `steps` ([start, end, images] each); returns the list the sweep files' specs go to."""
+    specs: list[dict] = []
+
+    def fake_sweep(sweep_file: Path, storage: Path, trace: Path) -> float:
+        spec = yaml.safe_load(Path(sweep_file).read_text())
+        specs.append(spec)
+        trace.mkdir(parents=True)
+        for seed in spec["grid"]["seed"]:
+            (trace / f"seed{seed}-1.json").write_text(json.dumps(
+                {"trial": f"seed{seed}", "steps": steps}))
+        return 1.0
+
+    monkeypatch.setattr(packing, "run_probed_sweep", fake_sweep)
+    return specs
+
+
 def test_overlap_counts_the_images_finished_while_every_trial_ran(bench) -> None:
     trials = {
         # (start, end, images) of each step
@@ -134,18 +153,7 @@ def test_the_cuda_path_measures_the_overlap_of_each_case(bench, monkeypatch, cap
     trains 64 images in each of the seconds [0, 1] and [1, 2], so the overlap is 2 s long and
     holds 128 n images: 64 n images/s, n times the one-trial case's."""
     packing = bench["packing"]
-    specs = []
-
-    def fake_sweep(sweep_file: Path, storage: Path, trace: Path) -> float:
-        spec = yaml.safe_load(Path(sweep_file).read_text())
-        specs.append(spec)
-        trace.mkdir(parents=True)
-        for seed in spec["grid"]["seed"]:
-            (trace / f"seed{seed}-1.json").write_text(json.dumps(
-                {"trial": f"seed{seed}", "steps": [[0, 1, 64], [1, 2, 64]]}))
-        return 1.0
-
-    monkeypatch.setattr(packing, "run_probed_sweep", fake_sweep)
+    specs = fake_sweeps(packing, monkeypatch, steps=[[0, 1, 64], [1, 2, 64]])
     packing.main(["--device", "cuda", "--data-root", "/elsewhere"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(s["resources"]["gpu"], s["max_concurrent_trials"]) for s in specs] == [
@@ -182,18 +190,7 @@ def test_both_gpu_benchmarks_take_a_device_and_a_data_root(script: str) -> None:
 def test_on_the_cpu_the_same_code_runs_small_and_the_gpu_figure_is_pending(bench, monkeypatch,
                                                                             capsys) -> None:
     packing = bench["packing"]
-    specs = []
-
-    def fake_sweep(sweep_file: Path, storage: Path, trace: Path) -> float:
-        spec = yaml.safe_load(Path(sweep_file).read_text())
-        specs.append(spec)
-        trace.mkdir(parents=True)
-        for seed in spec["grid"]["seed"]:
-            (trace / f"seed{seed}-1.json").write_text(json.dumps(
-                {"trial": f"seed{seed}", "steps": [[0, 1, 64]]}))
-        return 1.0
-
-    monkeypatch.setattr(packing, "run_probed_sweep", fake_sweep)
+    specs = fake_sweeps(packing, monkeypatch, steps=[[0, 1, 64]])
     packing.main(["--device", "cpu"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(s["resources"]["gpu"], s["base"]["train"]["device"]) for s in specs] == [
