@@ -39,12 +39,12 @@ def trial_config(sweep_file: str, label: str, quick: bool) -> dict[str, Any]:
     """Seed 0 of the experiment `label` of a shipped sweep file, as run_sweep plans it."""
     import yaml
 
-    from sweeps.spec import plan_sweep
+    from sweeps.plan import plan_sweep
 
     raw = yaml.safe_load((common.REPO / "sweeps" / sweep_file).read_text())
     overrides = ["grid.seed=[0]"] + (["model.width=4"] if quick else [])
     plan = plan_sweep(raw, sweep_file, overrides=overrides, smoke=quick)
-    (trial,) = [t for t, name in zip(plan.trials, plan.labels, strict=True) if name == label]
+    (trial,) = [t.raw for t in plan.trials if t.label == label]
     trial = copy.deepcopy(trial)
     trial["dense_model"]["cache"] = None  # each run trains its own round 0
     trial["train"]["device"] = "cpu"

@@ -8,8 +8,8 @@ a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (that order). Without 
 retries for ~20 s and ends in a traceback; a missing token file even aborts the process. These
 checks turn each case into one line that says what to set, within a second.
 
-They use `ray._raylet` (the token loader and a bare GCS client) under the pinned Ray; if those
-ever move, the checks step aside and `ray.init`'s own errors are reported instead.
+They use Ray's token loader and a bare GCS client (`trainables.ray_adapter`); on a Ray without
+them, the checks step aside and `ray.init`'s own errors are reported instead.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trainables.errors import PrunetuneError
+from trainables.ray_adapter import has_auth_token, open_gcs_client
 
 TOKEN_HINT = ("the head's token (`ray get-auth-token` on the head prints it) in RAY_AUTH_TOKEN, "
               "in a file named by RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token")
@@ -55,11 +56,7 @@ def check_token_configured() -> None:
             )
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         return
-    try:
-        from ray._raylet import AuthenticationTokenLoader
-    except ImportError:  # a Ray without this loader: let ray.init report
-        return
-    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+    if has_auth_token() is False:  # None: a Ray without the loader; ray.init reports
         raise ClusterAccessError(f"RAY_AUTH_MODE=token but no token was found: put {TOKEN_HINT}")
 
 
@@ -78,14 +75,11 @@ def check_reachable(host: str, port: int, timeout_s: float = 5.0) -> None:
 
 def check_token_accepted(address: str) -> None:
     """One GCS request with this process's auth settings; refused -> what to set."""
-    try:
-        from ray._raylet import GcsClient
-        from ray.exceptions import AuthenticationError
-    except ImportError:
-        return
+    from ray.exceptions import AuthenticationError
+
     try:
         with _quiet_stderr():  # Ray's C++ client logs each refusal as a line of its own
-            GcsClient(address=address)
+            open_gcs_client(address)
     except AuthenticationError:
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
             raise ClusterAccessError(

@@ -9,18 +9,25 @@ of what looks like pruning helping can be the extra training.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from pruning.registry import Registry
 from trainables.config import TrialConfig
+from trainables.errors import ConfigError
 from trainables.methods import METHODS
 from trainables.methods.base import PRUNABLE_FIELDS
 
-CONTROLS = ("budget_matched_dense",)
+Control = Callable[[TrialConfig, str], dict[str, Any] | None]
+"""`control(config, label)`: the raw trial that controls `config` (of the line `label`), or
+None where it needs none."""
+CONTROLS: Registry[Control] = Registry("control", error=ConfigError)
 #: The sections a dense trial shares with the trial it controls; the method's own, `prune` (but
 #: what is prunable) and `dense_model` stay at their defaults.
 SHARED_SECTIONS = ("seed", "data", "model", "train", "measure")
 
 
+@CONTROLS.register("budget_matched_dense")
 def budget_matched_dense(config: TrialConfig, label: str) -> dict[str, Any] | None:
     """The raw budget_dense trial controlling `config` (an experiment labelled `label`), or
     None when `config` trains no longer than dense does."""

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeps.state_files import keep_good_copies
+from trainables.ray_adapter import stop_experiment
 
 # How a full disk reads in an error, as Python, pyarrow and the checkpoint writer word it.
 DISK_FULL_WORDS = ("No space left on device", "[Errno 28]", "ENOSPC")
@@ -174,8 +174,7 @@ class DiskGuard(Callback):
         if self.reason is not None:
             return
         self.reason = reason
-        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler (main thread only)
-            os.kill(os.getpid(), signal.SIGUSR1)
+        stop_experiment()
 
     @contextlib.contextmanager
     def quiet_ray(self, resuming: bool) -> Iterator[None]:

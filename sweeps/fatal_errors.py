@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from trainables.ray_adapter import never_retry
 from trainables.reporting import FATAL_ROW
 
 
@@ -29,6 +30,6 @@ class NoRetryOnFatalErrors(Callback):
     ) -> None:
         if result.get("row_type") != FATAL_ROW:
             return
-        trial.max_failures = 0
+        never_retry(trial)
         print(f"run_sweep: trial {trial} failed, not retried: {result[FATAL_ROW]}",
               file=self.stream or sys.stderr, flush=True)

@@ -12,20 +12,12 @@ import json
 from typing import Any
 
 from trainables.errors import ConfigError
-
-#: The key Ray's autoscaler monitor keeps its status under in the GCS's internal KV store
-#: (ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS).
-AUTOSCALER_STATUS_KEY = "__autoscaling_status"
+from trainables.ray_adapter import autoscaler_status
 
 
 def cluster_autoscales() -> bool:
     """True when an autoscaler with a cluster config runs the connected cluster."""
-    from ray.experimental import internal_kv
-
-    try:
-        status = internal_kv._internal_kv_get(AUTOSCALER_STATUS_KEY)
-    except Exception:  # noqa: BLE001 - an unreadable KV store means "not known to autoscale"
-        return False
+    status = autoscaler_status()
     return status is not None and autoscaling_from_status(status)
 
 

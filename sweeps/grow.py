@@ -1,8 +1,9 @@
 """Growing an experiment: the same sweep file with more seeds, levels or experiments, run
 under the existing experiment's name, runs only its new trials.
 
-A trial is identified by its trial key (`sweeps.spec.trial_key`: the non-default values of the
-fields that decide its result), as open_lth names runs by a hash of their hyperparameters. So:
+A trial is identified by its trial key (`trainables.identity.trial_key`: the non-default values
+of the fields that decide its result), as open_lth names runs by a hash of its hyperparameters.
+So:
 
 * every planned trial whose key a finished trial of the experiment has is reused, not rerun;
 * a changed recipe is refused, with a one-line diff: for an experiment label the sweep had
@@ -27,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps.spec import SweepPlan, trial_key
+from sweeps.plan import SweepPlan
 from sweeps.state_files import STATE_COPY_DIR, STATE_PATTERNS
 from trainables.errors import ConfigError
-from trainables.identity import identity_values
+from trainables.identity import identity_values, trial_key
 from trainables.resolve import parse_trial_config
 
 RUNS_DIR = "runs"
@@ -62,11 +63,10 @@ def plan_growth(directory: Path, plan: SweepPlan, saved: dict[str, Any]) -> Grow
     ConfigError (one line) for a changed recipe or an experiment not finished."""
     old = _old_trials(directory, saved)
     axes = set(saved.get("grid_keys", [])) | set(plan.grid_keys) | {"seed"}
-    configs = [_parsed(trial) for trial in plan.trials]
-    _check_recipes(directory, old, [(label, identity_values(config)) for label, config
-                                    in zip(plan.labels, configs, strict=True)], axes)
+    _check_recipes(directory, old, [(trial.label, identity_values(trial.config))
+                                    for trial in plan.trials], axes)
     keys = {trial.key: trial for trial in old}
-    planned = [trial_key(config) for config in configs]
+    planned = [trial.key for trial in plan.trials]
     growth = Growth(to_run=[])
     for index, key in enumerate(planned):
         found = keys.get(key)
@@ -88,10 +88,11 @@ def grown_summary(plan: SweepPlan, growth: Growth) -> dict[str, Any]:
     reused trial as its own params.json has it), the directories reused from earlier runs, and
     those left out of the current set."""
     trials = []
-    for index, (label, trial) in enumerate(zip(plan.labels, plan.trials, strict=True)):
+    for index, trial in enumerate(plan.trials):
+        raw = trial.raw
         if index in growth.reused:
-            trial = json.loads((growth.reused[index] / "params.json").read_text())["trial"]
-        trials.append({"label": label, "trial": trial})
+            raw = json.loads((growth.reused[index] / "params.json").read_text())["trial"]
+        trials.append({"label": trial.label, "trial": raw})
     summary = {"trials": trials,
                "reused_trials": sorted(path.name for path in growth.reused.values()),
                "removed_trials": growth.removed}

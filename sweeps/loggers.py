@@ -107,9 +107,11 @@ def _wandb_callback() -> type:
     writes the run from a separate service process that finish() does not wait for: the last
     trial's run file was left empty. `wandb.teardown()` waits for it.
     """
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+    from ray.air.integrations.wandb import WandbLoggerCallback
 
-    class FlushingLoggingActor(_WandbLoggingActor):
+    from trainables.ray_adapter import wandb_logging_actor_class
+
+    class FlushingLoggingActor(wandb_logging_actor_class()):
         def run(self) -> None:
             super().run()
             self._wandb.teardown()

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,16 +28,17 @@ from sweeps.finished_trials import tidy_finished_trials  # noqa: E402
 from sweeps.gpu_requests import check_gpu_request, cluster_autoscales  # noqa: E402
 from sweeps.grow import Growth, archive_previous_run, grown_summary, plan_growth  # noqa: E402
 from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
-from sweeps.provenance import SWEEP_SUMMARY_FILE, code_source  # noqa: E402
-from sweeps.spec import (  # noqa: E402
-    AUTO_DENSE_CACHE,
+from sweeps.plan import (  # noqa: E402
+    MAX_TRIALS,
+    PlannedTrial,
+    PlanningProgress,
     SweepPlan,
     load_sweep,
-    shipped_sweeps,
-    sweep_path,
-    trial_key,
 )
+from sweeps.provenance import SWEEP_SUMMARY_FILE, code_source  # noqa: E402
+from sweeps.spec import shipped_sweeps, sweep_path  # noqa: E402
 from sweeps.state_files import repair_experiment  # noqa: E402
+from trainables import ray_adapter  # noqa: E402
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
 from trainables.files import atomic_write  # noqa: E402
 
@@ -45,49 +46,6 @@ EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
 #: What prunetune_sweep.json keeps of a grown experiment's earlier runs (sweeps/grow.py).
 EARLIER_KEYS = ("reused_trials", "removed_trials", "current_run_trials")
-_NO_DEFAULT_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
-# A starting raylet connects to its own object store while another of its threads is still
-# creating it; on a miss it retries after raylet_client_connect_timeout_milliseconds (1000 ms by
-# default), so a local ray.init often took a whole second longer (benchmarks/README.md,
-# "Start-up"). Retry every 100 ms instead, 100 times: Ray's 10 s (10 x 1000 ms) before giving up.
-FAST_LOCAL_CONNECT = {
-    "RAY_raylet_client_connect_timeout_milliseconds": "100",
-    "RAY_raylet_client_num_connect_attempts": "100",
-}
-
-
-@dataclass
-class Launch:
-    """A validated sweep with every path resolved: what `launch` needs and nothing more."""
-
-    plan: SweepPlan
-    name: str
-    storage: str
-    experiment_dir: str
-    resume: bool
-    address: str | None
-    resume_note: str = ""
-    loggers: list[Any] = field(default_factory=list)  # Ray Tune logger callbacks
-    commands: Commands = field(default_factory=lambda: SCRIPT_COMMANDS)
-    guard: Any = None  # the sweep's DiskGuard, once Ray runs
-    growth: Growth | None = None  # a grown sweep: what it runs, reuses, leaves out
-    earlier: dict[str, Any] = field(default_factory=dict)
-    """What prunetune_sweep.json says of earlier runs of a grown experiment (`EARLIER_KEYS`)."""
-
-    @property
-    def run_trials(self) -> list[dict[str, Any]]:
-        """The trials this run's Tuner holds: a grown sweep's new ones, else all the plan's."""
-        if self.growth is None:
-            return self.plan.trials
-        return [self.plan.trials[i] for i in self.growth.to_run]
-
-    @property
-    def planned(self) -> int:
-        """How many trials this run's Tune experiment must end with: a grown experiment's
-        latest Tune run holds only the trials it added."""
-        if self.growth is not None:
-            return len(self.growth.to_run)
-        return self.earlier.get("current_run_trials", len(self.plan.trials))
 
 
 @dataclass(frozen=True)
@@ -101,6 +59,58 @@ class Commands:
 
 SCRIPT_COMMANDS = Commands("python sweeps/run_sweep.py", "python analysis/plot.py")
 CONSOLE_COMMANDS = Commands("prunetune run", "prunetune plot")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A planned sweep, where it goes and how it meets what is already there: what the
+    preflight checks and the run need, decided before anything is written or started."""
+
+    plan: SweepPlan
+    resume: bool
+    address: str | None
+    commands: Commands = SCRIPT_COMMANDS
+    explicit_storage: bool = False
+    resume_note: str = ""
+    growth: Growth | None = None  # a grown sweep: what it runs, reuses, leaves out
+    earlier: dict[str, Any] = field(default_factory=dict)
+    """What prunetune_sweep.json says of earlier runs of a grown experiment (`EARLIER_KEYS`)."""
+
+    @property
+    def name(self) -> str:
+        return self.plan.output.name
+
+    @property
+    def storage(self) -> str:
+        return self.plan.output.storage
+
+    @property
+    def experiment_dir(self) -> str:
+        return self.plan.output.experiment_dir
+
+    @property
+    def run_trials(self) -> list[PlannedTrial]:
+        """The trials this run's Tuner holds: a grown sweep's new ones, else all the plan's."""
+        if self.growth is None:
+            return list(self.plan.trials)
+        return [self.plan.trials[i] for i in self.growth.to_run]
+
+    @property
+    def planned(self) -> int:
+        """How many trials this run's Tune experiment must end with: a grown experiment's
+        latest Tune run holds only the trials it added."""
+        if self.growth is not None:
+            return len(self.growth.to_run)
+        return self.earlier.get("current_run_trials", len(self.plan.trials))
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks before Ray starts produced, for the run to use."""
+
+    loggers: tuple[Any, ...]  # Ray Tune logger callbacks, set up once to see they can start
+    datasets: dict[str, dict[str, Any]]  # decoded once here, shared with the local trials
+    notes: tuple[str, ...] = ()  # what a resume repaired
 
 
 def parse_args(argv: list[str] | None, prog: str = "run_sweep.py") -> argparse.Namespace:
@@ -122,18 +132,13 @@ def parse_args(argv: list[str] | None, prog: str = "run_sweep.py") -> argparse.N
                         help="results root: a local or shared path, or a URI such as s3://b/p"
                              " (default: ./output)")
     parser.add_argument("--name", default=None, help="experiment name (default: the file's)")
+    parser.add_argument("--max-trials", type=int, default=MAX_TRIALS, metavar="N",
+                        help=f"refuse a grid of more than N trials (default {MAX_TRIALS:,}): "
+                             "a safeguard against a typo that would plan a million")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate and expand the sweep, print its trials and exit 0 "
                              "without starting Ray or writing anything")
     return parser.parse_args(argv)
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def _join(storage: str, name: str) -> str:
-    return f"{storage.rstrip('/')}/{name}" if _is_uri(storage) else str(Path(storage) / name)
 
 
 def _check_writable(directory: Path) -> None:
@@ -165,59 +170,46 @@ def _saved_summary(directory: Path) -> dict[str, Any] | None:
     return saved
 
 
-def _dense_cache_dir(storage: str, experiment_dir: str, name: str) -> str:
-    if _is_uri(storage):
-        # File locks need a filesystem: on cloud storage each node keeps its own cache.
-        return str(Path.home() / ".cache" / "prunetune" / "dense" / name)
-    return str(Path(experiment_dir) / "dense_cache")
+def prepare(args: argparse.Namespace, commands: Commands = SCRIPT_COMMANDS) -> Launch:
+    """Plan the sweep and decide how it meets the experiment already at its output, without
+    side effects; ConfigError (one line) if the sweep is bad or cannot go there."""
+    progress = PlanningProgress(lambda line: print(f"run_sweep: {line}", file=sys.stderr,
+                                                   flush=True))
+    plan = load_sweep(sweep_path(args.file), args.set, smoke=args.smoke, storage=args.storage,
+                      name=args.name, max_trials=args.max_trials, progress=progress)
+    launch = Launch(plan, resume=args.resume,
+                    address=args.address or os.environ.get("RAY_ADDRESS"), commands=commands,
+                    explicit_storage=args.storage is not None)
+    if plan.output.is_uri:
+        return launch
+    return _meet_existing_experiment(launch, Path(launch.experiment_dir))
 
 
-def prepare(args: argparse.Namespace) -> Launch:
-    """Validate the sweep and resolve its output, without side effects; ConfigError if bad."""
-    plan = load_sweep(sweep_path(args.file), args.set, smoke=args.smoke)
-    name = args.name or plan.spec.name + ("-smoke" if args.smoke else "")
-    storage = args.storage or "output"
-    if not _is_uri(storage):
-        storage = str(Path(storage).expanduser().resolve())
-    experiment_dir = _join(storage, name)
-    cache = _dense_cache_dir(storage, experiment_dir, name)
-    for trial in plan.trials:
-        if trial["dense_model"]["cache"] == AUTO_DENSE_CACHE:
-            trial["dense_model"]["cache"] = cache
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    launch = Launch(plan, name, storage, experiment_dir, args.resume, address)
-    if not _is_uri(storage):
-        _existing_experiment(launch, Path(experiment_dir))
-    return launch
-
-
-def _existing_experiment(launch: Launch, directory: Path) -> None:
-    """What to do with an experiment already at `directory`: continue the same sweep, grow it
-    (sweeps/grow.py), or refuse; ConfigError if refused."""
+def _meet_existing_experiment(launch: Launch, directory: Path) -> Launch:
+    """`launch` as it meets an experiment already at `directory`: continue the same sweep, grow
+    it (sweeps/grow.py), or refuse; ConfigError if refused."""
     _check_writable(directory)
     exists = _has_experiment_state(directory)
     if launch.resume and not exists:
         raise ConfigError(f"--resume: no experiment to resume at {directory}")
     if not exists:
-        return
+        return launch
     saved = _saved_summary(directory)
-    launch.earlier = {key: saved[key] for key in EARLIER_KEYS if saved and key in saved}
+    earlier = {key: saved[key] for key in EARLIER_KEYS if saved and key in saved}
     if launch.resume:
-        return
+        return replace(launch, earlier=earlier)
     if saved is None:
         raise ConfigError(f"{directory} holds a sweep prunetune cannot read back (no "
                           f"{SWEEP_SUMMARY_FILE}); choose another --name, or pass --resume")
-    if [entry["trial"] for entry in saved["trials"]] == launch.plan.trials:
-        launch.resume = True
-        launch.resume_note = ("the same sweep is already there: continuing it (finished trials "
-                              "are kept)")
-        return
+    if [entry["trial"] for entry in saved["trials"]] == launch.plan.raw_trials:
+        return replace(launch, resume=True, earlier=earlier, resume_note=(
+            "the same sweep is already there: continuing it (finished trials are kept)"))
     growth = plan_growth(directory, launch.plan, saved)
-    launch.growth = growth
     left_out = f"; {len(growth.removed)} trial(s) no longer in the file are kept on disk and " \
         "left out of the analysis (plot --all shows them)" if growth.removed else ""
-    launch.resume_note = (f"growing the experiment: {len(growth.to_run)} new trial(s) to run, "
-                          f"{len(growth.reused)} finished trial(s) reused{left_out}")
+    return replace(launch, growth=growth, earlier=earlier, resume_note=(
+        f"growing the experiment: {len(growth.to_run)} new trial(s) to run, "
+        f"{len(growth.reused)} finished trial(s) reused{left_out}"))
 
 
 def _check_local_gpus(gpus_per_trial: float) -> None:
@@ -237,39 +229,31 @@ def _check_local_gpus(gpus_per_trial: float) -> None:
 
 
 class TrialNamer:
-    """Readable trial (and TensorBoard run) names: label, seed, and the method's own parts."""
+    """Readable trial (and TensorBoard run) names: the planned trials' names, found by the
+    config Ray hands over (`PlannedTrial.raw`)."""
 
     def __init__(self, plan: SweepPlan) -> None:
-        from trainables.resolve import parse_trial_config
-
-        self.labels = {
-            trial_key(parse_trial_config(trial, check_ignored=False)): label
-            for trial, label in zip(plan.trials, plan.labels, strict=True)
-        }
+        self.names = {_config_text(trial.raw): trial.name for trial in plan.trials}
 
     def name(self, trial: Any) -> str:
-        from trainables.methods import METHODS
-        from trainables.resolve import parse_trial_config
-
-        raw = trial.config.get("trial", {})
-        config = parse_trial_config(raw, source="trial config", check_ignored=False)
-        label = self.labels.get(trial_key(config), config.method)
-        parts = METHODS.get(config.method).name_parts(config)
-        return "_".join([label, f"s{config.seed}", *parts])
+        return self.names[_config_text(trial.config.get("trial", {}))]
 
     def dirname(self, trial: Any) -> str:
         return f"{self.name(trial)}_{trial.trial_id}"
 
 
+def _config_text(raw: dict[str, Any]) -> str:
+    return json.dumps(raw, sort_keys=True)
+
+
 def _check_start_weights(plan: SweepPlan) -> None:
     """Pretrained or local starting weights must load (ImageNet weights are fetched once here,
     into the torch hub cache the local trials then read)."""
-    from trainables.config import ModelConfig
     from trainables.models import check_weights_available
 
     checked: set[str] = set()
     for trial in plan.trials:
-        model = ModelConfig.model_validate(trial["model"])
+        model = trial.config.model
         key = f"{model.name}|{model.pretrained}|{model.weights_path}"
         if key not in checked:
             checked.add(key)
@@ -281,12 +265,11 @@ def _check_dense_checkpoints(plan: SweepPlan) -> None:
     a wrong one is a ConfigError here, before Ray starts, not an errored trial later."""
     from trainables.methods import METHODS
     from trainables.methods.dense_model import check_dense_checkpoint
-    from trainables.resolve import parse_trial_config
 
     for trial in plan.trials:
-        directory = trial["dense_model"]["checkpoint"]
+        config = trial.config
+        directory = config.dense_model.checkpoint
         if directory and "://" not in directory:
-            config = parse_trial_config(trial, source="trial config", check_ignored=False)
             keep = set(config.dense_model.keep_epochs)
             keep |= METHODS.get(config.method).dense_epochs(config)
             check_dense_checkpoint(config, directory, sorted(keep))
@@ -294,14 +277,13 @@ def _check_dense_checkpoints(plan: SweepPlan) -> None:
 
 def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
     """Decode each distinct dataset once in the driver (errors here stop before Ray starts)."""
-    from trainables.config import DataConfig
     from trainables.datasets import data_identity, load_dataset
     from trainables.shared_data import to_shareable
 
     _check_start_weights(plan)
     shared: dict[str, dict[str, Any]] = {}
     for trial in plan.trials:
-        data = DataConfig.model_validate(trial["data"])
+        data = trial.config.data
         key = data_identity(data)  # trials with equal keys share one decoded copy
         if key not in shared:
             print(f"run_sweep: loading dataset {data.name} ...", flush=True)
@@ -309,26 +291,40 @@ def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
     return shared
 
 
-def _start_ray(launch: Launch) -> bool:
-    """Connect to the cluster, or start Ray in-process; True if we started it."""
+def preflight(launch: Launch) -> Preflight:
+    """Everything that can be checked before Ray starts, beyond the sweep file itself: GPUs on
+    this machine, dense checkpoints, a resumed experiment's state files, the loggers' servers,
+    the datasets (decoded here once); ConfigError (one line) on the first that fails."""
+    if launch.address is None:
+        _check_local_gpus(launch.plan.spec.resources.gpu)
+    _check_dense_checkpoints(launch.plan)
+    notes: tuple[str, ...] = ()
+    if launch.resume and not launch.plan.output.is_uri:
+        notes = tuple(repair_experiment(Path(launch.experiment_dir)))
+    loggers = logger_callbacks(launch.plan.spec.loggers, launch.name, launch.experiment_dir)
+    check_reachable(loggers)
+    datasets = _shared_datasets(launch.plan) if launch.address is None else {}
+    return Preflight(tuple(loggers), datasets, notes)
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to the cluster at `address`, or start Ray in-process; True if we started it."""
     import ray
 
-    if launch.address is not None:
+    if address is not None:
         # Token authentication (Ray 2.60) and unreachable heads: one line at once, not a
         # traceback after ~20 s of retries (see sweeps/cluster_access.py).
-        check_cluster_access(launch.address)
+        check_cluster_access(address)
         try:
-            ray.init(address=launch.address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False)
         except Exception as error:
-            failure = connection_failure(error, launch.address)
+            failure = connection_failure(error, address)
             if failure is None:
                 raise
             raise failure from None
         return False
-    # The raylet takes its settings from the environment it starts with, inside ray.init; a
-    # user's own setting of either value wins.
-    user_set = any(key in os.environ for key in FAST_LOCAL_CONNECT)
-    with _environment({} if user_set else FAST_LOCAL_CONNECT):
+    # The raylet takes its settings from the environment it starts with, inside ray.init.
+    with ray_adapter.environment(ray_adapter.fast_local_connect()):
         # address="local": a bare ray.init() joins whatever Ray instance already runs on this
         # machine (another user's sweep, a test cluster) and then refuses num_cpus.
         ray.init(
@@ -338,14 +334,14 @@ def _start_ray(launch: Launch) -> bool:
     return True
 
 
-def _check_cluster(launch: Launch, explicit_storage: bool) -> None:
+def _check_cluster(launch: Launch) -> None:
     import ray
 
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     warning = check_gpu_request(launch.plan.spec.resources.gpu, nodes, cluster_autoscales())
     if warning is not None:
         print(f"run_sweep: warning: {warning}", file=sys.stderr, flush=True)
-    if len(nodes) > 1 and not explicit_storage:
+    if len(nodes) > 1 and not launch.explicit_storage:
         raise ConfigError(
             f"the cluster has {len(nodes)} nodes: pass --storage on a shared filesystem or a "
             "cloud URI (s3://...), or checkpoints stay on the node that wrote them"
@@ -353,7 +349,7 @@ def _check_cluster(launch: Launch, explicit_storage: bool) -> None:
 
 
 def _write_sweep_files(launch: Launch) -> None:
-    if _is_uri(launch.storage):
+    if launch.plan.output.is_uri:
         return  # Ray writes the experiment there; our summary also lands in each params.json
     directory = Path(launch.experiment_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -364,7 +360,7 @@ def _write_sweep_files(launch: Launch) -> None:
     atomic_write(directory / SWEEP_SUMMARY_FILE, lambda target: target.write_text(text))
 
 
-def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
+def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
     from ray import tune
 
     from sweeps.fatal_errors import NoRetryOnFatalErrors
@@ -374,8 +370,8 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
     resources = launch.plan.spec.resources
     trainable = tune.with_resources(
         tune.with_parameters(
-            prunetune_trainable, datasets=datasets, methods=_methods_of(launch.plan),
-            plugins=launch.plan.plugins,
+            prunetune_trainable, datasets=checked.datasets, methods=_methods_of(launch.plan),
+            plugins=list(launch.plan.plugins),
         ),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
@@ -389,11 +385,11 @@ def _tuner(launch: Launch, datasets: dict[str, dict[str, Any]]) -> Any:
         )
     trials = launch.run_trials
     namer = TrialNamer(launch.plan)
-    callbacks = [CompactProgress(total_trials=len(trials)), NoRetryOnFatalErrors(),
-                 launch.guard, *launch.loggers]
+    callbacks = [CompactProgress(total_trials=len(trials)), NoRetryOnFatalErrors(), guard,
+                 *checked.loggers]
     return tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search(trials)},
+        param_space={"trial": tune.grid_search([trial.raw for trial in trials])},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=launch.plan.spec.max_concurrent_trials,
             # A fresh worker per trial re-imports torch (~5-15 s on a busy node); every trial of
@@ -426,7 +422,7 @@ def _methods_of(plan: SweepPlan) -> dict[str, Any]:
     from trainables.plugins import is_plugin_module
 
     methods = {}
-    for name in {trial["method"] for trial in plan.trials}:
+    for name in {trial.method for trial in plan.trials}:
         method = METHODS.get(name)
         module = type(method).__module__
         if module.startswith("trainables.") or is_plugin_module(module):
@@ -441,25 +437,22 @@ def _disk_guard(launch: Launch) -> Any:
     """The sweep's guard against a full results disk (see sweeps/disk_guard.py)."""
     from sweeps.disk_guard import DiskGuard
     from trainables.methods import METHODS
-    from trainables.resolve import parse_trial_config
 
-    rounds = 0
-    for trial in launch.run_trials:
-        config = parse_trial_config(trial, source="trial config", check_ignored=False)
-        rounds += METHODS.get(config.method).round_checkpoints(config)
-    return DiskGuard(None if _is_uri(launch.storage) else launch.experiment_dir, rounds)
+    rounds = sum(METHODS.get(trial.method).round_checkpoints(trial.config)
+                 for trial in launch.run_trials)
+    return DiskGuard(None if launch.plan.output.is_uri else launch.experiment_dir, rounds)
 
 
-def _disk_full(launch: Launch) -> int:
-    print(f"run_sweep: error: {launch.guard.message()}; free space (or choose another "
+def _disk_full(launch: Launch, guard: Any) -> int:
+    print(f"run_sweep: error: {guard.message()}; free space (or choose another "
           f"--storage), then: {launch.commands.run} {launch.plan.source} --resume --name "
           f"{launch.name}", file=sys.stderr)
     return EXIT_TRIALS_FAILED
 
 
-def _report(launch: Launch, results: Any) -> int:
-    if launch.guard is not None and launch.guard.reason is not None:
-        return _disk_full(launch)
+def _report(launch: Launch, results: Any, guard: Any) -> int:
+    if guard.reason is not None:
+        return _disk_full(launch, guard)
     tidy_finished_trials(results)
     errored = [result for result in results if result.error is not None]
     diverged = [
@@ -495,19 +488,80 @@ def _report(launch: Launch, results: Any) -> int:
 
 def _print_plan(launch: Launch) -> int:
     """--dry-run: the trials the sweep would run, by trial name, and their count."""
-    from types import SimpleNamespace
-
     plan = launch.plan
-    namer = TrialNamer(plan)
     note = f" ({launch.resume_note})" if launch.resume_note else ""
     print(f"run_sweep: {launch.name}: {len(plan.trials)} trials -> {launch.experiment_dir}{note}")
     reused = launch.growth.reused if launch.growth is not None else {}
     for index, trial in enumerate(plan.trials):
-        name = namer.name(SimpleNamespace(config={"trial": trial}))
         done = f", reused: {reused[index].name}" if index in reused else ""
-        print(f"  {index:4d}  {name}  (method={trial['method']}, seed={trial['seed']}{done})")
+        print(f"  {index:4d}  {trial.name}  (method={trial.method}, "
+              f"seed={trial.config.seed}{done})")
     print(f"run_sweep: dry run: {len(plan.trials)} trials valid; nothing was started")
     return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
+         commands: Commands = SCRIPT_COMMANDS) -> int:
+    """Plan, check, run: exit 2 with one line when the plan or a check fails (nothing started),
+    1 when trials failed, 0 when every trial of the sweep finished."""
+    args = parse_args(argv, prog)
+    try:
+        launch = prepare(args, commands)
+        if args.dry_run:
+            return _print_plan(launch)
+        checked = preflight(launch)
+    except PrunetuneError as error:
+        print(f"run_sweep: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for note in checked.notes:
+        print(f"run_sweep: {note}")
+    if launch.resume_note:
+        print(f"run_sweep: {launch.resume_note}")
+    if launch.growth is not None and not launch.growth.to_run:
+        _write_sweep_files(launch)
+        print(f"run_sweep: {launch.name}: nothing to run: every trial of the sweep is in "
+              f"{launch.experiment_dir}")
+        return 0
+    return run(launch, checked)
+
+
+def run(launch: Launch, checked: Preflight) -> int:
+    """Start (or join) Ray, write the sweep's files, run the Tuner and report."""
+    print(f"run_sweep: {launch.name}: {launch.planned} trials -> {launch.experiment_dir}",
+          flush=True)
+    ray_adapter.classic_output()
+    import ray
+
+    started = False
+    try:
+        try:
+            started = _start_ray(launch.address)
+            _check_cluster(launch)
+        except PrunetuneError as error:
+            print(f"run_sweep: error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if launch.growth is not None:
+            archive_previous_run(Path(launch.experiment_dir))
+        _write_sweep_files(launch)
+        guard = _disk_guard(launch)  # before a restore, whose pickled guard is this one
+        with guard.quiet_ray(launch.resume):
+            tuner = _tuner(launch, checked, guard)
+        _collect_again()
+        with _only_the_sweeps_loggers(launch.resume), guard.quiet_ray(launch.resume):
+            try:
+                results = tuner.fit()
+            except Exception as error:
+                from sweeps.disk_guard import is_disk_full_error
+
+                # Ray reading back a result file the full disk cut off (EOFError, ...).
+                if guard.reason is None and not is_disk_full_error(str(error)):
+                    raise
+                guard.reason = guard.reason or f"{type(error).__name__}: {error}"
+                return _disk_full(launch, guard)
+        return _report(launch, results, guard)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 @contextlib.contextmanager
@@ -516,90 +570,8 @@ def _only_the_sweeps_loggers(resume: bool) -> Iterator[None]:
     default set as well; restored after, so that other Tuners in this process keep Ray's
     defaults. A resumed sweep keeps the callbacks it was saved with (Ray adds any default logger
     they lack, so old experiments keep writing result.json)."""
-    with _environment({} if resume else {_NO_DEFAULT_LOGGERS: "1"}):
+    with ray_adapter.environment({} if resume else ray_adapter.NO_DEFAULT_LOGGERS):
         yield
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """`values` set in os.environ for the block; what was there before is put back after."""
-    previous = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
-         commands: Commands = SCRIPT_COMMANDS) -> int:
-    args = parse_args(argv, prog)
-    try:
-        launch = prepare(args)
-        launch.commands = commands
-        if args.dry_run:
-            return _print_plan(launch)
-        if launch.address is None:
-            _check_local_gpus(launch.plan.spec.resources.gpu)
-        _check_dense_checkpoints(launch.plan)
-        if launch.resume and not _is_uri(launch.storage):
-            for note in repair_experiment(Path(launch.experiment_dir)):
-                print(f"run_sweep: {note}")
-        launch.loggers = logger_callbacks(
-            launch.plan.spec.loggers, launch.name, launch.experiment_dir
-        )
-        check_reachable(launch.loggers)
-        datasets = _shared_datasets(launch.plan) if launch.address is None else {}
-    except PrunetuneError as error:
-        print(f"run_sweep: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if launch.resume_note:
-        print(f"run_sweep: {launch.resume_note}")
-    if launch.growth is not None and not launch.growth.to_run:
-        _write_sweep_files(launch)
-        print(f"run_sweep: {launch.name}: nothing to run: every trial of the sweep is in "
-              f"{launch.experiment_dir}")
-        return 0
-    trials = launch.planned
-    print(f"run_sweep: {launch.name}: {trials} trials -> {launch.experiment_dir}", flush=True)
-    # Ray's own table is replaced by CompactProgress; trials must not chdir-dependent paths.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
-
-    started = False
-    try:
-        try:
-            started = _start_ray(launch)
-            _check_cluster(launch, explicit_storage=args.storage is not None)
-        except PrunetuneError as error:
-            print(f"run_sweep: error: {error}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        if launch.growth is not None:
-            archive_previous_run(Path(launch.experiment_dir))
-        _write_sweep_files(launch)
-        launch.guard = _disk_guard(launch)  # before a restore, whose pickled guard is this one
-        with launch.guard.quiet_ray(launch.resume):
-            tuner = _tuner(launch, datasets)
-        _collect_again()
-        with _only_the_sweeps_loggers(launch.resume), launch.guard.quiet_ray(launch.resume):
-            try:
-                results = tuner.fit()
-            except Exception as error:
-                from sweeps.disk_guard import is_disk_full_error
-
-                # Ray reading back a result file the full disk cut off (EOFError, ...).
-                if launch.guard.reason is None and not is_disk_full_error(str(error)):
-                    raise
-                launch.guard.reason = launch.guard.reason or f"{type(error).__name__}: {error}"
-                return _disk_full(launch)
-        return _report(launch, results)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _collect_again() -> None:

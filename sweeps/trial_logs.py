@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.ray_adapter import local_session_dir
 from trainables.reporting import FATAL_ROW
 
 OUTPUT_FILES = ("stdout", "stderr")  # what log_to_file=True names them
@@ -55,10 +56,10 @@ def ray_nodes() -> list[RayNode]:
     if not ray.is_initialized():
         return []
     nodes: list[RayNode] = []
-    with contextlib.suppress(Exception):  # a Ray client (ray://) has no local node
-        session = ray._private.worker._global_node.get_session_dir_path()
+    session = local_session_dir()
+    if session is not None:  # a Ray client (ray://) has no local node
         nodes.append(RayNode(ray.get_runtime_context().get_node_id(),
-                             ray.util.get_node_ip_address(), Path(session)))
+                             ray.util.get_node_ip_address(), session))
     with contextlib.suppress(Exception):
         for node in ray.nodes():  # dead nodes too: a trial may have died with its node
             if any(known.node_id == node.get("NodeID") for known in nodes):

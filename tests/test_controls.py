@@ -10,7 +10,7 @@ import json
 import pytest
 
 from analysis import aggregate, load_results
-from sweeps.spec import plan_sweep
+from sweeps.plan import plan_sweep
 from trainables.methods import METHODS
 from trainables.reporting import DirectoryReporter
 from trainables.resolve import parse_trial_config
@@ -46,15 +46,14 @@ def sweep(data_root, **extra):
 
 def test_each_longer_experiment_gets_a_dense_trial_per_seed_at_its_budget(data_root):
     plan = plan_sweep(sweep(data_root, controls=["budget_matched_dense"]), "controls.yaml")
-    controls = [(label, t) for label, t in zip(plan.labels, plan.trials, strict=True)
-                if t["method"] == "budget_dense"]
+    controls = [(t.label, t.raw) for t in plan.trials if t.method == "budget_dense"]
     # By hand: imp = 6 dense + 3 rounds x epochs 1..5 (rewound to epoch 1) = 21; ft = 6 + 2 x 4
     # (retrain_epochs, from the start) = 14; ch (channel rounds retrain like IMP, rewind none,
     # one one-shot round of train.epochs) = 6 + 6 = 12. dense and snip train 6: no control.
     budgets = sorted((label, t["seed"], t["train"]["epochs"]) for label, t in controls)
     assert budgets == [("ch_budget", 0, 12), ("ch_budget", 1, 12), ("ft_budget", 0, 14),
                        ("ft_budget", 1, 14), ("imp_budget", 0, 21), ("imp_budget", 1, 21)]
-    imp = next(t for t in plan.trials if t["method"] == "imp" and t["seed"] == 0)
+    imp = next(t.raw for t in plan.trials if t.method == "imp" and t.config.seed == 0)
     control = next(t for label, t in controls if label == "imp_budget" and t["seed"] == 0)
     assert control["budget_dense"] == {"of": "imp"}
     assert (control["data"], control["model"]) == (imp["data"], imp["model"])

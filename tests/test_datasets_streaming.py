@@ -179,7 +179,7 @@ def sweep(root: Path, cpu: float, **data: Any) -> dict[str, Any]:
 
 
 def test_explicit_workers_beyond_the_cpu_request_are_refused_when_planned(imagenet_root):
-    from sweeps.spec import plan_sweep
+    from sweeps.plan import plan_sweep
 
     with pytest.raises(ConfigError) as info:
         plan_sweep(sweep(imagenet_root, 3, storage="stream", workers=3), "stream.yaml")

@@ -133,12 +133,12 @@ def test_the_front_page_sweep_file_plans_the_quickstart_trials_it_shows() -> Non
     experiment (and description, max_failures): its trials are the quickstart's minus those."""
     import yaml
 
-    from sweeps.spec import load_sweep, plan_sweep
+    from sweeps.plan import load_sweep, plan_sweep
 
     text = (REPO / "README.md").read_text()
     block = text[text.index("```yaml\nname: quickstart"):]
     shown = yaml.safe_load(block.removeprefix("```yaml\n").split("```", 1)[0])
     shipped = load_sweep(REPO / "sweeps" / "quickstart.yaml", launch_dir=REPO)
     planned = plan_sweep(shown, "README.md", launch_dir=REPO)
-    expected = [trial for trial in shipped.trials if trial["method"] != "random"]
-    assert len(planned.trials) == 3 + 3 + 9 and planned.trials == expected  # dense, imp, snip
+    expected = [trial.raw for trial in shipped.trials if trial.method != "random"]
+    assert len(planned.trials) == 3 + 3 + 9 and planned.raw_trials == expected  # dense, imp, snip

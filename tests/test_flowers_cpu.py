@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.spec import load_sweep
+from sweeps.plan import load_sweep
 from trainables.reporting import DirectoryReporter
-from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,13 +23,13 @@ def test_the_study_is_the_grid_the_readme_describes():
     plan = load_sweep(SWEEP, [f"data.root={ROOT}"])
     counts: dict[str, int] = {}
     for trial in plan.trials:
-        counts[trial["method"]] = counts.get(trial["method"], 0) + 1
+        counts[trial.method] = counts.get(trial.method, 0) + 1
     # 3 seeds: dense, one IMP trial (3 rounds), 3 levels of each at-init / sparse-training
     # method, and the budget-matched dense control.
     assert counts == {"dense": 3, "imp": 3, "gmp": 9, "rigl": 9, "snip": 9, "synflow": 9,
                       "random": 9, "budget_dense": 3}
-    budget = next(t for t in plan.trials if t["method"] == "budget_dense")
-    assert budget["train"]["epochs"] == 30 + 3 * 29  # IMP's: dense, then 3 rounds from epoch 1
+    budget = next(t.config for t in plan.trials if t.method == "budget_dense")
+    assert budget.train.epochs == 30 + 3 * 29  # IMP's: dense, then 3 rounds from epoch 1
 
 
 @pytest.mark.slow
@@ -38,9 +37,8 @@ def test_one_smoke_trial_runs_on_the_real_images(tmp_path):
     if not (ROOT / "flowers-102" / "setid.mat").exists():
         pytest.skip(f"no Flowers-102 copy at {ROOT} (set PRUNETUNE_FLOWERS_ROOT)")
     plan = load_sweep(SWEEP, [f"data.root={ROOT}", f"data.cache_dir={tmp_path / 'cache'}"],
-                      smoke=True)
-    raw = next(t for t in plan.trials if t["method"] == "imp" and t["seed"] == 0)
-    config = parse_trial_config(raw, check_ignored=False)  # resolved: every default written
+                      smoke=True, storage=str(tmp_path / "out"))
+    config = next(t.config for t in plan.trials if t.method == "imp" and t.config.seed == 0)
     run_trial(config, DirectoryReporter(tmp_path / "trial"), cpus=1)
     lines = (tmp_path / "trial" / "result.json").read_text().splitlines()
     rounds = [row for row in map(json.loads, lines) if row.get("row_type") == "round"]

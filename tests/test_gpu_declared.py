@@ -137,14 +137,14 @@ def test_a_manual_cluster_does_not_count_as_autoscaling(gpu_head: Any) -> None:
     """Every head runs Ray's monitor; without a cluster config it is read-only, and its status
     (read here from the live head) says so."""
     import ray
-    from ray.experimental import internal_kv
 
-    from sweeps.gpu_requests import AUTOSCALER_STATUS_KEY, autoscaling_from_status
+    from sweeps.gpu_requests import autoscaling_from_status
+    from trainables.ray_adapter import autoscaler_status
 
     ray.init(address=gpu_head.address, log_to_driver=False)
     try:
         deadline = time.monotonic() + 30
-        while not _node_types(status := internal_kv._internal_kv_get(AUTOSCALER_STATUS_KEY)):
+        while not _node_types(status := autoscaler_status()):
             assert time.monotonic() < deadline, f"the monitor published no node types: {status}"
             time.sleep(0.5)
     finally:
@@ -170,13 +170,13 @@ def test_an_autoscaling_cluster_without_gpus_yet_is_warned_about_not_refused(
     head_only = [{"Alive": True, "Resources": {"CPU": 8.0}}]
     monkeypatch.setattr("ray.nodes", lambda: head_only)
     monkeypatch.setattr("ray.cluster_resources", lambda: {"CPU": 8.0})
-    launch = SimpleNamespace(plan=SimpleNamespace(spec=SimpleNamespace(
+    launch = SimpleNamespace(explicit_storage=True, plan=SimpleNamespace(spec=SimpleNamespace(
         resources=SimpleNamespace(gpu=0.5, cpu=4))))
     monkeypatch.setattr(module, "cluster_autoscales", lambda: False, raising=False)
     with pytest.raises(ConfigError, match="resources.gpu is 0.5 per trial"):
-        module._check_cluster(launch, explicit_storage=True)
+        module._check_cluster(launch)
     monkeypatch.setattr(module, "cluster_autoscales", lambda: True, raising=False)
-    module._check_cluster(launch, explicit_storage=True)
+    module._check_cluster(launch)
     [warning] = capsys.readouterr().err.strip().splitlines()
     assert warning.startswith("run_sweep: warning: ") and "autoscales" in warning
 

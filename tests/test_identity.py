@@ -6,11 +6,10 @@ import json
 
 from pydantic import Field, create_model
 
-from sweeps.spec import trial_key
 from trainables.config import TrialConfig
 from trainables.config.sections import DataConfig, TrainConfig
 from trainables.datasets import data_identity
-from trainables.identity import EXECUTION, field_role, identity_values
+from trainables.identity import EXECUTION, field_role, identity_values, trial_key
 from trainables.recipe import recipe_hash
 from trainables.resolve import parse_trial_config
 

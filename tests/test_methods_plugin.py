@@ -130,7 +130,7 @@ def test_a_method_registered_in_a_test_module_runs_through_run_sweep(
 def test_its_section_is_validated_and_what_it_ignores_is_refused(
     every_other, data_root, tmp_path, capsys
 ):
-    from sweeps.spec import plan_sweep
+    from sweeps.plan import plan_sweep
 
     good = yaml.safe_load(sweep_file(tmp_path, data_root, {"method": "every_other"}).read_text())
     assert len(plan_sweep(good, "plugin.yaml").trials) == 3

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_helpers import ROOT, run_plot, run_sweep, tiny_base, write_sweep
 
-from sweeps.spec import plan_sweep
+from sweeps.plan import plan_sweep
 from trainables.errors import PrunetuneError
 from trainables.reporting import DirectoryReporter
 from trainables.resolve import parse_trial_config
@@ -131,8 +131,8 @@ def test_bad_dense_checkpoint_refused_before_ray(data_root, dense_checkpoint, tm
 
 
 def test_matching_dense_checkpoint_passes_preflight(data_root, dense_checkpoint, tiny_trial):
+    from sweeps.plan import plan_sweep as plan
     from sweeps.run_sweep import _check_dense_checkpoints
-    from sweeps.spec import plan_sweep as plan
 
     raw = tiny_base(data_root, method="imp", train={"max_eval_batches": 2, "epochs": 1},
                     imp={"rounds": 1}, dense_model={"checkpoint": str(dense_checkpoint)})
@@ -186,9 +186,7 @@ def test_run_sweep_starts_local_ray_without_dashboard(monkeypatch):
 
     seen: list[dict] = []
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.append(kwargs))
-    launch = run_sweep.Launch(plan=None, name="x", storage="/tmp", experiment_dir="/tmp/x",
-                              resume=False, address=None)
-    assert run_sweep._start_ray(launch) is True
+    assert run_sweep._start_ray(None) is True
     assert seen and seen[0].get("include_dashboard") is False, seen
     assert json.dumps(seen[0], default=str)  # plain settings only
 
@@ -207,15 +205,13 @@ def test_local_ray_retries_its_object_store_every_100_ms(monkeypatch):
     seen: list[dict] = []
     monkeypatch.setattr(ray, "init", lambda **_: seen.append(
         {key: os.environ.get(key) for key in (timeout, attempts)}))
-    launch = run_sweep.Launch(plan=None, name="x", storage="/tmp", experiment_dir="/tmp/x",
-                              resume=False, address=None)
     monkeypatch.delenv(timeout, raising=False)
     monkeypatch.delenv(attempts, raising=False)
-    run_sweep._start_ray(launch)
+    run_sweep._start_ray(None)
     assert int(seen[0][timeout]) == 100
     assert int(seen[0][timeout]) * int(seen[0][attempts]) == 10 * 1000
     assert timeout not in os.environ and attempts not in os.environ  # only for Ray's start
 
     monkeypatch.setenv(attempts, "20")
-    run_sweep._start_ray(launch)
+    run_sweep._start_ray(None)
     assert seen[1] == {timeout: None, attempts: "20"}

@@ -15,7 +15,7 @@ from reliability_helpers import run_sweep, tiny_base, write_sweep
 from analysis import aggregate, load_results
 from analysis.load import readable_name
 from sweeps.grow import plan_growth
-from sweeps.spec import load_sweep
+from sweeps.plan import load_sweep
 from trainables.errors import ConfigError
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sweeps.spec import SMOKE_SETTINGS, plan_sweep
+from sweeps.plan import SMOKE_SETTINGS, plan_sweep
 from trainables.errors import ConfigError
 from trainables.methods import METHODS
 from trainables.resolve import parse_trial_config
@@ -86,7 +86,7 @@ def test_smoke_refuses_a_rewind_point_beyond_training_instead_of_training_longer
 def test_smoke_trains_just_long_enough_to_reach_the_rewind_point():
     raw = sweep({"config": {"method": "dense"}},
                 {"config": {"method": "imp", "imp": {"rewind": "epoch:2"}}})
-    trials = plan_sweep(raw, "s.yaml", smoke=True).trials
+    trials = plan_sweep(raw, "s.yaml", smoke=True).raw_trials
     # The same epochs for every trial (the dense recipes must match), K + 1 = 3.
     assert [t["train"]["epochs"] for t in trials] == [3, 3]
     assert trials[1]["imp"]["retrain_epochs"] == 3 and trials[1]["train"]["max_batches"] == 2
@@ -150,7 +150,7 @@ def test_base_and_set_fields_apply_only_to_the_trials_that_read_them():
     raw = sweep({"config": {"method": "dense"}},
                 {"config": {"method": "imp", "imp": {"schedule": "oneshot"}}},
                 base={"prune": {"allocation": "erk"}, "imp": {"retrain_epochs": 2}})
-    dense, imp = plan_sweep(raw, "s.yaml", overrides=["prune.target_sparsity=0.7"]).trials
+    dense, imp = plan_sweep(raw, "s.yaml", overrides=["prune.target_sparsity=0.7"]).raw_trials
     assert dense["prune"]["allocation"] is None and "imp" not in dense
     assert dense["prune"]["target_sparsity"] == 0.8  # the default: dense never reads it
     assert imp["prune"]["allocation"] == "erk" and imp["imp"]["retrain_epochs"] == 2

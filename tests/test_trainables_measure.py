@@ -157,12 +157,12 @@ def test_settings_reach_the_latency_measurement(tiny_trial):
 
 
 def test_every_method_reads_the_measure_section_from_a_sweeps_base():
-    from sweeps.spec import plan_sweep
+    from sweeps.plan import plan_sweep
 
     methods = ["dense", "imp", "channels", "snip", "gmp", "rigl"]
     raw = {"name": "m", "base": {"data": {"name": "digits"}, "measure": {"batch_sizes": [4]}},
            "experiments": [{"config": {"method": method}} for method in methods]}
-    trials = plan_sweep(raw, "m.yaml").trials
+    trials = plan_sweep(raw, "m.yaml").raw_trials
     assert sorted(trial["method"] for trial in trials) == sorted(methods)
     assert all(trial["measure"]["batch_sizes"] == [4] for trial in trials)
 

@@ -60,3 +60,9 @@ def digest(values: dict[str, Any], length: int = 16) -> str:
 
 def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def trial_key(config: BaseModel) -> str:
+    """A trial config's identity: the non-default values of the fields that decide its result,
+    so configs that differ only in how they run (paths, devices, measurement) share a key."""
+    return json.dumps(identity_values(config), sort_keys=True)

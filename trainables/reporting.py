@@ -32,7 +32,6 @@ A restarted trial also guards against two things a crash can leave behind in its
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainables.checkpoints import CheckpointError, load_round_checkpoint, save_round_checkpoint
+from trainables.ray_adapter import number_checkpoints_past_existing
 
 PROGRESS = "progress"
 #: `row_type` (and key, holding the one-line error) of the row a trial reports just before it
@@ -149,7 +149,7 @@ class TuneReporter:
 
     def __init__(self) -> None:
         self._superseded: Any = None  # the last progress checkpoint, removed by the next one
-        _number_checkpoints_past_existing()
+        number_checkpoints_past_existing()
 
     def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
         from ray import tune
@@ -219,9 +219,6 @@ class TuneReporter:
         return state
 
 
-CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
-
-
 def logged_checkpoints(trial_dir: Path) -> set[str]:
     """The checkpoint directory names that rows in the trial's `result.json` came with."""
     path = trial_dir / "result.json"
@@ -234,28 +231,6 @@ def logged_checkpoints(trial_dir: Path) -> set[str]:
         if name:
             names.add(name)
     return names
-
-
-def _number_checkpoints_past_existing() -> None:
-    """Make Ray's next checkpoint of this trial take a number past every checkpoint directory
-    the trial already has (see the module docstring).
-
-    Ray keeps the index on its (internal) storage context and documents overriding it for
-    custom checkpoint names; without that attribute (another Ray) this does nothing.
-    """
-    import pyarrow.fs
-    from ray.train._internal.session import get_session
-
-    storage = getattr(get_session(), "storage", None)
-    if storage is None or not hasattr(storage, "current_checkpoint_index"):
-        return
-    selector = pyarrow.fs.FileSelector(storage.trial_fs_path, allow_not_found=True)
-    numbers = [int(match.group(1))
-               for info in storage.storage_filesystem.get_file_info(selector)
-               if info.type == pyarrow.fs.FileType.Directory
-               and (match := CHECKPOINT_NAME.fullmatch(info.base_name))]
-    if numbers:
-        storage.current_checkpoint_index = max(storage.current_checkpoint_index, max(numbers))
 
 
 class DirectoryReporter:

@@ -15,9 +15,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with safe_load; ConfigError for a missing, malformed or non-map file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        content = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{content[error.start]:02x} at offset {error.start}); "
+            "a config file is YAML saved as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
