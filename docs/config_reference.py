@@ -3,12 +3,14 @@
 One table per section: the sweep file's own keys, a trial's shared sections (`data`, `model`,
 `train`, ...) and each registered method's section. Each row names the field, its type, its
 default, its role (whether it is part of a run's identity, see `trainables/identity.py`) and its
-description. `python docs/generate.py` rewrites the file; a test fails when it is stale.
+description. `python docs/config_reference.py` rewrites it alone, in a second (`make docs` does
+too); a test fails when it is stale.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import types
 import typing
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from trainables.config.sections import REGISTRY_KEY
 from trainables.identity import BATCHES_ROLE, EXECUTION_ROLE, field_role
 
 CONFIG_REFERENCE = "config.md"
@@ -64,6 +67,18 @@ def _default_text(model: type[BaseModel], name: str) -> str:
     return f"`{json.dumps(to_jsonable_python(default))}`"
 
 
+def _names_text(model: type[BaseModel], name: str) -> str:
+    """For a field that names a registry entry: the names registered today."""
+    from sweeps.registries import registered_names
+
+    extra = model.model_fields[name].json_schema_extra
+    kind = extra.get(REGISTRY_KEY) if isinstance(extra, dict) else None
+    if kind is None:
+        return ""
+    names = ", ".join(f"`{name}`" for name in registered_names(kind))
+    return f" (registered: {names}; plug-ins add theirs, `prunetune list` shows all)"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -78,7 +93,7 @@ def section_table(title: str, model: type[BaseModel], note: str = "",
         role = [_ROLES[field_role(model, name)]] if roles else []
         rows.append("| " + " | ".join([
             f"`{name}`", _cell(type_text(info.annotation)), _cell(_default_text(model, name)),
-            *role, _cell(info.description or model_doc(info)),
+            *role, _cell((info.description or model_doc(info)) + _names_text(model, name)),
         ]) + " |")
     head = f"## `{title}`\n\n" + (f"{note}\n\n" if note else "")
     return head + "\n".join(rows) + "\n"
@@ -132,3 +147,10 @@ def render() -> str:
 def write_config_reference(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(), encoding="utf-8")
+
+
+if __name__ == "__main__":  # python docs/config_reference.py: only this page, no sweeps
+    REPO = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(REPO))
+    write_config_reference(REPO / "docs" / CONFIG_REFERENCE)
+    print(f"wrote {REPO / 'docs' / CONFIG_REFERENCE}")

@@ -6,7 +6,6 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
@@ -16,7 +15,8 @@ from pruning.registry import Registry
 Scores = dict[str, torch.Tensor]
 """Parameter name -> float tensor shaped like the parameter; higher = more worth keeping."""
 
-Allocation = Literal["global", "layerwise", "erk", "lamp"]
+Allocation = str
+"""The name of a registered allocation (`ALLOCATIONS`)."""
 
 Allocator = Callable[[Scores, Mask, "AllocationTarget"], Mask]
 """Keeps ``target.kept`` weights of ``mask`` (exactly, or per the allocation's layer budgets)."""
@@ -101,16 +101,18 @@ def _layerwise(scores: Scores, mask: Mask, target: AllocationTarget) -> Mask:
         name: min(int(keep.sum()), kept_count_for_sparsity(keep.numel(), target.sparsity))
         for name, keep in mask.items()
     }
-    return _keep_top_per_layer(scores, mask, budgets)
+    return keep_top_per_layer(scores, mask, budgets)
 
 
 @ALLOCATIONS.register("erk")
 def _erk(scores: Scores, mask: Mask, target: AllocationTarget) -> Mask:
     budgets = erk_layer_budgets(mask, target.kept, target.erk_power_scale)
-    return _keep_top_per_layer(scores, mask, budgets)
+    return keep_top_per_layer(scores, mask, budgets)
 
 
-def _keep_top_per_layer(scores: Scores, mask: Mask, budgets: dict[str, int]) -> Mask:
+def keep_top_per_layer(scores: Scores, mask: Mask, budgets: dict[str, int]) -> Mask:
+    """Each layer keeps its `budgets[name]` highest-scoring still-kept weights (ties: the
+    earlier position): what an allocation that sets layer budgets returns."""
     return {
         name: _keep_top(scores[name].reshape(-1), keep.reshape(-1), budgets[name]).view(keep.shape)
         for name, keep in mask.items()

@@ -51,7 +51,14 @@ class CriterionInputs:
 
 
 ChannelCriterion = Callable[[ChannelGraph, CriterionInputs], ChannelScores]
+"""A criterion; one that reads `CriterionInputs.batches` says so with a true `reads_batches`
+attribute (the trial then takes `channels.score_batches` training batches for it)."""
 CRITERIA: Registry[ChannelCriterion] = Registry("channel criterion")
+
+
+def reads_batches(criterion: str) -> bool:
+    """Whether the registered `criterion` reads training batches."""
+    return bool(getattr(CRITERIA.get(criterion), "reads_batches", False))
 
 
 def channel_scores(
@@ -165,6 +172,9 @@ def _taylor(graph: ChannelGraph, inputs: CriterionInputs) -> ChannelScores:
         group.name: torch.stack([squared[name] / taken for name in group.filters]).mean(dim=0)
         for group in graph.groups
     }
+
+
+_taylor.reads_batches = True  # type: ignore[attr-defined]
 
 
 def bn_scale_penalty(model: nn.Module, strength: float) -> torch.Tensor:

@@ -26,7 +26,6 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -36,7 +35,8 @@ from pruning.channel_groups import ChannelGraph
 from pruning.channel_importance import ChannelScores, channel_scores
 from pruning.registry import Registry
 
-ChannelAllocation = Literal["uniform", "global"]
+ChannelAllocation = str
+"""The name of a registered channel allocation (`CHANNEL_ALLOCATIONS`)."""
 
 
 def channels_to_keep(

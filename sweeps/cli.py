@@ -31,11 +31,9 @@ def _usage() -> str:
 
 def list_registered() -> int:
     """`prunetune list`: what a sweep file can name, installed plug-ins included."""
+    from sweeps.registries import plural, registered_names, registries
     from sweeps.spec import shipped_sweeps
-    from trainables.datasets import DATASETS
     from trainables.errors import PrunetuneError
-    from trainables.methods import METHODS
-    from trainables.models import MODELS, model_families
     from trainables.plugins import load_installed_plugins
 
     try:
@@ -43,10 +41,11 @@ def list_registered() -> int:
     except PrunetuneError as error:
         print(f"prunetune: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print("sweeps:   " + ", ".join(shipped_sweeps()))
-    print("methods:  " + ", ".join(METHODS.names()))
-    print("datasets: " + ", ".join(DATASETS.names()))
-    print("models:   " + ", ".join(MODELS.names() + [f"{p}<name>" for p in model_families()]))
+    lines = [("sweeps", shipped_sweeps())]
+    lines += [(plural(kind), registered_names(kind)) for kind in registries()]
+    width = max(len(title) for title, _ in lines) + 2
+    for title, names in lines:
+        print(f"{title + ':':<{width}}" + ", ".join(names))
     return 0
 
 

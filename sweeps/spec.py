@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sweeps.controls import CONTROLS
 from sweeps.loggers import DEFAULT_LOGGERS, LOGGERS, check_installed
-from trainables.config import did_you_mean, fields_at, format_validation_error
+from trainables.config import did_you_mean, fields_at, format_validation_error, names_in
 from trainables.errors import ConfigError
 
 
@@ -75,6 +75,7 @@ class SweepSpec(_Strict):
         default_factory=list,
         description="extra trials reviewers ask for: budget_matched_dense = for each experiment "
         "that trains longer than dense (IMP, channels), dense trained for its total epochs",
+        json_schema_extra=names_in("control"),
     )
     share_dense: bool = Field(
         True, description="IMP trials reuse the dense model of the same seed and recipe"
@@ -86,8 +87,8 @@ class SweepSpec(_Strict):
     )
     loggers: list[str] = Field(
         default_factory=lambda: list(DEFAULT_LOGGERS),
-        description="experiment tracking through Ray Tune's logger callbacks: tensorboard, csv, "
-        "mlflow, wandb (JSON always)",
+        description="experiment tracking through Ray Tune's logger callbacks (JSON always)",
+        json_schema_extra=names_in("logger"),
     )
 
     @field_validator("loggers")

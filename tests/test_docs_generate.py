@@ -176,11 +176,11 @@ def test_a_block_on_a_page_under_docs_links_its_figure_from_there(results_root, 
 
 def test_the_configuration_reference_is_current():
     """docs/config.md is what the schema gives today: a new or changed field, or a changed
-    description, needs `python docs/generate.py` (or `--results output/docs`) to be run."""
+    description, needs `python docs/config_reference.py` to be run."""
     from docs.config_reference import render
 
     assert (REPO / "docs" / "config.md").read_text() == render(), (
-        "docs/config.md is stale: run python docs/generate.py --results output/docs")
+        "docs/config.md is stale: run python docs/config_reference.py")
 
 
 def test_the_configuration_reference_lists_every_field_once():

@@ -1,10 +1,12 @@
 """Plug-ins from the user's own code: the example package `examples/plugin` (a method, a
-dataset and a model, each only there) installed into a `--target` folder outside the checkout
-and found through its entry points, plus a method in a file named by the sweep's `plugins:`
-key, run by real Ray workers through `sweeps/run_sweep.py` and analysed."""
+dataset, a model, a scorer with a setting of its own and an allocation, each only there)
+installed into a `--target` folder outside the checkout and found through its entry points,
+plus a method in a file named by the sweep's `plugins:` key, run by real Ray workers through
+`sweeps/run_sweep.py` and analysed, with no edit inside prunetune."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -23,6 +25,12 @@ RUN_SWEEP = REPO / "sweeps" / "run_sweep.py"
 # tiny_cnn at width 8 on 1-channel rings (4 classes): its prunable weights, by hand from
 # examples/plugin/prunetune_example/models.py: (rows, row length).
 TINY_CNN_WEIGHTS = [(8, 1 * 9), (16, 8 * 9), (4, 16)]
+TINY_CNN_LAYERS = ["0.weight", "3.weight", "8.weight"]
+# sqrt_budgets at sparsity 0.75, by hand: 1288 weights, 1288 - round(0.75 * 1288) = 322 kept,
+# shared as sqrt(72) : sqrt(1152) : sqrt(64) = 8.485 : 33.941 : 8 of 50.426, i.e. 54.18,
+# 216.73 and 51.08 (no layer capped); floors 54 + 216 + 51 = 321, the one left to the largest
+# remainder (0.73).
+SQRT_BUDGETS = {"0.weight": 54, "3.weight": 217, "8.weight": 51}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +73,7 @@ def test_plugin_methods_datasets_and_models_run_through_a_sweep(
     for trial in experiment.glob("*/params.json"):
         (final,) = [r for r in rows(trial.parent) if r.get("final_round")]
         by_method[final["method"]] = final
-    assert sorted(by_method) == ["dense", "every_third", "row_half"]
+    assert sorted(by_method) == ["dense", "every_third", "prune_at_init", "row_half"]
 
     total = sum(out_rows * length for out_rows, length in TINY_CNN_WEIGHTS)
     kept = {
@@ -73,6 +81,7 @@ def test_plugin_methods_datasets_and_models_run_through_a_sweep(
         "row_half": sum(out_rows * (length // 2) for out_rows, length in TINY_CNN_WEIGHTS),
         "every_third": sum(math.ceil(out_rows * length / 3) for out_rows, length in
                            TINY_CNN_WEIGHTS),
+        "prune_at_init": total - round(0.75 * total),
     }
     for method, row in by_method.items():
         assert row["params_prunable_dense"] == total, method
@@ -81,6 +90,20 @@ def test_plugin_methods_datasets_and_models_run_through_a_sweep(
         assert 0 <= row["test_acc"] <= 1
     assert by_method["row_half"]["label"] == "row half (example plug-in)"
     assert by_method["row_half"]["scorer"] == "row magnitude"
+
+    # The plug-in scorer with its setting, and the plug-in allocation, chosen in the sweep file.
+    jittered = by_method["prune_at_init"]
+    assert jittered["scorer"] == "jittered_magnitude"
+    assert jittered["label"] == "jittered_magnitude at init"
+    assert jittered["params_prunable"] == sum(SQRT_BUDGETS.values()) == 322
+    remaining = {name: round(numel * (1 - jittered["layer_sparsity"][name]))
+                 for name, numel in zip(TINY_CNN_LAYERS, (r * n for r, n in TINY_CNN_WEIGHTS),
+                                        strict=True)}
+    assert remaining == SQRT_BUDGETS
+    (params,) = [p for p in experiment.glob("*/params.json")
+                 if '"prune_at_init"' in p.read_text()]
+    written = json.loads(params.read_text())["trial"]["prune_at_init"]
+    assert written == {"scorer": "jittered_magnitude", "settings": {"jitter": 0.25}}
 
     plot = subprocess.run([sys.executable, str(REPO / "analysis" / "plot.py"), str(experiment)],
                           env=clean_env(), capture_output=True, text=True, timeout=120)

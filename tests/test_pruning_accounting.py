@@ -14,7 +14,6 @@ from pruning import (
     mask_sparsity,
     prune_to_sparsity,
 )
-from pruning.scorers import ScoringContext
 
 
 def brute_force_nonzero(tensors: list[torch.Tensor]) -> int:
@@ -39,7 +38,7 @@ def test_resnet18_flowers_counts_and_the_published_40_percent_row() -> None:
     assert counts.sparsity == (counts.prunable - weights_nonzero) / counts.prunable
 
     mask = full_mask(model)
-    apply_mask(model, prune_to_sparsity(magnitude_scores(model, mask, ScoringContext()), mask, 0.4))
+    apply_mask(model, prune_to_sparsity(magnitude_scores(model, mask), mask, 0.4))
     counts = count_parameters(model)
     assert counts.prunable_nonzero == 6_731_482  # the study's 40% row
     everything = list(model.parameters())

@@ -16,7 +16,6 @@ from pruning import (
     prune_to_sparsity,
     score,
 )
-from pruning.scorers import ScoringContext
 
 
 def mlp_and_conv(seed: int = 0) -> nn.Sequential:
@@ -40,7 +39,7 @@ def kept(mask: dict[str, torch.Tensor]) -> int:
 def test_global_magnitude_equals_torch_global_unstructured_l1(sparsity: float) -> None:
     ours_net, theirs_net = mlp_and_conv(), mlp_and_conv()
     mask = full_mask(ours_net)
-    ours = prune_to_sparsity(magnitude_scores(ours_net, mask, ScoringContext()), mask, sparsity)
+    ours = prune_to_sparsity(magnitude_scores(ours_net, mask), mask, sparsity)
 
     modules = [m for m in theirs_net if isinstance(m, nn.Conv2d | nn.Linear)]
     prune.global_unstructured(
@@ -91,7 +90,7 @@ def test_imp_rounds_reach_one_minus_one_minus_rate_to_the_k(rate: float) -> None
     mask = full_mask(net)
     total = sum(keep.numel() for keep in mask.values())
     for round_index in range(1, 13):
-        scores = magnitude_scores(net, mask, ScoringContext())
+        scores = magnitude_scores(net, mask)
         new_mask = prune_remaining_fraction(scores, mask, rate, round_index=round_index)
         assert all(bool((new_mask[n] <= mask[n]).all()) for n in mask)  # monotone
         mask = new_mask
@@ -192,7 +191,7 @@ def test_published_resnet18_prunable_count_at_60_percent() -> None:
 
     model = resnet18(num_classes=102)
     mask = full_mask(model)
-    scores = magnitude_scores(model, mask, ScoringContext())
+    scores = magnitude_scores(model, mask)
     # The study's 60% row: 4,487,654 prunable weights remain (the 40% row: accounting tests).
     assert kept(prune_to_sparsity(scores, mask, 0.6)) == 4_487_654
 

@@ -14,11 +14,18 @@ from torch.func import functional_call
 from pruning import (
     SCORERS,
     Mask,
+    Scorer,
+    ScoringInputs,
+    Snip,
     full_mask,
+    make_scorer,
     prune_to_sparsity,
     score,
-    snip_scores,
 )
+from trainables.plugins import load_installed_plugins
+
+load_installed_plugins()  # installed plug-ins' scorers take the contract tests too
+EVERY_SCORER = SCORERS.names()
 
 
 def conv_bn_net() -> nn.Sequential:
@@ -67,8 +74,8 @@ def assert_unchanged(net: nn.Module, before: dict[str, object]) -> None:
 
 
 def test_registry_names_and_errors() -> None:
-    assert SCORERS.names() == ["grasp", "magnitude", "random", "snip", "synflow"]
-    assert SCORERS.get("snip") is snip_scores
+    assert {"grasp", "magnitude", "random", "snip", "synflow"} <= set(SCORERS.names())
+    assert SCORERS.get("snip") is Snip
     hint = re.escape("unknown scorer 'snp' (did you mean 'snip'?); allowed: grasp, magnitude")
     with pytest.raises(ValueError, match=hint):
         score(conv_bn_net(), full_mask(conv_bn_net()), "snp")
@@ -155,7 +162,7 @@ def test_grasp_equals_explicit_hessian_times_gradient(num_batches: int) -> None:
     ]
     temperature = 3.0
     scores = score(
-        net, mask, "grasp", batches=data, num_batches=num_batches, grasp_temperature=temperature
+        net, mask, "grasp", batches=data, num_batches=num_batches, temperature=temperature
     )
     # Independent: the full Hessian of the summed loss over the flattened masked weights.
     names = list(mask)
@@ -216,7 +223,7 @@ def test_synflow_single_round_equals_closed_form() -> None:
     net = two_layer_net()
     mask = full_mask(net)
     mask["2.weight"][0, 0] = False
-    scores = score(net, mask, "synflow", synflow_iterations=1, input_shape=(4,))
+    scores = score(net, mask, "synflow", iterations=1, input_shape=(4,))
     expected = closed_form_synflow(net, mask)
     for name, keep in mask.items():
         assert scores[name].dtype == torch.float64
@@ -239,7 +246,7 @@ def test_iterative_synflow_equals_a_hand_rolled_schedule() -> None:
         reference = dict(zip(reference, torch.split(chosen, [20, 15]), strict=True))
         reference = {n: v.view(mask[n].shape) for n, v in reference.items()}
     scores = score(
-        net, mask, "synflow", synflow_iterations=rounds, target_sparsity=target, input_shape=(4,)
+        net, mask, "synflow", iterations=rounds, target_sparsity=target, input_shape=(4,)
     )
     ours = prune_to_sparsity(scores, mask, target)
     assert sum(int(k.sum()) for k in ours.values()) == total - round(target * total)
@@ -253,8 +260,19 @@ def test_synflow_needs_a_target_to_iterate() -> None:
         score(net, full_mask(net), "synflow", input_shape=(4,))
 
 
-@pytest.mark.parametrize("scorer", ["snip", "grasp", "synflow"])
-def test_gradient_scorers_leave_a_batchnorm_model_untouched(scorer: str) -> None:
+def contract_scorer(name: str) -> Scorer:
+    """The registered scorer `name` with its defaults, shrunk as --smoke shrinks it."""
+    return make_scorer(name, SCORERS.get(name).smoke_settings)
+
+
+def contract_inputs(scorer: Scorer, target: float) -> ScoringInputs:
+    """Everything a trial gives a scorer: as many batches as it reads, a seed, the input shape."""
+    return ScoringInputs(batches=batches(max(scorer.batches_needed, 1)), target_sparsity=target,
+                         seed=5, input_shape=(3, 8, 8))
+
+
+@pytest.mark.parametrize("name", EVERY_SCORER)
+def test_every_scorer_leaves_a_batchnorm_model_untouched(name: str) -> None:
     net = conv_bn_net()
     data = batches(2)
     net(data[1][0])
@@ -264,27 +282,23 @@ def test_gradient_scorers_leave_a_batchnorm_model_untouched(scorer: str) -> None
         parameter.grad = torch.randn_like(parameter)
     mask = half_mask(net)
     before = snapshot(net)
+    scorer = contract_scorer(name)
     with torch.no_grad():  # scorers must work even where the caller disabled autograd
-        score(
-            net,
-            mask,
-            scorer,
-            batches=data,
-            num_batches=2,
-            target_sparsity=0.6,
-            synflow_iterations=5,
-        )
+        scorer(net, mask, contract_inputs(scorer, 0.6))
     assert_unchanged(net, before)
 
 
-@pytest.mark.parametrize("scorer", ["magnitude", "random", "snip", "grasp", "synflow"])
+@pytest.mark.parametrize("name", EVERY_SCORER)
 @pytest.mark.parametrize("target", [0.5, 0.9])
-def test_every_scorer_hits_the_exact_count_and_never_revives(scorer: str, target: float) -> None:
+def test_every_scorer_hits_the_exact_count_and_never_revives(name: str, target: float) -> None:
     net = conv_bn_net()
     mask = half_mask(net)  # about 30% already pruned
-    scores = score(
-        net, mask, scorer, batches=batches(1), target_sparsity=target, synflow_iterations=10, seed=5
-    )
+    scorer = contract_scorer(name)
+    scores = scorer(net, mask, contract_inputs(scorer, target))
+    assert set(scores) == set(mask)
+    assert all(scores[key].shape == mask[key].shape for key in mask)
+    again = scorer(net, mask, contract_inputs(scorer, target))
+    assert all(torch.equal(scores[key], again[key]) for key in mask)  # deterministic
     pruned = prune_to_sparsity(scores, mask, target)
     total = sum(k.numel() for k in mask.values())
     assert sum(int(k.sum()) for k in pruned.values()) == total - round(target * total)
@@ -345,3 +359,32 @@ def test_grasp_batchnorm_mode_is_used_and_checked() -> None:
     assert not torch.allclose(train["0.weight"], evaluated["0.weight"])
     with pytest.raises(ValueError, match="batchnorm_mode"):
         score(net, mask, "grasp", batches=data, batchnorm_mode="frozen")
+
+
+def test_a_scorer_is_an_object_that_carries_its_settings() -> None:
+    grasp = make_scorer("grasp", {"temperature": 3.0, "num_batches": 2})
+    assert grasp.settings() == {"num_batches": 2, "batchnorm_mode": "train", "temperature": 3.0}
+    assert grasp.batches_needed == 2 and make_scorer("magnitude").batches_needed == 0
+    net, data = conv_bn_net(), batches(2)
+    mask = half_mask(net)
+    by_object = score(net, mask, grasp, batches=data)
+    by_name = score(net, mask, "grasp", batches=data, temperature=3.0, num_batches=2)
+    assert all(torch.equal(by_object[key], by_name[key]) for key in mask)
+    with pytest.raises(TypeError, match="given with a scorer object"):
+        score(net, mask, grasp, batches=data, temperature=1.0)
+
+
+@pytest.mark.parametrize("name, settings, words", [
+    ("snip", {"score_batches": 2}, "scorer 'snip' has no setting 'score_batches' (did you mean "
+                                   "'num_batches'?); its settings: num_batches, batchnorm_mode"),
+    ("synflow", {"iteration": 3}, "no setting 'iteration' (did you mean 'iterations'?)"),
+    ("magnitude", {"x": 1}, "its settings: none"),
+    ("synflow", {"iterations": 0}, "iterations must be >= 1; got 0"),
+    ("grasp", {"temperature": 0.0}, "temperature must be > 0"),
+    ("snip", {"batchnorm_mode": "frozen"}, "batchnorm_mode must be one of ('train', 'eval')"),
+    ("snp", {}, "unknown scorer 'snp' (did you mean 'snip'?)"),
+])
+def test_bad_scorer_settings_are_one_value_error(name: str, settings: dict, words: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        make_scorer(name, settings)
+    assert words in str(refused.value)

@@ -16,7 +16,9 @@ from pruning import (
     channels_to_keep,
     prune_to_sparsity,
 )
+from sweeps.controls import CONTROLS
 from sweeps.loggers import LOGGERS
+from sweeps.registries import registries
 from trainables.datasets import DATASETS
 from trainables.errors import ConfigError
 from trainables.methods import METHODS
@@ -48,16 +50,58 @@ def test_a_registry_raises_the_error_kind_it_was_given() -> None:
 
 
 def test_every_named_kind_is_a_registry() -> None:
-    kinds = {
-        "method": METHODS, "dataset": DATASETS, "model": MODELS, "scorer": SCORERS,
-        "channel criterion": CRITERIA, "allocation": ALLOCATIONS,
-        "channel allocation": CHANNEL_ALLOCATIONS, "logger": LOGGERS,
-    }
+    kinds = registries()
+    expected = {"method": METHODS, "dataset": DATASETS, "model": MODELS, "scorer": SCORERS,
+                "channel criterion": CRITERIA, "allocation": ALLOCATIONS,
+                "channel allocation": CHANNEL_ALLOCATIONS, "control": CONTROLS, "logger": LOGGERS}
+    assert kinds == expected
     for kind, registry in kinds.items():
         assert isinstance(registry, Registry) and registry.kind == kind
-    assert ALLOCATIONS.names() == ["erk", "global", "lamp", "layerwise"]
-    assert CHANNEL_ALLOCATIONS.names() == ["global", "uniform"]
+    assert {"erk", "global", "lamp", "layerwise"} <= set(ALLOCATIONS.names())
+    assert {"global", "uniform"} <= set(CHANNEL_ALLOCATIONS.names())
     assert LOGGERS.names() == ["csv", "mlflow", "tensorboard", "wandb"]
+
+
+def test_every_config_field_that_names_an_entry_says_which_registry() -> None:
+    """The configuration reference lists each such field's registered names from the registry,
+    and no field copies the names into a Literal (where a plug-in's could not be chosen)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from sweeps.spec import SweepSpec
+    from trainables.config import TrialConfig
+    from trainables.config.sections import REGISTRY_KEY
+
+    marked: dict[str, str] = {}
+    literals: dict[str, tuple] = {}
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and REGISTRY_KEY in extra:
+                marked[prefix + name] = extra[REGISTRY_KEY]
+            annotation = info.annotation
+            for argument in (annotation, *typing.get_args(annotation)):
+                if typing.get_origin(argument) is typing.Literal:
+                    literals[prefix + name] = typing.get_args(argument)
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+
+    walk(SweepSpec, "sweep.")
+    walk(TrialConfig, "")
+    for method in METHODS.names():
+        if METHODS.get(method).section is not None:
+            walk(METHODS.get(method).section, f"{method}.")
+    assert marked == {
+        "sweep.controls": "control", "sweep.loggers": "logger", "method": "method",
+        "data.name": "dataset", "model.name": "model", "prune.allocation": "allocation",
+        "channels.criterion": "channel criterion", "channels.allocation": "channel allocation",
+        "prune_at_init.scorer": "scorer"}
+    # A Literal whose values are all names of one registry is a copy of it.
+    copies = {field: values for field, values in literals.items()
+              if any(set(values) <= set(registry.names()) for registry in registries().values())}
+    assert copies == {}
 
 
 def test_unknown_allocations_name_the_closest() -> None:

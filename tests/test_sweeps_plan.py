@@ -147,3 +147,7 @@ def test_planning_leaves_the_working_directory_untouched(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     load_sweep(sweep_path("quickstart"))
     assert os.listdir(tmp_path) == []
+
+
+def test_no_placeholder_folder_is_left_anywhere_in_the_repository() -> None:
+    assert [str(path) for path in REPO.rglob("*<*") if ".venv" not in path.parts] == []

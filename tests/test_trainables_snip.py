@@ -4,14 +4,17 @@ reinitialisation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
 
+import pruning
 import trainables.loop
 import trainables.methods.rounds
+from trainables.errors import ConfigError
 from trainables.reporting import DirectoryReporter
 from trainables.resolve import parse_trial_config
 from trainables.trial import run_trial
@@ -82,3 +85,79 @@ def test_reinit_keeps_the_mask_and_draws_different_weights(tiny_trial, tmp_path,
         assert torch.equal(starts[0][name], init[name] * keep), name
         assert not torch.equal(starts[1][name][keep], init[name][keep]), name
         assert (starts[1][name][~keep] == 0).all(), name
+
+
+# ---- prune_at_init: any registered scorer, with its own settings --------------------------
+
+
+@dataclass(frozen=True)
+class RecordingMagnitude(pruning.Scorer):
+    """|w|, recording the settings it was called with (registered only inside the test)."""
+
+    power: float = 1.0
+    calls: ClassVar[list[float]] = []
+
+    def __post_init__(self) -> None:
+        if not self.power > 0:
+            raise ValueError(f"power must be > 0; got {self.power}")
+
+    def __call__(self, model: Any, mask: pruning.Mask,
+                 inputs: pruning.ScoringInputs) -> pruning.Scores:
+        RecordingMagnitude.calls.append(self.power)
+        return {name: value ** self.power
+                for name, value in pruning.magnitude_scores(model, mask).items()}
+
+
+@pytest.fixture
+def recording_scorer():
+    pruning.SCORERS.register("test_recording")(RecordingMagnitude)
+    RecordingMagnitude.calls.clear()
+    try:
+        yield RecordingMagnitude
+    finally:
+        pruning.SCORERS.unregister("test_recording")
+
+
+def test_any_registered_scorer_runs_with_the_settings_the_file_gives(
+    tiny_trial, tmp_path, recording_scorer
+):
+    trial = tiny_trial(method="prune_at_init", prune={"target_sparsity": TARGET},
+                       prune_at_init={"scorer": "test_recording", "settings": {"power": 3.0}})
+    config = parse_trial_config(trial)
+    assert config.model_dump(mode="json")["prune_at_init"] == {
+        "scorer": "test_recording", "settings": {"power": 3.0}}
+    reporter = DirectoryReporter(tmp_path)
+    run_trial(config, reporter)
+    assert recording_scorer.calls == [3.0]
+    (row,) = [row for row in reporter.rows if row["row_type"] == "round"]
+    assert (row["scorer"], row["label"]) == ("test_recording", "test_recording at init")
+    total = row["params_prunable_dense"]
+    assert row["params_prunable"] == total - round(TARGET * total)
+
+
+def test_a_scorers_defaults_written_or_not_are_one_trial(recording_scorer, tiny_trial):
+    from trainables.identity import trial_key
+
+    implicit = parse_trial_config(tiny_trial(method="prune_at_init",
+                                             prune_at_init={"scorer": "test_recording"}))
+    explicit = parse_trial_config(tiny_trial(
+        method="prune_at_init",
+        prune_at_init={"scorer": "test_recording", "settings": {"power": 1.0}}))
+    assert implicit.settings.settings == {"power": 1.0}
+    assert trial_key(implicit) == trial_key(explicit)
+
+
+@pytest.mark.parametrize("section, words", [
+    ({"scorer": "test_recording", "settings": {"pwr": 2}},
+     "scorer 'test_recording' has no setting 'pwr' (did you mean 'power'?)"),
+    ({"scorer": "test_recording", "settings": {"power": -1.0}}, "power must be > 0; got -1.0"),
+    ({"scorer": "test_recordin"}, "unknown scorer 'test_recordin' (did you mean 'test_recording'"),
+    ({"scorer": "test_recording", "setting": {}}, "setting"),
+])
+def test_bad_scorer_settings_are_one_config_error_naming_the_section(
+    recording_scorer, tiny_trial, section, words
+):
+    with pytest.raises(ConfigError) as refused:
+        parse_trial_config(tiny_trial(method="prune_at_init", prune_at_init=section))
+    message = str(refused.value)
+    assert "\n" not in message and words in message and "prune_at_init" in message

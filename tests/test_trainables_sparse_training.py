@@ -179,6 +179,6 @@ def test_dynamic_sparse_trials_keep_each_layers_count(tiny_trial, tmp_path, monk
     # The topology really moved: the final mask is not the initial random ERK mask.
     generator_seed = random_streams.random_scores_seed(0)
     initial = pruning.prune_to_sparsity(
-        pruning.random_scores(None, state["masks"], pruning.ScoringContext(seed=generator_seed)),
+        pruning.score(None, state["masks"], "random", seed=generator_seed),
         {name: torch.ones(shape, dtype=torch.bool) for name, shape in shapes.items()}, 0.9, "erk")
     assert any(not torch.equal(initial[name], state["masks"][name]) for name in shapes)

@@ -1,7 +1,10 @@
-"""Plug-ins: methods, datasets and models from the user's own code.
+"""Plug-ins: methods, datasets, models, scorers, allocations and channel criteria from the
+user's own code.
 
 A plug-in is a Python module that registers what it defines when it is imported
-(`@register_method`, `@register_dataset(...)`, `@register_model(...)`). Two ways bring one in,
+(`@register_method`, `@register_dataset(...)`, `@register_model(...)`,
+`@pruning.SCORERS.register(...)`, `@pruning.ALLOCATIONS.register(...)`,
+`@pruning.CRITERIA.register(...)`). Two ways bring one in,
 and both are imported before any name is looked up, in the driver and in every trial's worker:
 
 - a sweep file's `plugins:` list: dotted module names (`mypkg.mymethods`, found on the Python
@@ -27,7 +30,8 @@ from pathlib import Path
 
 from trainables.errors import PrunetuneError
 
-ENTRY_POINT_GROUPS = ("prunetune.methods", "prunetune.datasets", "prunetune.models")
+ENTRY_POINT_GROUPS = ("prunetune.methods", "prunetune.datasets", "prunetune.models",
+                      "prunetune.scorers", "prunetune.allocations", "prunetune.criteria")
 # Modules imported as plug-ins in this process: every worker imports them itself.
 _PLUGIN_MODULES: set[str] = set()
 

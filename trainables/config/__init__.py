@@ -34,6 +34,7 @@ from trainables.config.sections import (
     ModelConfig,
     PruneConfig,
     TrainConfig,
+    names_in,
 )
 from trainables.config.trial import TrialConfig, set_fields, validate_section
 from trainables.config.written import check_layer_fields
@@ -56,6 +57,7 @@ __all__ = [
     "format_error_detail",
     "format_validation_error",
     "moved_key_message",
+    "names_in",
     "read_yaml",
     "set_fields",
     "validate_section",

@@ -31,7 +31,8 @@ _SCORER_METHODS = {"snip": "snip", "grasp": "grasp", "synflow": "synflow", "rand
 def moved_key_message(path: str, value: Any = None) -> str:
     """One line for a key of an old spelling, saying what to write instead."""
     method = _SCORER_METHODS.get(value) if isinstance(value, str) else None
-    scorer_method = method or "snip, grasp, synflow, random or magnitude_init"
+    scorer_method = method or ("snip, grasp, synflow, random or magnitude_init (any scorer: "
+                               "method: prune_at_init with prune_at_init.scorer)")
     return f"config key {path!r} was renamed: " + MOVED_KEYS[path].format(
         scorer_method=scorer_method)
 

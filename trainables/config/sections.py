@@ -17,6 +17,17 @@ from trainables.identity import BATCHES, EXECUTION
 # hash, decoded data); unmarked fields decide the result. See trainables/identity.py.
 
 
+REGISTRY_KEY = "registry"
+
+
+def names_in(kind: str) -> dict[str, str]:
+    """`json_schema_extra` of a field whose value names an entry of the registry of `kind`
+    ("dataset", "allocation", ...): the registry checks it (`trainables.resolve`, or the
+    section's validator) and the configuration reference lists what is registered, so no list
+    of names is copied here."""
+    return {REGISTRY_KEY: kind}
+
+
 class _Section(BaseModel):
     # strict: a YAML string "5" is not an int; extra="forbid": a typo is an error, not a no-op.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -25,10 +36,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """The dataset, its split, how it is fed and how training batches are augmented."""
 
-    name: str = Field(
-        "digits",
-        description="a registered dataset (`prunetune list` shows them, plug-ins included)",
-    )
+    name: str = Field("digits", description="the dataset", json_schema_extra=names_in("dataset"))
     root: str = Field(
         "data",
         description="dataset root: holds flowers-102/, cifar-10-batches-py/, cifar-100-python/ "
@@ -116,9 +124,8 @@ class ModelConfig(_Section):
     """The network: a registered model or `torchvision:<name>`, its width and start weights."""
 
     name: str = Field(
-        "resnet18_cifar",
-        description="a registered model or family member, e.g. resnet18 or "
-        "torchvision:resnet50 (`prunetune list` shows them, plug-ins included)",
+        "resnet18_cifar", description="the model, or a family member such as "
+        "torchvision:resnet50", json_schema_extra=names_in("model"),
     )
     width: int | None = Field(
         None, ge=1, le=1024, description="base width; None = the model's standard (ResNet-18 "
@@ -205,8 +212,9 @@ class PruneConfig(_Section):
     target_sparsity: float = Field(
         0.8, ge=0, lt=1, description="final pruned fraction of the prunable weights"
     )
-    allocation: Literal["global", "layerwise", "erk", "lamp"] | None = Field(
-        None, description="how the sparsity is spread over layers; None = the method's default"
+    allocation: str | None = Field(
+        None, description="how the sparsity is spread over layers; None = the method's default",
+        json_schema_extra=names_in("allocation"),
     )
     exclude_first_conv: bool = Field(False, description="never prune the first convolution")
     exclude_classifier: bool = Field(False, description="never prune the final linear layer")

@@ -16,6 +16,7 @@ from trainables.config.sections import (
     ModelConfig,
     PruneConfig,
     TrainConfig,
+    names_in,
 )
 from trainables.identity import EXECUTION
 
@@ -32,7 +33,8 @@ class TrialConfig(BaseModel):
     # extra="allow" only admits method sections: `trainables.resolve` refuses anything else.
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
-    method: str = Field("dense", description="registered pruning method (see trainables/methods)")
+    method: str = Field("dense", description="the pruning method",
+                        json_schema_extra=names_in("method"))
     seed: int = Field(0, ge=0, description="seeds initialisation, batch order and augmentation")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pruning.allocation import ALLOCATIONS
 from pruning.registry import Registry
 from trainables.config import MethodSection, SectionError, TrialConfig
 from trainables.errors import ConfigError
@@ -38,8 +39,12 @@ class Method:
     """The `prune.*` fields it reads besides what is prunable (see `reads`)."""
     default_allocation: str = "global"
     """`prune.allocation` when the config leaves it None."""
-    allocations: frozenset[str] = frozenset({"global", "layerwise", "erk"})
-    """The `prune.allocation` values that make sense for it."""
+    allocations: frozenset[str] | None = None
+    """The `prune.allocation` values it supports; None = every registered allocation (plug-ins
+    included) but `excluded_allocations`."""
+    excluded_allocations: frozenset[str] = frozenset({"lamp"})
+    """Registered allocations that do not apply to it: LAMP rescales magnitudes, so only
+    methods that prune by magnitude take it."""
 
     # ---- what it needs ------------------------------------------------------------------
 
@@ -65,13 +70,24 @@ class Method:
         """Extra words for 'X is ignored by method M...' (e.g. ' with imp.schedule: oneshot')."""
         return ""
 
+    def supported_allocations(self) -> list[str]:
+        """The registered allocations `prune.allocation` may name for it, sorted."""
+        names = ALLOCATIONS.names() if self.allocations is None else sorted(self.allocations)
+        return [name for name in names if name not in self.excluded_allocations]
+
     def validate(self, config: TrialConfig) -> None:
         """Rules across fields; raise SectionError with the whole one-line message."""
         allocation = config.prune.allocation
-        if allocation is not None and allocation not in self.allocations:
+        if allocation is None:
+            return
+        if allocation not in ALLOCATIONS:
+            raise SectionError(
+                f"config field 'prune.allocation': {ALLOCATIONS.unknown_message(allocation)}")
+        supported = self.supported_allocations()
+        if allocation not in supported:
             raise SectionError(
                 f"config field 'prune.allocation': {allocation!r} does not apply to method "
-                f"{self.name}; one of: {', '.join(sorted(self.allocations))}"
+                f"{self.name}; one of: {', '.join(supported) or 'none'}"
             )
 
     def allocation(self, config: TrialConfig) -> str:

@@ -27,12 +27,12 @@ import dataclasses
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 import pruning
 from trainables import random_streams
-from trainables.config import SectionError, TrialConfig
+from trainables.config import SectionError, TrialConfig, names_in
 from trainables.errors import ConfigError
 from trainables.methods.base import register_method
 from trainables.methods.context import TrialContext
@@ -40,6 +40,7 @@ from trainables.methods.prune_at_init import scoring_batches
 from trainables.methods.retraining import RetrainingConfig, RetrainingMethod, rewind_carry
 from trainables.methods.rounds import Carry, RoundPlan, RoundStart, cpu_state, load_weights
 
+#: How figures name the built-in criteria; a plug-in's is "channels, <its name>".
 CRITERION_LABELS = {
     "l1": "channels, L1 norm",
     "l2": "channels, L2 norm",
@@ -54,11 +55,13 @@ class ChannelsConfig(RetrainingConfig):
         "oneshot", description="one round to the target, or iterative rounds at `rate`"
     )
     rewind: str = Field("none", description="reset after pruning: none (fine-tune), init, epoch:K")
-    criterion: Literal["l1", "l2", "bn_scale", "taylor", "random"] = Field(
-        "l1", description="channel importance: filter L1/L2 norm, BN scale, Taylor, or random"
+    criterion: str = Field(
+        "l1", description="channel importance: l1 / l2 (filter norm), bn_scale, taylor, random "
+        "(the control)", json_schema_extra=names_in("channel criterion"),
     )
-    allocation: Literal["uniform", "global"] = Field(
-        "uniform", description="every channel group loses the same fraction, or one ranking"
+    allocation: str = Field(
+        "uniform", description="uniform (every channel group loses the same fraction) or "
+        "global (one ranking)", json_schema_extra=names_in("channel allocation"),
     )
     target: Literal["params", "channels"] = Field(
         "params", description="what a level counts: parameters (prune.target_sparsity, matched "
@@ -70,7 +73,18 @@ class ChannelsConfig(RetrainingConfig):
     min_keep_fraction: float = Field(
         0.1, ge=0, le=1, description="every group keeps at least this fraction of its channels"
     )
-    score_batches: int = Field(1, ge=1, description="training batches taylor scores over")
+    score_batches: int = Field(
+        1, ge=1, description="training batches a criterion that reads them (taylor) scores over")
+
+    @field_validator("criterion")
+    @classmethod
+    def _registered_criterion(cls, criterion: str) -> str:
+        return pruning.CRITERIA.check(criterion)
+
+    @field_validator("allocation")
+    @classmethod
+    def _registered_allocation(cls, allocation: str) -> str:
+        return pruning.CHANNEL_ALLOCATIONS.check(allocation)
 
 
 @register_method
@@ -92,7 +106,7 @@ class Channels(RetrainingMethod):
 
     def reads(self, config: TrialConfig) -> set[str]:
         own = ["criterion", "allocation", "target", "min_keep_fraction"]
-        if config.settings.criterion == "taylor":
+        if pruning.reads_batches(config.settings.criterion):
             own.append("score_batches")
         return super().reads(config) | {f"channels.{name}" for name in own}
 
@@ -100,7 +114,7 @@ class Channels(RetrainingMethod):
         if config.prune.allocation is not None:
             raise SectionError(
                 "config field 'prune.allocation': method channels allocates with "
-                "channels.allocation (uniform or global); remove prune.allocation"
+                "channels.allocation (e.g. uniform or global); remove prune.allocation"
             )
         super().validate(config)
 
@@ -116,8 +130,8 @@ class Channels(RetrainingMethod):
         settings = config.settings
         iterative = settings.schedule == "iterative"
         by_channels = settings.target == "channels"
-        label = CRITERION_LABELS[settings.criterion] + (" by channel fraction" if by_channels
-                                                         else "")
+        label = CRITERION_LABELS.get(settings.criterion, f"channels, {settings.criterion}")
+        label += " by channel fraction" if by_channels else ""
         label += " (iterative)" if iterative else ""
         level_by = "round" if iterative else (
             "target_channel_fraction" if by_channels else "target_sparsity")
@@ -126,7 +140,7 @@ class Channels(RetrainingMethod):
 
     def smoke_overrides(self, config: TrialConfig) -> dict[str, Any]:
         smoke = super().smoke_overrides(config)
-        if config.settings.criterion == "taylor":
+        if pruning.reads_batches(config.settings.criterion):
             smoke["channels.score_batches"] = 1
         return smoke
 
@@ -210,11 +224,10 @@ def matched_params(context: TrialContext, sparsity: float) -> int:
 
 
 def scoring(context: TrialContext, round_index: int) -> dict[str, Any]:
-    """What the criterion reads besides the weights: batches (taylor) or a seed (random)."""
+    """What the criterion reads besides the weights: batches (taylor) and a seed (random)."""
     settings = context.config.settings
-    if settings.criterion == "taylor":
+    seed = random_streams.random_channels_seed(context.config.seed, round_index)
+    if pruning.reads_batches(settings.criterion):
         return {"batches": scoring_batches(context, settings.score_batches),
-                "num_batches": settings.score_batches}
-    if settings.criterion == "random":
-        return {"seed": random_streams.random_channels_seed(context.config.seed, round_index)}
-    return {}
+                "num_batches": settings.score_batches, "seed": seed}
+    return {"seed": seed}

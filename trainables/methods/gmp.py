@@ -74,7 +74,7 @@ class Gmp(Method):
     section = GmpConfig
     sweep_order = 20
     prune_fields = frozenset({"prune.target_sparsity", "prune.allocation"})
-    allocations = frozenset({"global", "layerwise", "erk", "lamp"})
+    excluded_allocations = frozenset()  # magnitudes: LAMP applies
 
     def starts_from_dense(self, config: TrialConfig) -> bool:
         return config.settings.start_from == "dense"

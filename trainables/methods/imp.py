@@ -38,7 +38,7 @@ class Imp(RetrainingMethod):
     section = ImpConfig
     sweep_order = 10
     prune_fields = frozenset({"prune.allocation", "prune.mask_control", "prune.reinit"})
-    allocations = frozenset({"global", "layerwise", "erk", "lamp"})
+    excluded_allocations = frozenset()  # magnitudes: LAMP applies
 
     def oneshot_target(self, config: TrialConfig) -> float:
         return pattern_sparsity(config)

@@ -1,2 +1,3 @@
-"""An example prunetune plug-in package: `methods` (row_half), `datasets` (rings) and `models`
-(tiny_cnn), each registering itself when prunetune imports it through its entry point."""
+"""An example prunetune plug-in package: `methods` (row_half), `datasets` (rings), `models`
+(tiny_cnn) and `scoring` (the jittered_magnitude scorer and the sqrt_budgets allocation), each
+registering itself when prunetune imports it through its entry point."""
