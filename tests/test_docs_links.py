@@ -111,3 +111,16 @@ def test_the_checks_catch_what_they_look_for() -> None:
                    "## Methods, structure and `speed`\n") == {
         "sweeps", "sweep-files", "sweep-files-1", "methods-structure-and-speed"}
 
+
+
+def test_the_example_plugins_pointers_resolve() -> None:
+    """The example package's files name docs pages and sections that exist."""
+    for path in sorted((REPO / "examples").rglob("*")):
+        if path.suffix not in (".py", ".toml", ".yaml"):
+            continue
+        text = path.read_text()
+        for page in re.findall(r"\b((?:docs/)?[a-z-]+\.md)\b", text):
+            assert (REPO / page).is_file() or (REPO / "docs" / page).is_file(), (path, page)
+        for section in re.findall(r'README "([^"]+)"', text):
+            readme = (REPO / "README.md").read_text()
+            assert f"## {section}" in readme, (path, section)
