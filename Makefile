@@ -1,6 +1,7 @@
 # Two commands do all the set-up (see README.md):
 #   make quickstart   create the venv, run the quickstart sweep on digits and plot it
 #   make test         create the venv, lint, run the whole test suite (what CI runs)
+#   make test-fast    the fast tier: no Ray, no subprocess, a few training steps at most (minutes)
 #   make docs         rerun the sweeps the docs quote; rewrite their tables and figures
 #   make docs-flowers rerun the Flowers-102 CPU study (half an hour); rewrite its README block
 #   make docs-check   fail if a page differs from what the results in output/docs give
@@ -8,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv quickstart test lint clean docs docs-check docs-flowers
+.PHONY: venv quickstart test test-fast lint clean docs docs-check docs-flowers
 
 venv: $(VENV)/.installed
 
@@ -42,7 +43,12 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 test: lint
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=25
+
+# The tests not marked slow, on both cores; tests/conftest.py fails any of them that starts a
+# process (a subprocess, or Ray), so the tier stays fast as tests are added.
+test-fast: venv
+	PRUNETUNE_TEST_TIER=fast $(VENV)/bin/pytest -q -ra -n 2 --durations=10
 
 clean:
 	rm -rf $(VENV) output .pytest_cache .ruff_cache

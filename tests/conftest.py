@@ -8,6 +8,7 @@ accuracy.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,34 @@ import pytest
 from sweeps.layers import deep_merge
 
 DIGITS_CLASSES, DIGITS_CHANNELS = 10, 1
+
+
+#: `make test-fast` sets it: the fast tier runs the tests not marked slow, and a test there that
+#: starts a process (Ray starts its raylet and GCS as processes too) fails at once, naming the
+#: marker it needs instead of quietly making the tier slow.
+FAST_TIER = os.environ.get("PRUNETUNE_TEST_TIER") == "fast"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if FAST_TIER:
+        keep = [item for item in items if item.get_closest_marker("slow") is None]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def no_processes_in_the_fast_tier(monkeypatch: pytest.MonkeyPatch,
+                                  request: pytest.FixtureRequest) -> None:
+    if not FAST_TIER:
+        return
+    import subprocess
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process (a subprocess, or Ray): mark it "
+            "@pytest.mark.slow, or keep it in-process (the fast tier starts none)")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session", autouse=True)

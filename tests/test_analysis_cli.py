@@ -142,6 +142,7 @@ def test_several_experiments_on_one_figure(tmp_path):
     assert (out / "accuracy_vs_params.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow
 def test_missing_directory_exit_2_no_traceback(tmp_path):
     proc = _script(tmp_path / "nope")
     assert proc.returncode == 2
@@ -180,6 +181,7 @@ def test_only_failed_trials_exit_2_but_list_them(tmp_path, capsys):
     assert (exp / "results.csv").is_file() and (exp / "excluded_trials.csv").is_file()
 
 
+@pytest.mark.slow
 def test_script_runs_from_another_working_directory(written, tmp_path):
     exp, _ = written
     proc = subprocess.run(

@@ -25,6 +25,7 @@ def experiment(tmp_path):
     return build_standard_experiment(tmp_path)
 
 
+@pytest.mark.slow
 def test_analysis_imports_neither_torch_nor_ray():
     code = (
         "import sys, analysis, analysis.figures, analysis.plot; "

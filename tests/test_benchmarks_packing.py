@@ -148,6 +148,7 @@ def test_the_probe_records_every_training_step(bench, monkeypatch) -> None:
     assert not probe._current.cuda
 
 
+@pytest.mark.slow
 def test_the_cuda_path_measures_the_overlap_of_each_case(bench, monkeypatch, capsys) -> None:
     """bench_gpu_packing's CUDA code with its sweeps faked: each trial of a case with n trials
     trains 64 images in each of the seconds [0, 1] and [1, 2], so the overlap is 2 s long and
@@ -177,6 +178,7 @@ def test_the_device_follows_torch_unless_asked(bench, monkeypatch) -> None:
     assert common.default_device() == "cpu"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["bench_input_pipeline.py", "bench_gpu_packing.py"])
 def test_both_gpu_benchmarks_take_a_device_and_a_data_root(script: str) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
@@ -187,6 +189,7 @@ def test_both_gpu_benchmarks_take_a_device_and_a_data_root(script: str) -> None:
     assert "--data-root" in help_text and "PRUNETUNE_FLOWERS_ROOT" in help_text
 
 
+@pytest.mark.slow
 def test_on_the_cpu_the_same_code_runs_small_and_the_gpu_figure_is_pending(bench, monkeypatch,
                                                                             capsys) -> None:
     packing = bench["packing"]

@@ -94,6 +94,7 @@ def test_generated_blocks_sit_on_their_own_page(page: Path) -> None:
                            f"nowhere): {[(name, pages.get(name)) for name in misplaced]}")
 
 
+@pytest.mark.slow
 def test_the_slurm_script_parses() -> None:
     bash = shutil.which("bash")
     if bash is None:

@@ -177,6 +177,7 @@ def test_benchmark_times_the_file_beside_the_recorded_torch_latency(experiment, 
         assert f"torch {row[f'latency_ms_b{size}']:.3g} ms" in line
 
 
+@pytest.mark.slow
 def test_the_script_and_the_console_command_are_the_same_cli(experiment, capsys):
     import subprocess
 

@@ -18,7 +18,8 @@ import torch
 import yaml
 
 try:
-    from test_sweeps_run import REPO, TINY_BASE, rows, run_sweep, trial_dirs
+    from sweep_helpers import run_sweep
+    from test_sweeps_run import REPO, TINY_BASE, rows, trial_dirs
 except ImportError:  # tests/ collected as a package
     from tests.test_sweeps_run import REPO, TINY_BASE, rows, run_sweep, trial_dirs
 

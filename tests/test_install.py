@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from install_helpers import REPO, clean_env, fresh_venv, pip, source_copy
-from reliability_helpers import rows
+from sweep_helpers import rows
 
 
 def modules_in_tree() -> set[str]:
@@ -88,6 +88,7 @@ def test_installed_package_runs_the_quickstart_and_plots_it(
         assert label in summary, label
 
 
+@pytest.mark.slow
 def test_a_missing_sweep_file_names_the_shipped_ones(installed: Path, tmp_path: Path) -> None:
     done = subprocess.run([str(installed / "prunetune"), "run", "quikstart", "--dry-run"],
                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True,

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 from install_helpers import REPO, clean_env, pip, source_copy
-from reliability_helpers import rows
+from sweep_helpers import rows, run_sweep
 
 from trainables.plugins import Plugin, PluginError, import_plugins, resolve_plugins
 
 EXAMPLE = REPO / "examples" / "plugin"
-RUN_SWEEP = REPO / "sweeps" / "run_sweep.py"
 # tiny_cnn at width 8 on 1-channel rings (4 classes): its prunable weights, by hand from
 # examples/plugin/prunetune_example/models.py: (rows, row length).
 TINY_CNN_WEIGHTS = [(8, 1 * 9), (16, 8 * 9), (4, 16)]
@@ -42,11 +41,10 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work / "site"
 
 
-def run_sweep(sweep: Path, *args: str, site: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(RUN_SWEEP), str(sweep), *args], cwd=sweep.parent,
-        env=clean_env(PYTHONPATH=str(site)), capture_output=True, text=True, timeout=600,
-    )
+def run_plugin_sweep(sweep: Path, *args: str, site: Path) -> subprocess.CompletedProcess[str]:
+    """The sweep with only `site` (the plug-in's install) added to the Python path."""
+    return run_sweep(str(sweep), *args, cwd=sweep.parent,
+                     environment=clean_env(PYTHONPATH=str(site)), timeout=600)
 
 
 def sweep_beside(directory: Path, **changes: object) -> Path:
@@ -66,7 +64,7 @@ def test_plugin_methods_datasets_and_models_run_through_a_sweep(
 ) -> None:
     sweep = sweep_beside(tmp_path / "run")
     out = tmp_path / "out"
-    done = run_sweep(sweep, "--set", "grid.seed=[0]", "--storage", str(out), site=target)
+    done = run_plugin_sweep(sweep, "--set", "grid.seed=[0]", "--storage", str(out), site=target)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     experiment = out / "plugin_example"
     by_method = {}
@@ -116,7 +114,7 @@ def test_plugin_methods_datasets_and_models_run_through_a_sweep(
 @pytest.mark.slow
 def test_without_the_package_its_names_are_unknown(tmp_path: Path) -> None:
     # The control of the test above: the same sweep with the package not installed.
-    done = run_sweep(sweep_beside(tmp_path), "--dry-run", site=tmp_path / "empty")
+    done = run_plugin_sweep(sweep_beside(tmp_path), "--dry-run", site=tmp_path / "empty")
     assert done.returncode == 2
     assert "unknown" in done.stderr and "'rings'" in done.stderr, done.stderr
 
@@ -130,12 +128,13 @@ def test_without_the_package_its_names_are_unknown(tmp_path: Path) -> None:
          ["plugin 'no_such_plugin_module' failed to import", "ModuleNotFoundError"]),
     ],
 )
+@pytest.mark.slow
 def test_a_plugin_that_fails_to_import_is_one_line_and_exit_2_before_ray(
     plugins: list[str], words: list[str], tmp_path: Path
 ) -> None:
     (tmp_path / "broken.py").write_text("import math\nratio = 1 / 0\n")
     sweep = sweep_beside(tmp_path, plugins=plugins)
-    done = run_sweep(sweep, site=tmp_path / "empty")
+    done = run_plugin_sweep(sweep, site=tmp_path / "empty")
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"run_sweep: error: {sweep}: plugin"), line

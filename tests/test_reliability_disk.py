@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from invariants import check_experiment
-from reliability_helpers import (
+from sweep_helpers import (
     reference_rounds,
     rows,
     run_plot,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from invariants import check_experiment
-from reliability_helpers import rows, run_plot, run_sweep, tiny_base, trial_dirs, write_sweep
+from sweep_helpers import rows, run_plot, run_sweep, tiny_base, trial_dirs, write_sweep
 
 from trainables.reporting import SUPERSEDED, DirectoryReporter, usable_checkpoint_dirs
 from trainables.resolve import parse_trial_config

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import ROOT, run_plot, run_sweep, tiny_base, write_sweep
+from sweep_helpers import ROOT, run_plot, run_sweep, tiny_base, write_sweep
 
 from sweeps.plan import plan_sweep
 from trainables.errors import PrunetuneError
@@ -76,6 +76,7 @@ def _one_line(process) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_plot_on_directory_without_results_exits_2(tmp_path):
     (tmp_path / "empty").mkdir()
     process = run_plot(str(tmp_path / "empty"))
@@ -83,6 +84,7 @@ def test_plot_on_directory_without_results_exits_2(tmp_path):
     assert "empty" in _one_line(process)
 
 
+@pytest.mark.slow
 def test_unwritable_output_refused_before_ray(data_root, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the output directory would go")
@@ -103,6 +105,7 @@ def dense_checkpoint(tiny_trial, tmp_path_factory) -> Path:
     return checkpoint
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", ["missing", "other_recipe", "truncated"])
 def test_bad_dense_checkpoint_refused_before_ray(data_root, dense_checkpoint, tmp_path, problem):
     checkpoint = dense_checkpoint

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from invariants import check_experiment
-from reliability_helpers import ROOT, rows, subprocess_env, tiny_base, trial_dirs, write_sweep
+from sweep_helpers import ROOT, rows, subprocess_env, tiny_base, trial_dirs, write_sweep
 
 STALL_S = 25
 

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 from invariants import check_experiment, check_finished_layout
-from reliability_helpers import (
+from sweep_helpers import (
     reference_rounds,
     rows,
     run_plot,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from sweep_helpers import run_sweep
 
 from sweeps.cluster_access import (
     ClusterAccessError,
@@ -84,11 +84,8 @@ def _sweep(tmp_path: Path) -> Path:
 
 def _run(cluster: LoopbackCluster, env: dict[str, str], tmp_path: Path,
          address: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "run_sweep.py"), str(_sweep(tmp_path)),
-         "--address", address or cluster.address, "--storage", str(tmp_path / "out")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    return run_sweep(str(_sweep(tmp_path)), "--address", address or cluster.address,
+                     "--storage", str(tmp_path / "out"), cwd=tmp_path, environment=env)
 
 
 def _one_line(process: subprocess.CompletedProcess[str]) -> str:

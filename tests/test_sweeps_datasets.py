@@ -11,30 +11,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from dataset_files import write_cifar, write_image_tree
+from sweep_helpers import run_sweep, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_SWEEP = REPO / "sweeps" / "run_sweep.py"
 SMOKE = ["--smoke", "--set", "resources.gpu=0", "--set", "resources.cpu=1"]
-
-
-def run_sweep(*args: str, cwd: Path, env: dict[str, str] | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    # The trackers' own settings from outside would redirect what the tests read back.
-    environment = {k: v for k, v in os.environ.items()
-                   if k != "RAY_ADDRESS" and not k.startswith(("MLFLOW_", "WANDB_"))}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, str(RUN_SWEEP), *args], cwd=cwd, env=environment,
-        capture_output=True, text=True, timeout=timeout,
-    )
 
 
 def trial_dirs(experiment: Path) -> list[Path]:
@@ -79,8 +65,9 @@ def test_new_data_and_models_run_end_to_end_with_every_logger(data, tmp_path):
     }
     path = tmp_path / "newdata.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = run_sweep(str(path), *SMOKE, "--storage", str(tmp_path / "out"), cwd=tmp_path, env=env)
+    env = subprocess_env(WANDB_MODE="offline", WANDB_SILENT="true")
+    proc = run_sweep(str(path), *SMOKE, "--storage", str(tmp_path / "out"), cwd=tmp_path,
+                     environment=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     experiment = tmp_path / "out" / "newdata-smoke"
     dirs = trial_dirs(experiment)
@@ -135,7 +122,7 @@ def test_shipped_lth_sweeps_smoke_run_on_cifar_format_files(data, tmp_path, name
         settings.append("loggers=[csv]")  # TensorBoard off: only what was asked for (+ JSON)
     proc = run_sweep(str(REPO / "sweeps" / name), *SMOKE,
                      *[arg for s in settings for arg in ("--set", s)],
-                     "--storage", str(tmp_path / "out"), cwd=tmp_path)
+                     "--storage", str(tmp_path / "out"), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     (experiment,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
     dirs = trial_dirs(experiment)

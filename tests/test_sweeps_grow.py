@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from reliability_helpers import run_sweep, tiny_base, write_sweep
+from sweep_helpers import run_sweep, tiny_base, write_sweep
 
 from analysis import aggregate, load_results
 from analysis.load import readable_name

@@ -20,32 +20,16 @@ from typing import Any
 
 import pytest
 import yaml
+from sweep_helpers import RUN_SWEEP, run_sweep, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_SWEEP = REPO / "sweeps" / "run_sweep.py"
+
 FLOWERS_ROOT = (REPO / ".." / "shared" / "data").resolve()
 TINY_BASE = {
     "data": {"name": "digits"},
     "model": {"name": "resnet18_cifar", "width": 4},
     "train": {"epochs": 1, "batch_size": 32, "max_batches": 2, "max_eval_batches": 2},
 }
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def run_sweep(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(RUN_SWEEP), *args],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def write_sweep(directory: Path, name: str, **fields: Any) -> Path:
@@ -166,7 +150,7 @@ def test_plot_renders_the_real_digits_sweep(grid_sweep: dict[str, Any]) -> None:
     experiment = grid_sweep["experiment"]
     proc = subprocess.run(
         [sys.executable, str(REPO / "analysis" / "plot.py"), str(experiment)],
-        capture_output=True, text=True, env=_env(), timeout=300,
+        capture_output=True, text=True, env=subprocess_env(), timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("results.csv", "summary.csv", "summary.md", "accuracy_vs_params.png",
@@ -263,7 +247,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) 
     driver = subprocess.Popen(
         [sys.executable, str(RUN_SWEEP), str(path), "--storage", str(tmp_path / "out")],
         cwd=tmp_path,
-        env=_env(),
+        env=subprocess_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -369,7 +353,7 @@ def _cluster_nodes(address: str) -> list[dict[str, Any]]:
     )
     out = subprocess.run(
         [sys.executable, "-c", script],
-        env=_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=120,

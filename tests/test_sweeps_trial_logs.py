@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import run_sweep, tiny_base, write_sweep
+from sweep_helpers import run_sweep, tiny_base, write_sweep
 
 from sweeps.trial_logs import (
     RayNode,

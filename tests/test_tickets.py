@@ -84,7 +84,7 @@ def test_a_bad_trial_or_round_is_one_line(experiment, trial, round_number, messa
 def test_a_round_of_a_real_sweep_by_its_readable_name(data_root, tmp_path):
     """Through Ray and run_sweep: the trial is named as in the progress line, its rounds are
     found through rounds.json, and its round scores what the sweep's row reported."""
-    from reliability_helpers import run_sweep, tiny_base, trial_dirs, write_sweep
+    from sweep_helpers import run_sweep, tiny_base, trial_dirs, write_sweep
 
     sweep = write_sweep(tmp_path / "one.yaml", name="one", grid={"seed": [0]},
                         base=tiny_base(data_root, method="imp",

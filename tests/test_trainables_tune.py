@@ -109,6 +109,7 @@ def test_every_round_checkpoint_is_kept_and_follows_the_contract(
         assert row["params_prunable"] == total - zeros
 
 
+@pytest.mark.slow
 def test_trainable_accepts_wrapped_and_bare_trial_configs(tiny_trial, monkeypatch):
     from trainables import tune_trainable
 

@@ -1,5 +1,5 @@
-"""Helpers shared by the tests/test_reliability_*.py files: tiny sweep files and running
-`sweeps/run_sweep.py` (and `analysis/plot.py`) as real subprocesses."""
+"""Helpers the end-to-end tests share: tiny sweep files, and the one way they run
+`sweeps/run_sweep.py` (and `analysis/plot.py`) as real subprocesses, as a user does."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_SWEEP = ROOT / "sweeps" / "run_sweep.py"
 TINY_TRAIN = {
     "epochs": 2,
     "batch_size": 32,
@@ -21,6 +23,10 @@ TINY_TRAIN = {
     "max_eval_batches": 2,
     "device": "cpu",
 }
+#: Settings from outside that would send a child elsewhere than the test means: a running Ray,
+#: a fault meant for another test, the trackers' servers and projects.
+_FOREIGN = ("RAY_ADDRESS", "PRUNETUNE_FAULT")
+_FOREIGN_PREFIXES = ("MLFLOW_", "WANDB_")
 
 
 def tiny_base(data_root: Path, **sections: Any) -> dict[str, Any]:
@@ -39,22 +45,29 @@ def write_sweep(path: Path, **spec: Any) -> Path:
     return path
 
 
-def subprocess_env(fault: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PRUNETUNE_FAULT")}
-    env["PYTHONPATH"] = str(ROOT)
-    env["RAY_DISABLE_USAGE_STATS"] = "1"
+def subprocess_env(fault: str | None = None, **extra: str) -> dict[str, str]:
+    """This process's environment without `_FOREIGN` settings, with the checkout importable,
+    unbuffered output and Ray's usage stats off; `fault` (trainables/faults.py) and `extra`
+    on top."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in _FOREIGN and not k.startswith(_FOREIGN_PREFIXES)}
+    env.update(PYTHONPATH=str(ROOT), RAY_DISABLE_USAGE_STATS="1", PYTHONUNBUFFERED="1")
     if fault:
         env["PRUNETUNE_FAULT"] = fault
+    env.update(extra)
     return env
 
 
 def run_sweep(
-    *args: str, fault: str | None = None, timeout: float = 300
+    *args: str, cwd: Path = ROOT, fault: str | None = None,
+    environment: Mapping[str, str] | None = None, timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
+    """`python sweeps/run_sweep.py ARGS` in `cwd`, in `environment` (default
+    `subprocess_env(fault)`), its output captured."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "run_sweep.py"), *args],
-        cwd=ROOT,
-        env=subprocess_env(fault),
+        [sys.executable, str(RUN_SWEEP), *args],
+        cwd=cwd,
+        env=dict(environment) if environment is not None else subprocess_env(fault),
         capture_output=True,
         text=True,
         timeout=timeout,
