@@ -1,13 +1,15 @@
-"""Build synthetic prunetune experiment directories in Ray Tune 2.60's on-disk layout.
+"""Build synthetic prunetune experiment directories in Ray Tune 2.60's on-disk layout, with rows
+and configs in the schema prunetune really writes.
 
-The layout copies what ``tune.Tuner(..., run_config=tune.RunConfig(storage_path, name))`` writes
-for a function trainable (checked against a real run): per trial ``params.json`` (indented config),
-``result.json`` (one JSON object per ``tune.report``, with Ray's fields: ``timestamp``,
-``checkpoint_dir_name``, ``should_checkpoint``, ``done``, ``training_iteration``, ``trial_id``,
-``date``, ``time_this_iter_s``, ``time_total_s``, ``pid``, ``hostname``, ``node_ip``, ``config``,
-``time_since_restore``, ``iterations_since_restore``), ``progress.csv`` (flattened with ``/``),
-``error.txt`` for a trial that raised, ``checkpoint_00000k/`` per reported checkpoint (here holding
-``metrics.json``), and experiment-level ``experiment_state-*.json`` / ``tuner.pkl`` clutter.
+Each trial's config is a real `TrialConfig` (validated and written out in full, as the planner
+writes it; `params.json` is `{"trial": config}`, as run_sweep's `param_space` gives it). Its rows
+are copies of rows a real tiny trial of the same method wrote (run once per process, through
+`DirectoryReporter`), with the numbers a test needs planted in: the field names, tags and shapes
+are the real writer's, and planting a field the real rows lack is an error, so the analysis
+tests never read files the trainable could not write. Ray's own fields (`timestamp`,
+`checkpoint_dir_name`, `training_iteration`, `config`, ...) are added as Ray adds them
+(checked against a real run), and so are its experiment-level files (`experiment_state-*.json`,
+`tuner.pkl`). Each round gets a `checkpoint_00000k/` holding its `metrics.json`.
 
 The numbers are chosen by the caller, so tests can compare aggregates with hand-computed values.
 """
@@ -15,7 +17,9 @@ The numbers are chosen by the caller, so tests can compare aggregates with hand-
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +27,14 @@ from typing import Any
 PRUNABLE_DENSE = 1_000_000
 TOTAL_DENSE = 1_010_000  # 10,000 non-prunable parameters (biases, batch norm)
 LAYERS = {"conv1.weight": 200_000, "layer1.0.conv1.weight": 300_000, "fc.weight": 500_000}
+#: Fields a test may plant that real rows lack: to check that the analysis tolerates them.
+TOLERATED_EXTRAS = {"some_future_field"}
 
 
 @dataclass
 class TrialSpec:
-    """One synthetic trial: a round per entry of ``rounds`` as (target_sparsity, test_acc).
+    """One synthetic trial of a real method: a round per entry of ``rounds`` as
+    (target_sparsity, test_acc). ``schedule`` is IMP's or channels' (iterative / oneshot).
 
     ``outcome``: "finished" (last round has final_round true), "errored" (error.txt, no final
     round), "unfinished" (no final round, no error.txt) or "diverged" (last round status
@@ -38,7 +45,6 @@ class TrialSpec:
     method: str
     seed: int
     rounds: list[tuple[float, float]]
-    scorer: str | None = None
     schedule: str | None = None
     outcome: str = "finished"
     sparsity_offset: float = 0.0
@@ -50,63 +56,109 @@ class TrialSpec:
     override the defaults (label, level_by, target_sparsity, ...)."""
 
 
-def _config(spec: TrialSpec) -> dict[str, Any]:
-    target = spec.rounds[-1][0]
-    config: dict[str, Any] = {
-        "method": spec.method,
-        "seed": spec.seed,
-        "data": {"dataset": "digits", "batch_size": 64},
-        "train": {"epochs": spec.epochs_per_round, "lr": 0.001},
-    }
-    if spec.method != "dense":
-        config["prune"] = {
-            "target_sparsity": target,
-            "scorer": spec.scorer,
-            "schedule": spec.schedule,
-        }
-    for dotted, value in spec.extra_config.items():
-        node = config
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return config
+def _nested(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
 
 
-# The label and level_by tags a trainable's rows carry (see each Method.row_tags).
-_SCORER_LABELS = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
-                  "random": "random at init", "magnitude": "magnitude at init"}
-
-
-def _tags(spec: TrialSpec) -> dict[str, Any]:
-    if spec.method == "dense":
-        return {"label": "dense", "level_by": "dense"}
+def _raw_config(spec: TrialSpec) -> dict[str, Any]:
+    """The spec as a config a user would write."""
+    raw: dict[str, Any] = {"method": spec.method, "seed": spec.seed,
+                           "train": {"epochs": spec.epochs_per_round, "lr": 0.001},
+                           "measure": {"enabled": False}}
+    pruned = [target for target, _ in spec.rounds if target > 0]
     if spec.method == "imp":
-        iterative = spec.schedule != "oneshot"
-        return {"label": "IMP iterative" if iterative else "IMP one-shot",
-                "level_by": "round" if iterative else "target_sparsity"}
-    return {"label": _SCORER_LABELS.get(spec.scorer or spec.method, spec.method),
-            "level_by": "target_sparsity"}
-
-
-def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}/"))
+        imp = {"schedule": spec.schedule or "iterative"}
+        if imp["schedule"] == "iterative":
+            imp.update(rounds=len(pruned), rate=pruned[0])
         else:
-            out[f"{prefix}{key}"] = value
-    return out
+            raw["prune"] = {"target_sparsity": pruned[-1]}
+        raw["imp"] = imp
+    elif spec.method == "channels":
+        raw["channels"] = {"schedule": spec.schedule or "oneshot"}
+        if "channels.channel_fraction" not in spec.extra_config:
+            raw["prune"] = {"target_sparsity": pruned[-1]}
+    elif spec.method == "budget_dense":
+        raw["budget_dense"] = {"of": "imp"}
+    elif spec.method != "dense":
+        raw["prune"] = {"target_sparsity": pruned[-1]}
+    for dotted, value in spec.extra_config.items():
+        _nested(raw, dotted, value)
+    return raw
+
+
+def _config(spec: TrialSpec) -> Any:
+    from trainables.resolve import parse_trial_config
+
+    return parse_trial_config(_raw_config(spec), source=f"fixture {spec.method}")
+
+
+@functools.cache
+def _real_rows(raw_json: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An epoch row and the last round row of a real tiny run of the config `raw_json` (its
+    --smoke form: a width-4 network, a few batches a phase)."""
+    from sweeps.plan import plan_sweep
+    from trainables.reporting import DirectoryReporter
+    from trainables.trial import run_trial
+
+    raw = json.loads(raw_json)
+    raw["model"] = {"name": "resnet18_cifar", "width": 4}
+    raw["train"] = {**raw.get("train", {}), "batch_size": 32, "eval_batch_size": 512,
+                    "device": "cpu"}
+    with tempfile.TemporaryDirectory(prefix="prunetune-fixture-") as directory:
+        plan = plan_sweep({"name": "fixture", "experiments": [{"config": raw}]}, "fixture",
+                          smoke=True, launch_dir=Path(directory))
+        reporter = DirectoryReporter(Path(directory) / "trial")
+        run_trial(plan.trials[0].config, reporter, cpus=1)
+    epoch = next(row for row in reporter.rows if row["row_type"] == "epoch")
+    last_round = [row for row in reporter.rows if row["row_type"] == "round"][-1]
+    return epoch, last_round
+
+
+def _template(spec: TrialSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Real rows of a trial like `spec`'s: its method and schedule (the seed and the levels do
+    not change which fields a row has)."""
+    raw = _raw_config(spec)
+    for key in ("seed", "prune", "train"):
+        raw.pop(key, None)
+    for section in ("imp", "channels"):
+        for level in ("rounds", "rate", "channel_fraction"):
+            raw.get(section, {}).pop(level, None)
+    return _real_rows(json.dumps(raw, sort_keys=True))
+
+
+@functools.cache
+def measured_fields() -> frozenset[str]:
+    """The cost fields a real round row has when its round is measured (batch sizes 1, 64)."""
+    raw = {"method": "dense", "measure": {"batch_sizes": [1, 64], "budget_s": 0.0,
+                                          "min_repeats": 1}}
+    return frozenset(_real_rows(json.dumps(raw, sort_keys=True))[1])
+
+
+def _planted(template: dict[str, Any], planted: dict[str, Any],
+             allowed: frozenset[str] = frozenset()) -> dict[str, Any]:
+    unknown = set(planted) - set(template) - allowed - TOLERATED_EXTRAS
+    if unknown:
+        raise AssertionError(f"the fixture plants fields no real row has: {sorted(unknown)}")
+    return {**template, **planted}
 
 
 def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c") -> Path:
     """Write one trial directory and return its path."""
+    from trainables.methods import METHODS
+
     trial_id = f"{exp_id}_{index:05d}"
     trial_dir = exp_dir / f"train_fn_{trial_id}_{index}_method={spec.method},seed={spec.seed}"
     trial_dir = Path(str(trial_dir) + "_2026-01-01_00-00-00")
     trial_dir.mkdir(parents=True)
-    config = _config(spec)
+    typed = _config(spec)
+    config = {"trial": typed.model_dump(mode="json")}
     (trial_dir / "params.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    epoch_template, round_template = _template(spec)
+    tags = METHODS.get(typed.method).row_tags(typed)
 
     rows: list[dict[str, Any]] = []
     iteration = 0
@@ -118,36 +170,40 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
         for epoch in range(spec.epochs_per_round):
             iteration += 1
             total_time += 1.5
-            rows.append(
-                _ray_fields(
-                    {
-                        "row_type": "epoch",
-                        "round": round_index,
-                        "epoch": epoch,
-                        "train_loss": 1.0 / (epoch + 1),
-                        "train_acc": acc,
-                        "val_acc": acc - 0.01,
-                        "lr": 0.001,
-                        "epoch_time_s": 1.5,
-                        "images_per_s": 1000.0,
-                    },
-                    trial_id,
-                    config,
-                    iteration,
-                    total_time,
-                    None,
-                )
-            )
+            epoch_row = _planted(epoch_template, {
+                "row_type": "epoch",
+                "round": round_index,
+                "epoch": epoch,
+                "train_loss": 1.0 / (epoch + 1),
+                "train_acc": acc,
+                "val_acc": acc - 0.01,
+                "lr": 0.001,
+                "epoch_time_s": 1.5,
+                "images_per_s": 1000.0,
+            })
+            if round_index == 0 or spec.method == "dense":
+                epoch_row.pop("sparsity", None)  # a dense phase has no mask
+            rows.append(_ray_fields(epoch_row, trial_id, config, iteration, total_time, None))
         sparsity = target + spec.sparsity_offset if target > 0 else 0.0
         prunable = round((1.0 - sparsity) * PRUNABLE_DENSE)
         is_last = round_index == last
         final = is_last and spec.outcome in ("finished", "diverged")
-        round_row = {
-            "row_type": "round",
+        layer_sparsity = {}
+        for param, numel in LAYERS.items():
+            # Deeper layers pruned harder; remaining counts consistent with the layer sparsity.
+            share = sparsity * (
+                0.5 if param == "conv1.weight" else 1.1 if param == "fc.weight" else 1.0
+            )
+            share = min(share, 1.0)
+            remaining = round((1.0 - share) * numel)
+            layer_sparsity[param] = {
+                "numel": numel,
+                "remaining": remaining,
+                "sparsity": 1.0 - remaining / numel,
+            }
+        round_row = _planted(round_template, {
+            **tags,
             "method": spec.method,
-            **_tags(spec),
-            "schedule": spec.schedule,
-            "scorer": spec.scorer,
             "seed": spec.seed,
             "round": round_index,
             "target_sparsity": target,
@@ -163,29 +219,19 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
             "round_time_s": 1.5 * spec.epochs_per_round,
             "status": "diverged" if (is_last and spec.outcome == "diverged") else "ok",
             "final_round": final,
+            "layer_sparsity": {name: layer["sparsity"] for name, layer in layer_sparsity.items()},
             "some_future_field": {"nested": [1, 2]},  # load_results must tolerate extras
-        }
+        })
         if spec.round_fields:
-            round_row.update(spec.round_fields[round_index - first])
+            extra = spec.round_fields[round_index - first]
+            round_row = _planted(round_row, extra, allowed=measured_fields())
         iteration += 1
         name = f"checkpoint_{round_index:06d}"  # one checkpoint per round, numbered from 0
         ckpt = trial_dir / name
         ckpt.mkdir()
-        layer_sparsity = {}
-        for param, numel in LAYERS.items():
-            # Deeper layers pruned harder; remaining counts consistent with the layer sparsity.
-            share = sparsity * (
-                0.5 if param == "conv1.weight" else 1.1 if param == "fc.weight" else 1.0
-            )
-            share = min(share, 1.0)
-            remaining = round((1.0 - share) * numel)
-            layer_sparsity[param] = {
-                "numel": numel,
-                "remaining": remaining,
-                "sparsity": 1.0 - remaining / numel,
-            }
+        # As trainables/checkpoints.py writes it: the row, with the per-layer counts.
         (ckpt / "metrics.json").write_text(
-            json.dumps({**round_row, "layer_sparsity": layer_sparsity}, indent=2)
+            json.dumps({**round_row, "layer_sparsity": layer_sparsity}, indent=1)
         )
         (ckpt / "state.pt").write_bytes(b"not a real torch file: analysis must never read it")
         rows.append(_ray_fields(round_row, trial_id, config, iteration, total_time, name))
@@ -209,6 +255,16 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
             "RuntimeError: CUDA out of memory (synthetic)\n"
         )
     return trial_dir
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _ray_fields(row, trial_id, config, iteration, total_time, checkpoint_name):
@@ -253,12 +309,19 @@ def build_experiment(
     (exp_dir / ".validate_storage_marker").write_text("")
     (exp_dir / "tuner.pkl").write_bytes(b"\x80\x04N.")
     if write_sweep:
+        # What run_sweep writes (SweepPlan.summary): the file's spec, grid keys and trials.
+        from sweeps.spec import SweepSpec
+
+        seeds = sorted({spec.seed for spec in specs})
+        written = SweepSpec(name=name, grid={"seed": seeds})
         sweep = {
             "name": name,
             "grid_keys": grid_keys or ["method", "seed", "prune.target_sparsity"],
-            "sweep": {"name": name, "seeds": sorted({s.seed for s in specs})},
+            "sweep": written.model_dump(mode="json"),
+            "trials": [{"label": spec.method, "trial": _config(spec).model_dump(mode="json")}
+                       for spec in specs],
         }
-        (exp_dir / "prunetune_sweep.json").write_text(json.dumps(sweep, indent=2))
+        (exp_dir / "prunetune_sweep.json").write_text(json.dumps(sweep, indent=1))
     return exp_dir
 
 
@@ -274,7 +337,7 @@ def build_experiment(
 #   std sqrt(((-.02)^2 + (-.01)^2 + .03^2)/2) = sqrt(0.0007)
 # SNIP (scorer snip) at 0.5: 0.81, 0.812, 0.814 -> mean 0.812, std 0.002;
 #   at 0.9: 0.68, 0.70, 0.72 -> mean 0.70, std 0.02
-# SNIP-trainable, scorer random, at 0.5, seeds 0 and 1 only: 0.74, 0.76 -> mean 0.75,
+# random at init (method random), at 0.5, seeds 0 and 1 only: 0.74, 0.76 -> mean 0.75,
 #   std sqrt(0.0002)
 # Excluded, each with an outlier accuracy that would move any mean it entered:
 #   IMP iterative seed 3, errored after 2 rounds; SNIP 0.9 seed 3 unfinished (no final round);
@@ -298,7 +361,6 @@ def standard_specs() -> list[TrialSpec]:
                 "imp",
                 seed,
                 list(zip(IMP_TARGETS, IMP_ACC[seed], strict=True)),
-                scorer="magnitude",
                 schedule="iterative",
                 sparsity_offset=OFFSET,
             )
@@ -308,29 +370,21 @@ def standard_specs() -> list[TrialSpec]:
                 "imp",
                 seed,
                 [(0.0, 0.90), (0.5, ONESHOT_ACC[seed])],
-                scorer="magnitude",
                 schedule="oneshot",
                 sparsity_offset=OFFSET,
             )
         )
         for target, accs in SNIP_ACC.items():
             specs.append(
-                TrialSpec(
-                    "snip", seed, [(target, accs[seed])], scorer="snip", sparsity_offset=OFFSET
-                )
+                TrialSpec("snip", seed, [(target, accs[seed])], sparsity_offset=OFFSET)
             )
     for seed in range(2):
-        specs.append(
-            TrialSpec(
-                "snip", seed, [(0.5, RANDOM_ACC[seed])], scorer="random", sparsity_offset=OFFSET
-            )
-        )
+        specs.append(TrialSpec("random", seed, [(0.5, RANDOM_ACC[seed])], sparsity_offset=OFFSET))
     specs.append(
         TrialSpec(
             "imp",
             3,
             [(0.0, 0.10), (0.5, 0.10)],
-            scorer="magnitude",
             schedule="iterative",
             outcome="errored",
             sparsity_offset=OFFSET,
@@ -338,12 +392,12 @@ def standard_specs() -> list[TrialSpec]:
     )
     specs.append(
         TrialSpec(
-            "snip", 3, [(0.9, 0.10)], scorer="snip", outcome="unfinished", sparsity_offset=OFFSET
+            "snip", 3, [(0.9, 0.10)], outcome="unfinished", sparsity_offset=OFFSET
         )
     )
     specs.append(
         TrialSpec(
-            "snip", 4, [(0.5, 0.10)], scorer="snip", outcome="diverged", sparsity_offset=OFFSET
+            "snip", 4, [(0.5, 0.10)], outcome="diverged", sparsity_offset=OFFSET
         )
     )
     return specs

@@ -98,7 +98,7 @@ def test_oneshot_and_snip_grouped_by_target(agg):
     snip90 = _row(agg, method="snip", scorer="snip", target_sparsity=0.9)
     # The unfinished seed-3 trial (0.10) is excluded.
     assert snip90["n"] == 3 and snip90["mean"] == pytest.approx(0.70, abs=1e-9)
-    random = _row(agg, method="snip", scorer="random")
+    random = _row(agg, method="random", scorer="random")
     assert random["n"] == 2
     assert random["mean"] == pytest.approx(0.75, abs=1e-9)
     assert random["std"] == pytest.approx(math.sqrt(0.0002), abs=1e-9)
@@ -118,8 +118,8 @@ def test_matching_sparsity_by_hand(agg):
     assert by[("imp", "iterative", "magnitude")].matching_sparsity == pytest.approx(0.751)
     assert by[("imp", "oneshot", "magnitude")].matching_sparsity == pytest.approx(0.501)
     assert by[("snip", None, "snip")].matching_sparsity == pytest.approx(0.501)  # 0.812
-    assert not by[("snip", None, "random")].matched
-    assert math.isnan(by[("snip", None, "random")].matching_sparsity)
+    assert not by[("random", None, "random")].matched
+    assert math.isnan(by[("random", None, "random")].matching_sparsity)
     # Tolerance 0.5 point: threshold 0.815; IMP round 2 (0.815) is exactly on it and counts,
     # SNIP 0.812 no longer does.
     m = matching_sparsity(agg, tolerance=0.5)
@@ -140,7 +140,6 @@ def test_matching_sparsity_takes_highest_qualifying_level_even_after_a_dip(tmp_p
             "imp",
             s,
             list(zip([0.0, 0.5, 0.75], accs[s], strict=True)),
-            scorer="magnitude",
             schedule="iterative",
         )
         for s in (0, 1)
@@ -156,10 +155,10 @@ def test_dense_fallback_imp_round0_counts_each_seed_once(tmp_path):
     specs = []
     for seed, (a, b) in round0.items():
         specs.append(
-            TrialSpec("imp", seed, [(0.0, a), (0.5, 0.80)], scorer="magnitude", schedule="oneshot")
+            TrialSpec("imp", seed, [(0.0, a), (0.5, 0.80)], schedule="oneshot")
         )
         specs.append(
-            TrialSpec("imp", seed, [(0.0, b), (0.8, 0.70)], scorer="magnitude", schedule="oneshot")
+            TrialSpec("imp", seed, [(0.0, b), (0.8, 0.70)], schedule="oneshot")
         )
     agg = aggregate(load_results(build_experiment(tmp_path, "imponly", specs)))
     dense = _row(agg, method="dense")
@@ -173,7 +172,7 @@ def test_dense_fallback_imp_round0_counts_each_seed_once(tmp_path):
 
 
 def test_single_seed_gives_nan_interval(tmp_path):
-    specs = [TrialSpec("dense", 0, [(0.0, 0.8)]), TrialSpec("snip", 0, [(0.5, 0.7)], scorer="snip")]
+    specs = [TrialSpec("dense", 0, [(0.0, 0.8)]), TrialSpec("snip", 0, [(0.5, 0.7)])]
     agg = aggregate(load_results(build_experiment(tmp_path, "one", specs)))
     assert (agg["n"] == 1).all()
     assert agg["ci_low"].isna().all() and agg["std"].isna().all()
@@ -192,7 +191,6 @@ def test_other_swept_keys_split_groups_and_match_dense(tmp_path):
                     "snip",
                     seed,
                     [(0.5, base - 0.05 + 0.01 * seed)],
-                    scorer="snip",
                     extra_config={"train.lr": lr},
                 )
             )
@@ -224,7 +222,7 @@ EXPORT_CHOICES = [
     ({"method": "imp", "schedule": "oneshot"}, 1, 1),                   # 0.81 of mean 0.82
     # Prune-at-init trials report no round 0: their one round is round 1.
     ({"method": "snip", "scorer": "snip", "target_sparsity": 0.9}, 1, 1),
-    ({"method": "snip", "scorer": "random"}, 0, 1),                     # a tie
+    ({"method": "random", "scorer": "random"}, 0, 1),                   # a tie
 ]
 
 

@@ -128,7 +128,7 @@ def test_several_experiments_on_one_figure(tmp_path):
     b = build_experiment(
         tmp_path / "b",
         "snip",
-        [TrialSpec("snip", s, [(0.5, 0.79 + 0.01 * s)], scorer="snip") for s in range(3)],
+        [TrialSpec("snip", s, [(0.5, 0.79 + 0.01 * s)]) for s in range(3)],
     )
     out = tmp_path / "both"
     assert plot.main([str(a), str(b), "--out", str(out)]) == 0
@@ -172,7 +172,7 @@ def test_directory_without_results_exit_2(tmp_path, capsys):
 
 def test_only_failed_trials_exit_2_but_list_them(tmp_path, capsys):
     exp = build_experiment(tmp_path, "bad", [
-        TrialSpec("imp", 0, [(0.0, 0.8), (0.5, 0.1)], scorer="magnitude",
+        TrialSpec("imp", 0, [(0.0, 0.8), (0.5, 0.1)],
                   schedule="iterative", outcome="errored")])
     code, err = _main(capsys, exp)
     assert code == 2

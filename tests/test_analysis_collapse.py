@@ -24,7 +24,7 @@ except ImportError:  # tests/ collected as a package
 def plant_dead_layer(experiment, method: str, seed: int, target: float, param: str) -> str:
     """Empty `param` in that trial's last round checkpoint; returns the trial directory name."""
     for trial_dir in sorted(experiment.glob(f"*method={method},seed={seed}_*")):
-        config = json.loads((trial_dir / "params.json").read_text())
+        config = json.loads((trial_dir / "params.json").read_text())["trial"]
         if config["prune"]["target_sparsity"] != target:
             continue
         metrics_file = sorted(trial_dir.glob("checkpoint_*/metrics.json"))[-1]

@@ -38,19 +38,20 @@ def specs() -> list[TrialSpec]:
         out.append(TrialSpec("dense", seed, [(0.0, 0.80 + 0.02 * seed)],
                              round_fields=[cost(1000, 1000, 2.0 + 0.2 * seed, 20 + 2 * seed)]))
         out.append(TrialSpec(
-            "imp", seed, [(0.0, 0.9), (0.5, 0.8), (0.75, 0.78)], scorer="magnitude",
+            "imp", seed, [(0.0, 0.9), (0.5, 0.8), (0.75, 0.78)],
             schedule="iterative",
             round_fields=[cost(1000, 1000, 9.9, 99), cost(1000, 500, 2.2, 22),
                           cost(1000, 250, 2.2, 22)]))
         out.append(TrialSpec(
-            "channels", seed, [(0.5, 0.79 + 0.01 * seed)], scorer="l1", schedule="oneshot",
+            "channels", seed, [(0.5, 0.79 + 0.01 * seed)], schedule="oneshot",
             round_fields=[{"label": "channels, L1 norm",
                            **cost(400 + 10 * seed, 400 + 10 * seed, 1.0 + 0.1 * seed,
                                   5.0 + 0.5 * seed)}]))
         for fraction, acc in ((0.3, 0.70), (0.6, 0.60)):
             out.append(TrialSpec(
-                "channels", seed, [(fraction, acc + 0.02 * seed)], scorer="l1",
-                schedule="oneshot", extra_config={"channels.channel_fraction": fraction},
+                "channels", seed, [(fraction, acc + 0.02 * seed)],
+                schedule="oneshot",
+                extra_config={"channels.target": "channels", "channels.channel_fraction": fraction},
                 round_fields=[{"label": "channels, L1 norm by channel fraction",
                                "level_by": "target_channel_fraction",
                                "target_channel_fraction": fraction, "target_sparsity": None,
@@ -134,7 +135,7 @@ def test_plot_draws_latency_and_flops_figures_only_where_measured(experiment, tm
 def test_without_any_dense_reference_latency_has_no_speedup(tmp_path):
     # Only a method trained from scratch (as gmp): no dense trial and no round 0, so nothing to
     # compare against. The latencies are still averaged (1.0, 1.2, 1.4 -> 1.2); speedup is NaN.
-    only_sparse = [TrialSpec("gmp", seed, [(0.9, 0.8)], scorer="magnitude", schedule="gradual",
+    only_sparse = [TrialSpec("gmp", seed, [(0.9, 0.8)],
                              round_fields=[cost(300, 30, 1.0 + 0.2 * seed, 8.0)])
                    for seed in SEEDS]
     rows = aggregate(load_results(build_experiment(tmp_path, "sparse", only_sparse,

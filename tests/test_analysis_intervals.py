@@ -71,7 +71,7 @@ def test_logit_t_undefined_for_one_seed_or_a_seed_at_a_bound(values):
 def collapsed_experiment(tmp_path):
     specs = [TrialSpec("dense", s, [(0.0, acc)]) for s, acc in enumerate([0.95, 0.96, 0.97])]
     specs += [
-        TrialSpec("snip", s, [(0.992, acc)], scorer="random")
+        TrialSpec("random", s, [(0.992, acc)])
         for s, acc in enumerate(COLLAPSED)
     ]
     return build_experiment(tmp_path, "collapse", specs)
@@ -81,16 +81,16 @@ def test_aggregate_flags_t_intervals_outside_0_100(collapsed_experiment):
     results = load_results(collapsed_experiment)
     agg = aggregate(results)
     by_method = agg.set_index("method")
-    assert by_method.loc["snip", "ci_low"] == pytest.approx(
+    assert by_method.loc["random", "ci_low"] == pytest.approx(
         sum(COLLAPSED) / 3 - T975_2 * pd.Series(COLLAPSED).std() / math.sqrt(3)
     )
-    assert bool(by_method.loc["snip", "ci_outside_range"]) is True
+    assert bool(by_method.loc["random", "ci_outside_range"]) is True
     assert bool(by_method.loc["dense", "ci_outside_range"]) is False
     logit = aggregate(results, interval="logit-t").set_index("method")
-    assert (logit.loc["snip", "ci_low"], logit.loc["snip", "ci_high"]) == pytest.approx(
+    assert (logit.loc["random", "ci_low"], logit.loc["random", "ci_high"]) == pytest.approx(
         _logit_t_by_hand(COLLAPSED, T975_2), rel=1e-12
     )
-    assert logit.loc["snip", "ci_method"] == "logit-t 0.95"
+    assert logit.loc["random", "ci_method"] == "logit-t 0.95"
     assert not logit["ci_outside_range"].any()
     with pytest.raises(ValueError, match="interval"):
         aggregate(results, interval="wilson")

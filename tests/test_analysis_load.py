@@ -107,7 +107,7 @@ def test_truncated_line_and_rereported_round(tmp_path):
     exp = build_experiment(
         tmp_path,
         "e",
-        [TrialSpec("imp", 0, [(0.0, 0.8), (0.5, 0.7)], scorer="magnitude", schedule="iterative")],
+        [TrialSpec("imp", 0, [(0.0, 0.8), (0.5, 0.7)], schedule="iterative")],
     )
     result = next(exp.glob("*/result.json"))
     lines = result.read_text().splitlines()

@@ -19,7 +19,7 @@ try:
 except ImportError:  # tests/ collected as a package
     from tests.fixtures_experiments import TrialSpec, build_experiment
 
-MASKS = {  # (scorer, seed) -> layer -> kept positions, all at 50% sparsity
+MASKS = {  # (method, seed) -> layer -> kept positions, all at 50% sparsity
     ("snip", 0): {"conv.weight": [1, 1, 1, 1, 0, 0, 0, 0], "fc.weight": [1, 0, 1, 0]},
     ("snip", 1): {"conv.weight": [1, 1, 0, 0, 1, 1, 0, 0], "fc.weight": [1, 0, 1, 0]},
     ("random", 0): {"conv.weight": [0, 0, 0, 0, 1, 1, 1, 1], "fc.weight": [0, 1, 0, 1]},
@@ -28,12 +28,11 @@ MASKS = {  # (scorer, seed) -> layer -> kept positions, all at 50% sparsity
 
 @pytest.fixture()
 def experiment(tmp_path):
-    specs = [TrialSpec("snip", seed, [(0.5, 0.8)], scorer=scorer) for scorer, seed in MASKS]
+    specs = [TrialSpec(method, seed, [(0.5, 0.8)]) for method, seed in MASKS]
     specs.append(TrialSpec("dense", 0, [(0.0, 0.9)]))
     root = build_experiment(tmp_path, "overlap", specs)
-    for (scorer, seed), masks in MASKS.items():
-        (trial_dir,) = [p for p in root.glob(f"*method=snip,seed={seed}_*")
-                        if f'"scorer": "{scorer}"' in (p / "params.json").read_text()]
+    for (method, seed), masks in MASKS.items():
+        (trial_dir,) = root.glob(f"*method={method},seed={seed}_*")
         state = {"masks": {k: torch.tensor(v, dtype=torch.bool) for k, v in masks.items()}}
         torch.save(state, next(trial_dir.glob("checkpoint_*")) / "state.pt")
     return root

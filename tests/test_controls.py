@@ -102,7 +102,7 @@ def test_a_method_compared_with_the_control_pairs_it_with_every_level(tmp_path):
     specs += [TrialSpec("budget_dense", s, [(0.0, acc)],
                         round_fields=[{"label": "dense, imp's budget (21 epochs)"}])
               for s, acc in enumerate([0.90, 0.92, 0.97])]
-    specs += [TrialSpec("snip", s, [(target, acc)], scorer="snip")
+    specs += [TrialSpec("snip", s, [(target, acc)])
               for target, accs in {0.5: [0.85, 0.86, 0.90], 0.9: [0.70, 0.75, 0.74]}.items()
               for s, acc in enumerate(accs)]
     results = load_results(build_experiment(tmp_path, "ctl", specs))
