@@ -62,7 +62,6 @@ RESULT_COLUMNS = [
 # component is one of these is already represented by the row's own column.
 ROW_FIELDS = {"seed", "method", "scorer", "schedule", "target_sparsity", "round", "sparsity"}
 
-TRIAL_STATUSES = ("finished", "diverged", "errored", "unfinished")
 TRIAL_TABLE_COLUMNS = [
     "experiment", "trial_id", "trial_status", "method", "scorer", "seed", "target_sparsity",
     "rounds_reported", "reason", "trial_dir",

@@ -110,7 +110,8 @@ def ray_local() -> Iterator[Any]:
 
 
 def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[str, Any]:
-    """Assert the DESIGN.md contract on one round checkpoint of a digits trial; returns its
+    """Assert the checkpoint contract users rely on (docs/results-and-checkpoints.md) on one
+    round checkpoint of a digits trial; returns its
     state. Plain tensors (weights_only), strict loading into a fresh unpruned model, masks over
     exactly the prunable weights, and the resume/rewind fields present; a structured round
     (`layer_widths`) rebuilds from the unpruned model with `pruning.rebuild`."""

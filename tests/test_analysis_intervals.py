@@ -1,5 +1,5 @@
 """Intervals over seeds: logit-t against hand computation, and what tables and figures say
-when a Student-t interval reaches past 0% or 100% (issue 14, part 3)."""
+when a Student-t interval reaches past 0% or 100%."""
 
 from __future__ import annotations
 

@@ -136,14 +136,14 @@ def test_the_probe_records_every_training_step(bench, monkeypatch) -> None:
     from trainables import loop
 
     probe = bench["probe"]
-    monkeypatch.setattr(loop.Stepper, "step", lambda self, index, inputs, targets, poison=False:
+    monkeypatch.setattr(loop.Stepper, "step", lambda self, index, inputs, targets:
                         (index, len(targets)))
     monkeypatch.setattr(probe, "_current", None)
     probe._trace_steps()
     probe._trace_steps()  # once per process: a second call does not wrap again
     stepper = object.__new__(loop.Stepper)
     assert stepper.step(0, torch.zeros(8, 3), torch.zeros(8)) == (0, 8)
-    assert stepper.step(1, torch.zeros(4, 3), torch.zeros(4), True) == (1, 4)
+    assert stepper.step(1, torch.zeros(4, 3), torch.zeros(4)) == (1, 4)
     assert [images for _, _, images in probe._current.steps()] == [8, 4]
     assert not probe._current.cuda
 

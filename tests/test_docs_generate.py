@@ -1,6 +1,6 @@
 """docs/generate.py: the pages' generated blocks (README.md, docs/methods.md) are a function of a
-results directory alone, and the check fails when a page differs from what given results produce
-(issue 14, part 2)."""
+results directory alone, and the check fails when a page differs from what given results
+produce."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Issue 25, findings 1-4 end to end: sweeps on a Ray head that declares GPUs this machine does
-not have (`num_gpus=2` on a CPU-only node), as a cluster with a broken driver looks to Ray.
+"""GPU grants end to end: sweeps on a Ray head that declares GPUs this machine does not have
+(`num_gpus=2` on a CPU-only node), as a cluster with a broken driver looks to Ray.
 
 Ray then grants trials GPU ids and sets CUDA_VISIBLE_DEVICES while torch cannot use CUDA. A
 sweep must not train such trials on the CPU and report success, must not retry them, and must
@@ -89,7 +89,7 @@ def test_trials_granted_an_unusable_gpu_fail_at_once_and_are_not_retried(
     for line in said:
         assert "GpuUnavailableError: Ray granted GPU" in line
         assert "CUDA_VISIBLE_DEVICES='" in line and "torch cannot use CUDA" in line
-        assert "has no GPU" not in line  # finding 2's wrong message
+        assert "has no GPU" not in line  # it has one: torch cannot use it
     assert proc.stdout.count("cause (not retried): GpuUnavailableError: Ray granted GPU") == 2
     dirs = trial_dirs(tmp_path / "out" / "granted")
     assert len(dirs) == 2
@@ -101,7 +101,8 @@ def test_trials_granted_an_unusable_gpu_fail_at_once_and_are_not_retried(
 def test_a_trial_granted_no_gpu_on_a_gpu_node_trains_on_the_cpu(
     tmp_path: Path, gpu_head: Any
 ) -> None:
-    """Finding 3: on a node whose GPUs torch sees, `gpu: 0` trials stay off cuda:0."""
+    """On a node whose GPUs torch sees, `gpu: 0` trials stay off cuda:0 (a trial granted no GPU
+    must not take one from the trials that were)."""
     (tmp_path / "fake_gpu_node.py").write_text(FAKE_GPU_NODE)
     path = write(tmp_path, "no_grant", resources={"cpu": 1, "gpu": 0},
                  plugins=["./fake_gpu_node.py"])
@@ -116,7 +117,8 @@ def test_a_trial_granted_no_gpu_on_a_gpu_node_trains_on_the_cpu(
 def test_gpu_requests_no_node_can_hold_are_refused_before_any_trial(
     tmp_path: Path, gpu_head: Any
 ) -> None:
-    """Finding 4: 1.5 and 2 GPUs per trial are refused in one line, exit 2, nothing written."""
+    """1.5 and 2 GPUs per trial are refused in one line, exit 2, nothing written: Ray refuses
+    fractions above 1 only inside fit, and a trial trains on one GPU."""
     path = write(tmp_path, "many")
     for request, words in [("1.5", "fractions only below 1"), ("2", "no data parallelism")]:
         proc = run_sweep(str(path), "--address", gpu_head.address, "--set",
@@ -161,8 +163,8 @@ def test_a_manual_cluster_does_not_count_as_autoscaling(gpu_head: Any) -> None:
 def test_an_autoscaling_cluster_without_gpus_yet_is_warned_about_not_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Finding 4: sweeps/cluster.yaml starts as a CPU head with GPU workers from 0: no node has
-    a GPU at submit time. A fixed cluster like that is refused; an autoscaling one is not."""
+    """sweeps/cluster.yaml starts as a CPU head with GPU workers from 0: no node has a GPU at
+    submit time. A fixed cluster like that is refused; an autoscaling one is not."""
     from types import SimpleNamespace
 
     from sweeps import run_sweep as module
@@ -185,7 +187,8 @@ def test_an_autoscaling_cluster_without_gpus_yet_is_warned_about_not_refused(
 def test_dry_run_validates_a_gpu_sweep_on_a_machine_without_gpus(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Finding 4: `--dry-run` of the shipped GPU file checks the file, not this machine."""
+    """`--dry-run` of the shipped GPU file checks the file, not this machine (a file is
+    validated anywhere before it goes to the cluster)."""
     from sweeps import run_sweep as module
 
     def no_ray(*args: Any, **kwargs: Any) -> None:
@@ -200,8 +203,8 @@ def test_dry_run_validates_a_gpu_sweep_on_a_machine_without_gpus(
 
 
 def test_a_request_is_checked_against_the_largest_node_not_the_total() -> None:
-    """Finding 4: eight 1-GPU nodes hold 8 GPUs but no trial that needs more than one of them;
-    a CPU-only cluster holds no GPU trial at all."""
+    """A trial's GPUs all sit on one node: eight 1-GPU nodes hold 8 GPUs but no trial that
+    needs more than one of them; a CPU-only cluster holds no GPU trial at all."""
     from sweeps.gpu_requests import check_gpu_request
     from trainables.errors import ConfigError
 

@@ -1,5 +1,5 @@
-"""Issue 25, findings 1-3, 5 and 6 as units: the device, precision and CUDA settings a trial
-chooses from Ray's grant, with `torch.cuda` patched to stand for GPUs this machine lacks.
+"""The device, precision and CUDA settings a trial chooses from Ray's grant, as units, with
+`torch.cuda` patched to stand for GPUs this machine lacks.
 
 The expected values come from NVIDIA's rules, not from the code: bf16 tensor cores start at
 compute capability 8.0 (Ampere); a cubin sm_XY runs on major X at minor >= Y; PTX compute_XY is
@@ -54,7 +54,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int] = (8, 
                         lambda: CU130_ARCHES if arches is None else arches)
 
 
-# ---- finding 1: a granted GPU torch cannot use fails at once, naming the cause --------------
+# ---- a granted GPU torch cannot use fails at once, naming the cause (never a CPU fallback) --
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a usable GPU")
@@ -109,7 +109,7 @@ def test_wheel_supports_follows_cuda_compatibility_rules(
     assert wheel_supports(capability, arches) is runs
 
 
-# ---- finding 2: train.device cuda with a grant is not "this trial has no GPU" ----------------
+# ---- train.device cuda with a grant is not "this trial has no GPU" -------------------------
 
 
 def test_device_cuda_with_a_usable_grant_runs_on_the_granted_gpu(
@@ -131,7 +131,7 @@ def test_device_cuda_without_a_grant_says_resources_gpu(
         resolve_runtime(TrainConfig(device="cuda"), grant=GpuGrant(share=0.0))
 
 
-# ---- finding 3: a trial granted no GPU stays off the node's GPUs ---------------------------
+# ---- a trial granted no GPU stays off the node's GPUs --------------------------------------
 
 
 def test_a_trial_granted_no_gpu_runs_on_the_cpu_of_a_gpu_node_and_hides_its_gpus(
@@ -147,7 +147,7 @@ def test_a_trial_granted_no_gpu_runs_on_the_cpu_of_a_gpu_node_and_hides_its_gpus
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
 
 
-# ---- finding 5: bf16 only where the GPU computes it ----------------------------------------
+# ---- bf16 only where the GPU computes it --------------------------------------------------
 
 
 @pytest.mark.parametrize(("capability", "expected"), [
@@ -175,7 +175,7 @@ def test_a_t4_trains_in_fp16_with_the_grad_scaler(
     assert runtime.precision == "fp16"
 
 
-# ---- finding 6: CUDA speed settings, and a start-up line -----------------------------------
+# ---- CUDA speed settings, and a start-up line ---------------------------------------------
 
 
 @pytest.mark.parametrize("tf32", [True, False])

@@ -1,7 +1,7 @@
 """`pruning.latency_ms` times the network as the trial runs it: on an input in the model's memory
 format, in the trial's autocast precision, and (on CUDA) after a warm-up as thorough as the
 timing. CUDA is faked where a pass would need it: the CUDA branch is the code under test, and
-these tests run on CPU-only machines (issue 25)."""
+these tests run on CPU-only machines."""
 
 from __future__ import annotations
 

@@ -151,3 +151,43 @@ def test_planning_leaves_the_working_directory_untouched(tmp_path: Path,
 
 def test_no_placeholder_folder_is_left_anywhere_in_the_repository() -> None:
     assert [str(path) for path in REPO.rglob("*<*") if ".venv" not in path.parts] == []
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"name: x\nbase: {data: {name: caf\xe9}}\n", "not UTF-8 text"),
+    (b"name: [unclosed\n", "malformed YAML"),
+    (b"name: huge\ngrid: {seed: [" + b", ".join(str(i).encode() for i in range(200))
+     + b"]}\nexperiments:\n  - {config: {method: snip}, grid: {prune.target_sparsity: ["
+     + b", ".join(f"0.{i:03d}".encode() for i in range(1, 101)) + b"]}}\n",
+     "the grid has 20,000 trials"),
+])
+def test_bad_sweep_files_are_one_line_and_exit_2_before_ray_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    content: bytes, words: str,
+) -> None:
+    from sweeps import run_sweep
+
+    def no_ray(*_: Any) -> bool:
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(run_sweep, "_start_ray", no_ray)
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    code = run_sweep.main([str(path), "--storage", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert err[0].startswith("run_sweep: error: ") and not (tmp_path / "out").exists()
+
+
+def test_max_trials_lets_a_large_grid_through_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sweeps import run_sweep
+
+    path = tmp_path / "wide.yaml"
+    path.write_text("name: wide\ngrid: {seed: [0, 1, 2]}\n")
+    assert run_sweep.main([str(path), "--max-trials", "2", "--dry-run"]) == 2
+    assert "the grid has 3 trials" in capsys.readouterr().err
+    assert run_sweep.main([str(path), "--max-trials", "3", "--dry-run",
+                           "--storage", str(tmp_path / "out")]) == 0
+    assert "dry run: 3 trials valid" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Rows and checkpoints of directly-run trials: the DESIGN.md checkpoint contract, per-epoch
+"""Rows and checkpoints of directly-run trials: the checkpoint contract (docs/
+results-and-checkpoints.md, `check_checkpoint_contract` in tests/conftest.py), per-epoch
 fields, and test accuracy that matches re-evaluating the checkpoint's best weights."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The trainable through a real `ray.tune.Tuner`: rows per round and epoch, and the round
-checkpoints Tune keeps, checked against the DESIGN.md checkpoint contract."""
+checkpoints Tune keeps, checked against the checkpoint contract
+(docs/results-and-checkpoints.md)."""
 
 from __future__ import annotations
 

@@ -22,11 +22,14 @@ Example: ``PRUNETUNE_FAULT="crash_once:round=1,epoch=0,seed=0:/tmp/crashed"``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 ENV_VAR = "PRUNETUNE_FAULT"
 KINDS = ("crash_once", "kill_once", "stall_once", "nan_loss", "enospc")
@@ -93,6 +96,30 @@ def _active(kind: str, **where: int | None) -> Fault | None:
         if fault.matches(kind, where) and fault.claim():
             return fault
     return None
+
+
+@contextlib.contextmanager
+def injected_into_epoch(stepper: Any, seed: int, round_index: int, epoch: int) -> Iterator[None]:
+    """Around one training epoch of `stepper` (trainables.loop.Stepper): the crash, kill or
+    stall set for its start, and a NaN loss for its steps (`stepper.loss_fn` replaced for the
+    epoch). Inert unless the environment variable is set."""
+    if not os.environ.get(ENV_VAR):
+        yield
+        return
+    at_epoch_start(seed, round_index, epoch)
+    if not nan_loss(seed, round_index, epoch):
+        yield
+        return
+    original = stepper.loss_fn
+
+    def poisoned(logits: Any, targets: Any) -> Any:
+        return original(logits, targets) * float("nan")
+
+    stepper.loss_fn = poisoned
+    try:
+        yield
+    finally:
+        stepper.loss_fn = original
 
 
 def at_epoch_start(seed: int, round_index: int, epoch: int) -> None:

@@ -252,7 +252,7 @@ class Stepper:
         self.optimizer = make_optimizer(model, config)
         self.scaler = (torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler
                        else None)
-        self.keeper: pruning.MaskedTraining | None = None
+        self.enforcer: pruning.MaskedTraining | None = None  # keeps the mask in force
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
         # Only the training forward is compiled; `model` (its parameters and state_dict keys) is
         # shared with the compiled wrapper, so masks, checkpoints and evaluation see the same
@@ -262,33 +262,31 @@ class Stepper:
     def keep(self, mask: pruning.Mask | None) -> None:
         """Keep `mask` in force from now on (None: a dense phase)."""
         if mask is not None:
-            self.keeper = pruning.MaskedTraining(self.model, mask, self.optimizer)
+            self.enforcer = pruning.MaskedTraining(self.model, mask, self.optimizer)
 
     @property
     def mask(self) -> pruning.Mask | None:
-        return self.keeper.mask if self.keeper is not None else None
+        return self.enforcer.mask if self.enforcer is not None else None
 
     def release_mask(self) -> pruning.Mask | None:
         """The mask in force (a CPU copy), no longer enforced."""
-        if self.keeper is None:
+        if self.enforcer is None:
             return None
-        final = _cpu_state(self.keeper.mask)
-        self.keeper.detach()
+        final = _cpu_state(self.enforcer.mask)
+        self.enforcer.detach()
         return final
 
-    def step(self, step: int, inputs: torch.Tensor, targets: torch.Tensor,
-             poison: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train on one batch; its (loss, logits). `poison` (test-only) makes the loss NaN."""
-        updater, keeper, optimizer, scaler = (self.mask_updater, self.keeper, self.optimizer,
-                                              self.scaler)
+    def step(self, step: int, inputs: torch.Tensor, targets: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on one batch; its (loss, logits)."""
+        updater, enforcer, optimizer, scaler = (self.mask_updater, self.enforcer,
+                                                self.optimizer, self.scaler)
         update = updater is not None and updater.due(step)
         dense = update and updater.needs_dense_gradients
-        with keeper.dense_gradients() if dense else contextlib.nullcontext():
+        with enforcer.dense_gradients() if dense else contextlib.nullcontext():
             with self.runtime.autocast():
                 logits = self.forward(inputs)
                 loss = self.loss_fn(logits, targets)
-                if poison:
-                    loss = loss * float("nan")
             objective = loss
             for hook in self.hooks:
                 objective = objective + hook.penalty(self.model)
@@ -299,7 +297,7 @@ class Stepper:
             else:
                 objective.backward()
             if update:
-                keeper.set_mask(updater.update(step, self.model, keeper.mask))
+                enforcer.set_mask(updater.update(step, self.model, enforcer.mask))
         if update and updater.replaces_optimizer_step:
             if scaler is not None:
                 scaler.update()
@@ -399,8 +397,6 @@ def run_epoch(stepper: Stepper, data: TrialData, round_index: int, epoch: int, l
               progress: PhaseProgress) -> EpochRun:
     """Train one epoch at learning rate `lr` over the epoch's shuffled batches."""
     config, device = stepper.config, stepper.runtime.device
-    faults.at_epoch_start(config.seed, round_index, epoch)  # test-only; inert if unset
-    poison = faults.nan_loss(config.seed, round_index, epoch)
     for group in stepper.optimizer.param_groups:
         group["lr"] = lr
     stepper.model.train()
@@ -408,8 +404,7 @@ def run_epoch(stepper: Stepper, data: TrialData, round_index: int, epoch: int, l
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    # Dataset seam: batches come from the splits object, in memory or streamed.
-    for inputs, targets in data.splits.batches(
+    batches = data.splits.batches(  # dataset seam: in memory or streamed
         "train",
         config.train.batch_size,
         shuffle=True,
@@ -418,13 +413,16 @@ def run_epoch(stepper: Stepper, data: TrialData, round_index: int, epoch: int, l
         augment=data.train_augment,
         drop_last=True,
         max_batches=config.train.max_batches,
-    ):
-        loss, logits = stepper.step(progress.step, inputs, targets, poison)
-        progress.step += 1
-        # Accumulate on the device: no host sync per step.
-        loss_sum += loss.detach().float() * len(targets)
-        correct += (logits.detach().argmax(dim=1) == targets).sum()
-        seen += len(targets)
+    )
+    # The reliability tests' faults (trainables/faults.py) strike here; inert unless set.
+    with faults.injected_into_epoch(stepper, config.seed, round_index, epoch):
+        for inputs, targets in batches:
+            loss, logits = stepper.step(progress.step, inputs, targets)
+            progress.step += 1
+            # Accumulate on the device: no host sync per step.
+            loss_sum += loss.detach().float() * len(targets)
+            correct += (logits.detach().argmax(dim=1) == targets).sum()
+            seen += len(targets)
     return EpochRun(loss_sum, correct, seen, time.perf_counter() - started)
 
 

@@ -68,7 +68,7 @@ def train_dense(context: TrialContext, final: bool, keep: list[int]) -> dict[str
             carry["epoch_weights"][row["epoch"] + 1] = cpu_state(model.state_dict())
 
     plan = RoundPlan(0, 0.0, range(epochs), epochs, final)
-    return run_round(context, plan, setup, on_epoch=keep_weights)
+    return run_round(context, plan, setup, update_carry=keep_weights)
 
 
 def check_dense_checkpoint(

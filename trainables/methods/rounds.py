@@ -26,7 +26,9 @@ Carry = dict[str, Any]
 """State a method carries from round to round inside its checkpoints (CPU tensors)."""
 RoundStart = tuple[pruning.Mask | None, Carry]
 """What a round's setup returns: the mask to train with (None = dense) and the carry."""
-EpochHook = Callable[[dict[str, Any], nn.Module, Carry], None]
+CarryUpdate = Callable[[dict[str, Any], nn.Module, Carry], None]
+"""`update_carry(row, model, carry)`: adds to the round's carry after an epoch (the dense round
+keeps the weights of the epochs it is rewound to), before the progress checkpoint saves it."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,13 @@ def run_round(
     context: TrialContext,
     plan: RoundPlan,
     setup: Callable[[], RoundStart],
-    on_epoch: EpochHook | None = None,
+    update_carry: CarryUpdate | None = None,
 ) -> dict[str, Any]:
     """Run round `plan.round_index` and report it; returns its round checkpoint state.
 
     `setup()` prepares `context.model` (prune, rewind, ...) and returns the mask and carry; it is
-    skipped when the trial resumes inside this round. `on_epoch(row, model, carry)` runs after
-    every epoch, before the progress checkpoint (so what it adds to the carry is saved).
+    skipped when the trial resumes inside this round. `update_carry(row, model, carry)` runs
+    after every epoch, before the progress checkpoint (so what it adds to the carry is saved).
     """
     started = time.perf_counter()
     progress = context.progress(plan.round_index)
@@ -95,8 +97,8 @@ def run_round(
     mask = {name: keep.to(device) for name, keep in mask.items()} if mask is not None else None
 
     def epoch_end(row: dict[str, Any], snapshot: Callable[[], dict[str, Any]]) -> None:
-        if on_epoch is not None:
-            on_epoch(row, context.model, carry)
+        if update_carry is not None:
+            update_carry(row, context.model, carry)
         if row["epoch"] == plan.epochs[-1]:
             context.log.epoch(row, None)  # the round checkpoint follows at once
             return
