@@ -16,8 +16,13 @@ Rules (tests pin them):
   none, the round-0 rows of its other methods (``dense_source`` says which). An experiment with
   neither is compared with the dense reference pooled over all experiments.
 - Cost (where rows measured it): ``flops``, ``flops_effective`` and each ``latency_ms_b<B>`` are
-  means over seeds like the positions; ``speedup_b<B>`` = the matching dense reference's mean
-  latency / the group's mean latency (a ratio of means; 1 for the dense reference itself).
+  means over seeds like the positions (absolute milliseconds, as measured). ``speedup_b<B>`` is
+  the geometric mean over seeds of the rows' own paired speedups (each round timed against the
+  trial's dense reference in the same process, `pruning.paired_latency`; a seed's rows are
+  first combined the same way): a ratio is never formed from times taken by different trials,
+  which depend on what else the machine was doing. ``disturbed_b<B>`` counts the seeds whose
+  measurement stayed disturbed after its repeat (``disturbed_reason_b<B>`` says why, for one).
+  Rows without paired fields (an experiment older than them) give no speedup.
 - Interval (``interval=``, see :mod:`analysis.stats`; NaN when n = 1):
 
   - ``"t"`` (default): Student-t over seeds, ``mean +- t_{(1+ci)/2, n-1} * s / sqrt(n)`` (std
@@ -77,6 +82,8 @@ _POSITION_COLUMNS = [
 # Measured latencies (ms), one column per batch size B: latency_ms_b<B> (and, for N:M networks on
 # CUDA, latency_nm_ms_b<B> / latency_nm_dense_ms_b<B>).
 _LATENCY = re.compile(r"^latency(_nm|_nm_dense)?_ms_b(\d+)$")
+# The paired speedup a round row carries per batch size (trainables/measure.py).
+_SPEEDUP = re.compile(r"^speedup_b(\d+)$")
 #: Which round to export for a group (see `_export_choice`).
 EXPORT_COLUMNS = ["export_trial", "export_round", "export_dir", "export_value", "export_all"]
 LINE_KEYS = ["experiment", "method", "label", "scorer", "schedule", "final_target_sparsity"]
@@ -173,6 +180,32 @@ def _stats(
     positions = per_seed[position_columns(rows)].mean()
     for column in positions.columns:
         out[column] = float(positions[column].mean())
+    out.update(_paired_speedups(rows))
+    return out
+
+
+def _geometric_mean(values: pd.Series) -> float:
+    positive = values.dropna().to_numpy(dtype=float)
+    positive = positive[positive > 0]
+    return float(np.exp(np.log(positive).mean())) if len(positive) else math.nan
+
+
+def _paired_speedups(rows: pd.DataFrame) -> dict[str, Any]:
+    """Per batch size: the geometric mean over seeds of the rows' paired speedups, and how many
+    seeds' measurements stayed disturbed (with one reason)."""
+    out: dict[str, Any] = {}
+    for column in rows.columns:
+        match = _SPEEDUP.match(str(column))
+        if match is None:
+            continue
+        batch = match[1]
+        per_seed = rows.groupby(["experiment", "seed"], dropna=False)[column].agg(_geometric_mean)
+        out[column] = _geometric_mean(per_seed)
+        flag = f"latency_disturbed_b{batch}"
+        reasons = rows[flag].dropna() if flag in rows else pd.Series(dtype=object)
+        reasons = reasons[reasons.astype(str) != ""]
+        out[f"disturbed_b{batch}"] = int(rows.loc[reasons.index, "seed"].nunique())
+        out[f"disturbed_reason_b{batch}"] = str(reasons.iloc[0]) if len(reasons) else None
     return out
 
 
@@ -276,10 +309,6 @@ def aggregate(
     frame = pd.DataFrame.from_records(dense_groups + records)
     if frame.empty:
         return frame
-    for batch in latency_batches(rows):
-        # No dense reference anywhere (e.g. only methods trained from scratch): no speedup.
-        dense_latency = frame.get(f"dense_latency_ms_b{batch}", np.nan)
-        frame[f"speedup_b{batch}"] = dense_latency / frame[f"latency_ms_b{batch}"]
     frame["metric"] = metric
     first = [
         "experiment", "method", "label", "scorer", "schedule", "final_target_sparsity", *extras,
@@ -290,7 +319,8 @@ def aggregate(
     ]
     first[first.index("params_prunable_dense") + 1:first.index("params_prunable_dense") + 1] = [
         c for c in position_columns(rows) if c not in first]
-    first += [c for c in frame.columns if c.startswith(("dense_flops", "dense_latency", "speedup"))]
+    first += [c for c in frame.columns
+              if c.startswith(("dense_flops", "dense_latency", "speedup", "disturbed"))]
     for column in first:
         if column not in frame.columns:
             frame[column] = np.nan

@@ -84,20 +84,23 @@ def plot_accuracy_vs_params(
         PARAMS_LABELS.get(params_column, params_column), unit=1e6, sparsity_axis=True)
 
 
-def plot_accuracy_vs_latency(
+def plot_accuracy_vs_speedup(
     agg: pd.DataFrame, out_dir: str | Path, title: str, batch: int | None = None,
-    device: str | None = None, stem: str = "accuracy_vs_latency",
+    device: str | None = None, stem: str = "accuracy_vs_speedup",
 ) -> list[Path]:
-    """Mean accuracy against measured latency at batch `batch` (default: the smallest measured)
-    on `device` (named on the axis); nothing when the rows measured none."""
+    """Mean accuracy against the measured speedup over dense at batch `batch` (default: the
+    smallest measured) on `device` (named on the axis): each round's own paired speedup
+    (analysis/aggregate.py), never a ratio of times taken by different trials. Nothing when
+    the rows measured none."""
     batches = latency_batches(agg)
     if batch is None and batches:
         batch = batches[0]
-    column = f"latency_ms_b{batch}"
-    if batch not in batches or agg[column].isna().all():
+    column = f"speedup_b{batch}"
+    if batch not in batches or column not in agg or agg[column].isna().all():
         return []
     where = f" on {device}" if device else ""
-    label = f"latency of a forward pass at batch {batch}{where} (ms, mean over seeds, log scale)"
+    label = (f"speedup over dense of a forward pass at batch {batch}{where} (x, timed side by "
+             "side; geometric mean over seeds, log scale)")
     return plot_accuracy_against(agg, out_dir, title, column, stem, label, unit=1.0)
 
 
@@ -184,10 +187,13 @@ def plot_accuracy_against(
         xs_all.append(x)
 
     ax.set_xscale("log")
+    subs: tuple[float, ...] = (1.0, 2.0, 5.0)
     if xs_all:
         lo, hi = min(xs_all), max(xs_all)
         ax.set_xlim(lo / 1.25, hi * 1.25)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        if hi / lo < 20:  # less than about a decade (speedups): more labelled ticks
+            subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)

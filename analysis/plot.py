@@ -8,7 +8,7 @@ Usage (from the repository root)::
 
 Writes into ``--out`` (default: the first experiment directory): results.csv (+ results.parquet
 when pyarrow is installed), summary.csv, summary.md, excluded_trials.csv,
-accuracy_vs_params.png/.svg, and when the data allow accuracy_vs_latency.png/.svg and
+accuracy_vs_params.png/.svg, and when the data allow accuracy_vs_speedup.png/.svg and
 accuracy_vs_flops.png/.svg (rows that measured their cost), accuracy_vs_round.png/.svg (IMP
 iterative) and layer_sparsity.png/.svg; with ``--compare A B``, comparisons.md/.csv and
 compare_A_vs_B.png/.svg (analysis/compare.py); with ``--mask-overlap``, mask_overlap.csv and
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None,
                         help="target sparsity for the per-layer view (default: the highest one "
                              "every method reaches)")
     parser.add_argument("--latency-batch", type=int, default=None, metavar="B",
-                        help="batch size of the accuracy_vs_latency figure (default: the "
+                        help="batch size of the accuracy_vs_speedup figure (default: the "
                              "smallest measured)")
     parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
                         help="paired comparison of lines A and B (labels as summary.md names "
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis import figures  # matplotlib only when figures are drawn
 
     written += figures.plot_accuracy_vs_params(agg, out_dir, title, params_column=params_column)
-    written += figures.plot_accuracy_vs_latency(
+    written += figures.plot_accuracy_vs_speedup(
         agg, out_dir, title, args.latency_batch, device=latency_devices(results))
     written += figures.plot_accuracy_vs_flops(agg, out_dir, title)
     written += figures.plot_accuracy_vs_round(agg, out_dir, title)

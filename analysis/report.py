@@ -116,7 +116,8 @@ def cost_columns(agg: pd.DataFrame) -> list[str]:
     nonzero weights, and per batch size the latency (ms) and the speedup against dense."""
     columns = ["flops", "flops_effective"]
     for batch in latency_batches(agg):
-        columns += [f"latency_ms_b{batch}", f"speedup_b{batch}"]
+        columns += [f"latency_ms_b{batch}", f"speedup_b{batch}", f"disturbed_b{batch}",
+                    f"disturbed_reason_b{batch}"]
     return [c for c in columns if c in agg.columns and agg[c].notna().any()]
 
 
@@ -129,16 +130,48 @@ def cost_headers(columns: list[str]) -> list[str]:
 
 def cost_cells(row: dict[str, Any], columns: list[str]) -> list[str]:
     """Cells for the cost columns of one summary row (MACs in millions; latency in ms with its
-    speedup against dense), under `cost_headers(columns)`."""
+    paired speedup against dense, † where a seed's measurement stayed disturbed), under
+    `cost_headers(columns)`."""
     cells = []
     if "flops" in columns:
         cells.append("n/a" if is_missing(row["flops"]) else f"{row['flops'] / 1e6:.3g}")
     for column in columns:
         if column.startswith("latency_ms_b"):
-            speedup = row.get(f"speedup_b{column.removeprefix('latency_ms_b')}")
+            batch = column.removeprefix("latency_ms_b")
+            speedup = row.get(f"speedup_b{batch}")
+            mark = DISTURBED_MARK if disturbed_seeds(row, batch) else ""
             cells.append("n/a" if is_missing(row[column]) else (
-                f"{row[column]:.3g} ({'n/a' if is_missing(speedup) else f'{speedup:.2f}'})"))
+                f"{row[column]:.3g} ({'n/a' if is_missing(speedup) else f'{speedup:.2f}'}"
+                f"{mark})"))
     return cells
+
+
+#: Marks a speedup whose measurement stayed disturbed in some seed (see `disturbance_note`).
+DISTURBED_MARK = "‡"
+
+
+def disturbed_seeds(row: dict[str, Any], batch: str | int) -> int:
+    """How many seeds of a summary row measured batch `batch` disturbed (0 if not recorded)."""
+    count = row.get(f"disturbed_b{batch}")
+    return 0 if is_missing(count) else int(count)
+
+
+def speedup_note(agg: pd.DataFrame) -> str:
+    """What the x-dense figures are, and the levels whose measurement stayed disturbed."""
+    note = ("In brackets, the speedup over dense: each round timed against its trial's dense "
+            "reference side by side in the same process (passes alternating), geometric mean "
+            "over seeds; the ms are as measured, and depend on what else the machine did.")
+    flagged = []
+    for _, row in agg.iterrows():
+        for batch in latency_batches(agg):
+            if disturbed_seeds(row.to_dict(), batch):
+                reason = row.get(f"disturbed_reason_b{batch}")
+                flagged.append(f"{row.get('label', row['method'])} at batch {batch} "
+                               f"({disturbed_seeds(row.to_dict(), batch)} seed(s): {reason})")
+    if flagged:
+        note += (f" {DISTURBED_MARK} the load changed while it was measured, in a measurement "
+                 "and its repeat: " + "; ".join(flagged) + ".")
+    return note
 
 
 def _pct(value: float, digits: int = 2) -> str:
@@ -254,8 +287,7 @@ def summary_markdown(
     if costs:
         out += ["", "MMACs: millions of multiply-accumulates of one forward pass at batch 1 "
                 "(mean over seeds). Latency: median ms of a forward pass at batch B on the "
-                "trials' device (mean over seeds); x dense = the dense reference's mean latency "
-                "/ this mean latency."]
+                "trials' device (mean over seeds). " + speedup_note(summary)]
     out += ["", f"## Matching sparsity (tolerance {tolerance:g} point(s))", "",
             "The highest sparsity level whose mean accuracy is >= the dense mean minus the "
             f"tolerance (mean >= dense_mean - {tolerance:g} points). Levels need not be "

@@ -52,6 +52,7 @@ from pruning.nm_latency import (
     nm_latency_ms,
     semi_structured_copies,
 )
+from pruning.paired_latency import PairedLatency, PairedResult, paired_latency_ms
 from pruning.registry import Registry, did_you_mean
 from pruning.regrowth import drop_and_grow, drop_and_grow_layer
 from pruning.schedules import DropSchedule, GradualSchedule
@@ -103,6 +104,8 @@ __all__ = [
     "NMLatency",
     "NMMask",
     "NMPattern",
+    "PairedLatency",
+    "PairedResult",
     "ParameterCounts",
     "Scorer",
     "Scores",
@@ -136,6 +139,7 @@ __all__ = [
     "nm_latency_ms",
     "nm_mask",
     "output_positions",
+    "paired_latency_ms",
     "parse_pattern",
     "prunable_parameter_names",
     "prune_channels",

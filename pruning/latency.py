@@ -135,8 +135,8 @@ def latency_ms(
     generator = torch.Generator().manual_seed(0)
     medians, repeats, samples = {}, {}, {}
     channels_last = False
-    with (_threads(settings.threads), eval_mode(model), torch.inference_mode(),
-          _autocast(device, amp_dtype)):
+    with (torch_threads(settings.threads), eval_mode(model), torch.inference_mode(),
+          autocast_in(device, amp_dtype)):
         threads = torch.get_num_threads() if device.type != "cuda" else None
         for size in settings.batch_sizes:
             inputs = torch.randn((size, *input_shape), generator=generator, dtype=dtype)
@@ -222,14 +222,16 @@ def warmup_calls(
     return done
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> AbstractContextManager:
+def autocast_in(device: torch.device, amp_dtype: torch.dtype | None) -> AbstractContextManager:
+    """`torch.autocast` on `device` with `amp_dtype`; nothing when it is None."""
     if amp_dtype is None:
         return nullcontext()
     return torch.autocast(device.type, dtype=amp_dtype)
 
 
 @contextmanager
-def _threads(count: int | None) -> Iterator[None]:
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `count` for the block (None: left as they are)."""
     saved = torch.get_num_threads()
     if count is not None:
         torch.set_num_threads(count)

@@ -324,7 +324,7 @@ def _start_ray(address: str | None) -> bool:
             raise failure from None
         return False
     # The raylet takes its settings from the environment it starts with, inside ray.init.
-    with ray_adapter.environment(ray_adapter.fast_local_connect()):
+    with ray_adapter.environment(ray_adapter.local_start()):
         # address="local": a bare ray.init() joins whatever Ray instance already runs on this
         # machine (another user's sweep, a test cluster) and then refuses num_cpus.
         ray.init(

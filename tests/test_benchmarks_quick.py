@@ -26,6 +26,7 @@ EXPECTED_KEYS = {
     "bench_latency": {"models", "measuring_cost", "setup"},
     "bench_round_cost": {"trials", "setup"},
     "bench_export": {"networks", "figures", "setup"},
+    "bench_busy_machine": {"slowdowns", "speedups", "setup"},
 }
 
 

@@ -137,10 +137,11 @@ def test_wrong_token_says_so(cluster, tmp_path):
     assert f"the Ray cluster at {cluster.address} refused this driver's token" in line
 
 
-def test_cluster_yaml_starts_every_node_in_token_mode_with_the_token():
+def test_cluster_yaml_starts_every_node_in_token_mode_with_the_token_and_fair_workers():
     spec = yaml.safe_load((REPO / "sweeps" / "cluster.yaml").read_text())
     starts = [command for key in ("head_start_ray_commands", "worker_start_ray_commands")
               for command in spec[key] if "ray start" in command]
     assert len(starts) == 2
-    assert all(command.startswith("RAY_AUTH_MODE=token ray start") for command in starts)
+    assert all(command.startswith("RAY_AUTH_MODE=token RAY_worker_niceness=0 ray start")
+               for command in starts)
     assert spec["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"

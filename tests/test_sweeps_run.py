@@ -488,7 +488,7 @@ def test_structured_sweep_smoke_runs_on_digits_and_plots_latency(tmp_path: Path)
     plot = subprocess.run([sys.executable, str(REPO / "analysis" / "plot.py"), str(experiment)],
                           capture_output=True, text=True, timeout=120)
     assert plot.returncode == 0, plot.stderr
-    assert (experiment / "accuracy_vs_latency.png").is_file()
+    assert (experiment / "accuracy_vs_speedup.png").is_file()
     assert "b64 ms (x dense)" in (experiment / "summary.md").read_text()
 
 

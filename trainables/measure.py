@@ -17,6 +17,13 @@ unless `measure.enabled` is false:
   `latency_device` says where; `latency_threads` (CPU only: they do not time a GPU) the torch
   threads, the trial's CPUs; `latency_shared_device` whether other trials shared the GPU
   (`resources.gpu` below 1), which slows the figure by however busy they kept it;
+* paired with the dense reference (`pruning.paired_latency`: the unpruned architecture, built
+  once per trial, its passes alternating with the round's network's in the same process):
+  `latency_dense_ms_b<B>` its median, `speedup_b<B>` the round's speedup over it with its 95%
+  interval `speedup_b<B>_low` / `_high`, and `latency_disturbed_b<B>` why the measurement was
+  disturbed after its repeat (None: clean). Absolute milliseconds depend on what else the
+  machine does; the ratio of adjacent passes does not, so only the ratio is compared across
+  trials;
 * with `prune.pattern` (N:M): on CUDA and a pattern the 2:4 kernels accept, also
   `latency_nm_ms_b<B>` (the 2:4 layers on `torch.sparse.to_sparse_semi_structured`, the others
   dense) beside `latency_nm_dense_ms_b<B>` (the same copy run dense), both in
@@ -30,6 +37,7 @@ unless `measure.enabled` is false:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,7 +47,38 @@ import pruning
 from pruning.latency import precision_name
 from pruning.nm_latency import CPU_NOTE
 from trainables.config import TrialConfig
+from trainables.models import build_model
 from trainables.runtime import Runtime
+
+
+@dataclass
+class LatencyReference:
+    """A trial's dense reference for latency: the unpruned architecture with fresh weights
+    (their values do not change a dense kernel's time), built on first use and kept for the
+    trial, and the reference's first medians (what later rounds' drift is judged against)."""
+
+    network: nn.Module | None = None
+    baseline: dict[int, float] = field(default_factory=dict)
+
+    def for_trial(self, config: TrialConfig, num_classes: int, in_channels: int,
+                  runtime: Runtime) -> nn.Module:
+        if self.network is None:
+            # Built on the side: the global RNG the trial trains with is left as it was, and no
+            # start weights are loaded (a file or a download just to be timed).
+            plain = config.model.model_copy(update={"pretrained": False, "weights_path": None})
+            with torch.random.fork_rng(devices=[]):
+                network = build_model(plain, num_classes, in_channels)
+            network = network.to(runtime.device).eval()
+            if runtime.channels_last:
+                network = network.to(memory_format=torch.channels_last)
+            self.network = network
+        return self.network
+
+    def remember(self, result: pruning.PairedResult) -> None:
+        """Keep the reference's first undisturbed median of each batch size as the baseline."""
+        for size, paired in result.by_batch.items():
+            if paired.disturbed is None and paired.reference_basis_ms is not None:
+                self.baseline.setdefault(size, paired.reference_basis_ms)
 
 
 def latency_settings(config: TrialConfig) -> pruning.LatencySettings:
@@ -55,11 +94,13 @@ def latency_settings(config: TrialConfig) -> pruning.LatencySettings:
 
 
 def round_cost(
-    model: nn.Module, config: TrialConfig, input_shape: tuple[int, ...], *, runtime: Runtime
+    model: nn.Module, config: TrialConfig, input_shape: tuple[int, ...], *, runtime: Runtime,
+    reference: LatencyReference | None = None,
 ) -> dict[str, Any]:
     """The cost fields of a round row for `model` on its own device, timed as `runtime` (the
     trial's) trains it (see the module docstring); `input_shape` is one example's (channels,
-    height, width). Empty when measuring is off."""
+    height, width). With `reference` (the trial's, its network built), latency is paired with
+    its dense network. Empty when measuring is off."""
     if not config.measure.enabled:
         return {}
     started = time.perf_counter()
@@ -69,11 +110,20 @@ def round_cost(
         "flops_effective": pruning.flops_effective(model, one),
     }
     settings = latency_settings(config)
-    latency = pruning.latency_ms(
-        model, input_shape, settings, amp_dtype=runtime.amp_dtype,
-        memory_format=torch.channels_last if runtime.channels_last else torch.contiguous_format,
-    )
-    fields.update(latency.row_fields())
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    if reference is None:
+        latency = pruning.latency_ms(model, input_shape, settings, amp_dtype=runtime.amp_dtype,
+                                     memory_format=memory_format)
+        fields.update(latency.row_fields())
+    else:
+        if reference.network is None:
+            raise ValueError("the latency reference has no network: call its for_trial first")
+        latency = pruning.paired_latency_ms(
+            model, reference.network, input_shape, settings,
+            reference_baseline=reference.baseline, amp_dtype=runtime.amp_dtype,
+            memory_format=memory_format)
+        reference.remember(latency)
+        fields.update(latency.row_fields())
     fields.update(latency_fields(latency, runtime))
     if config.prune.pattern is not None:
         fields.update(_semi_structured(model, input_shape, settings, config.prune.pattern,
@@ -82,7 +132,8 @@ def round_cost(
     return fields
 
 
-def latency_fields(latency: pruning.LatencyResult, runtime: Runtime) -> dict[str, Any]:
+def latency_fields(latency: pruning.LatencyResult | pruning.PairedResult,
+                   runtime: Runtime) -> dict[str, Any]:
     """Where and how `latency` was measured, as row fields (see the module docstring)."""
     fields: dict[str, Any] = {
         "latency_device": latency.device,

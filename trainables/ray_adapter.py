@@ -36,11 +36,17 @@ FAST_LOCAL_CONNECT = {
     "RAY_raylet_client_connect_timeout_milliseconds": "100",
     "RAY_raylet_client_num_connect_attempts": "100",
 }
+#: Ray starts its worker processes, where trials run, at niceness 15 unless told otherwise. On a
+#: machine where anything at the default niceness runs (a browser, another user's job, a
+#: neighbour on a cluster node), the scheduler then gives a trial a few percent of a core: an
+#: epoch beside two busy loops on two cores took 35 times as long, where a plain PyTorch loop
+#: slowed 1.4 times (benchmarks/README.md, "busy_machine"). Workers at 0 take their fair share.
+FAIR_WORKERS = {"RAY_worker_niceness": "0"}
 #: Tune's classic console output, which honours `verbose=0`: run_sweep prints its own progress
 #: lines (sweeps/progress.py) instead of Ray's trial table.
 CLASSIC_OUTPUT = {"RAY_AIR_NEW_OUTPUT": "0"}
 #: Every toggle above, by name (what the tests check and docs/cluster.md lists).
-TOGGLES = {**NO_DEFAULT_LOGGERS, **FAST_LOCAL_CONNECT, **CLASSIC_OUTPUT}
+TOGGLES = {**NO_DEFAULT_LOGGERS, **FAST_LOCAL_CONNECT, **FAIR_WORKERS, **CLASSIC_OUTPUT}
 
 
 @contextlib.contextmanager
@@ -58,9 +64,17 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def fast_local_connect() -> dict[str, str]:
-    """FAST_LOCAL_CONNECT, unless the user set either value (theirs wins)."""
-    return {} if any(key in os.environ for key in FAST_LOCAL_CONNECT) else FAST_LOCAL_CONNECT
+def local_start() -> dict[str, str]:
+    """What a locally started Ray is started with (FAST_LOCAL_CONNECT, FAIR_WORKERS), but for
+    the settings the user made themselves (theirs win)."""
+    toggles = {} if any(key in os.environ for key in FAST_LOCAL_CONNECT) else FAST_LOCAL_CONNECT
+    return {**toggles, **{key: value for key, value in FAIR_WORKERS.items()
+                          if key not in os.environ}}
+
+
+def niceness() -> int:
+    """This process's niceness (0 is the default; Ray's workers get 15 unless FAIR_WORKERS)."""
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def classic_output() -> None:

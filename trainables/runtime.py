@@ -76,15 +76,29 @@ class Runtime:
         return self.amp_dtype == torch.float16
 
     def describe(self) -> str:
-        """The start-up line of a trial: where it runs and in what precision."""
+        """The start-up line of a trial: where it runs and in what precision (and, when the
+        process runs at a niceness above 0, what that costs on a busy node)."""
         if self.device.type != "cuda":
             return (f"prunetune: trial runs on the CPU, {self.cpus} thread(s), "
-                    f"{self.precision}")
+                    f"{self.precision}{niceness_note()}")
         major, minor = self.capability or (0, 0)
         share = f", {self.gpu_share:g} of the GPU (shared)" if self.shared_device else ""
         return (f"prunetune: trial runs on {self.device} ({torch.cuda.get_device_name(self.device)}"
                 f", sm_{major}{minor}{share}), {self.precision}, TF32 "
-                f"{'on' if self.tf32 else 'off'}, cudnn.benchmark on, {self.cpus} CPU thread(s)")
+                f"{'on' if self.tf32 else 'off'}, cudnn.benchmark on, {self.cpus} CPU thread(s)"
+                f"{niceness_note()}")
+
+
+def niceness_note() -> str:
+    """A warning for the start-up line when this process runs at a niceness above 0."""
+    from trainables.ray_adapter import niceness
+
+    level = niceness()
+    if level <= 0:
+        return ""
+    return (f"; warning: the process runs at niceness {level} (Ray's default for workers): on "
+            "a busy node it gets a small share of a core; start the node's Ray with "
+            "RAY_worker_niceness=0 (docs/cluster.md)")
 
 
 def resolve_runtime(train: TrainConfig, cpus: float | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -12,6 +12,7 @@ from trainables import random_streams
 from trainables.batches import steps_per_epoch
 from trainables.config import TrialConfig
 from trainables.datasets import DatasetSplits
+from trainables.measure import LatencyReference
 from trainables.methods.base import Method
 from trainables.models import build_model
 from trainables.reporting import TrialLog, is_progress
@@ -42,6 +43,8 @@ class TrialContext:
     dense_numel: dict[str, int]
     """Entries of each parameter of the unpruned network (the scale of every row's counts, also
     once a structured method has made `model` smaller)."""
+    latency_reference: LatencyReference = field(default_factory=lambda: LatencyReference())
+    """The dense network every round's latency is measured against (trainables/measure.py)."""
 
     def fresh_weights(self, round_index: int) -> dict[str, torch.Tensor]:
         """Newly drawn initial weights of this architecture (`prune.reinit`), on the device."""

@@ -200,10 +200,16 @@ def _pruned_fraction(numel: int, nonzero: int) -> float:
 
 
 def cost_fields(context: TrialContext) -> dict[str, Any]:
-    """FLOPs and measured latency of `context.model` as it is now (trainables/measure.py)."""
+    """FLOPs and latency of `context.model` as it is now, paired with the trial's dense
+    reference (trainables/measure.py)."""
     splits = context.data.splits
     shape = (splits.in_channels, splits.image_size, splits.image_size)
-    return round_cost(context.model, context.config, shape, runtime=context.runtime)
+    if not context.config.measure.enabled:
+        return {}
+    reference = context.latency_reference
+    reference.for_trial(context.config, splits.num_classes, splits.in_channels, context.runtime)
+    return round_cost(context.model, context.config, shape, runtime=context.runtime,
+                      reference=reference)
 
 
 def finish_round(
@@ -240,7 +246,7 @@ def report_reused_round(
     this trial's, with this trial's method tags, config and cost measured here; returns the
     state as reported."""
     config = context.config
-    stale = {key for key in state["metrics"] if key.startswith("latency_")} | {
+    stale = {key for key in state["metrics"] if key.startswith(("latency_", "speedup_"))} | {
         "flops", "flops_effective", "measure_time_s"}
     row = {
         **{key: value for key, value in state["metrics"].items() if key not in stale},

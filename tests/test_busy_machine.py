@@ -1,0 +1,76 @@
+"""Speedups that stay true on a busy machine: a small sweep's trials, two busy loops (started and
+stopped here) running beside the first half of them. Every unstructured round's paired speedup
+at batch 1 lies in 0.85-1.15x (its network is the dense one, as far as a dense kernel can
+tell), and a structured round's equals, within its interval, the same network measured again
+afterwards on the quiet machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import pruning
+from trainables.config import ModelConfig
+from trainables.models import build_model
+from trainables.reporting import DirectoryReporter
+from trainables.resolve import parse_trial_config
+from trainables.trial import run_trial
+
+TRAIN = {"epochs": 1, "batch_size": 64, "max_batches": 3, "max_eval_batches": 2,
+         "device": "cpu"}
+MODEL = {"name": "resnet18_cifar", "width": 16}
+LOADED = [("channels", {"prune": {"target_sparsity": 0.8}}),
+          ("snip", {"prune": {"target_sparsity": 0.9}})]
+QUIET = [("magnitude_init", {"prune": {"target_sparsity": 0.5}}), ("dense", {})]
+
+
+def run(method: str, settings: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+    config = parse_trial_config({"method": method, "seed": 0, "data": {"name": "digits"},
+                                 "model": MODEL, "train": TRAIN, **settings})
+    reporter = DirectoryReporter(directory)
+    run_trial(config, reporter, cpus=1)
+    return [row for row in reporter.rows if row["row_type"] == "round"]
+
+
+@pytest.mark.slow
+def test_speedups_stay_true_with_a_load_beside_half_the_sweep(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        loaded = {method: run(method, settings, tmp_path / method) for method, settings in LOADED}
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    quiet = {method: run(method, settings, tmp_path / method) for method, settings in QUIET}
+    rows = {**loaded, **quiet}
+
+    structured = rows["channels"][-1]
+    assert structured["round"] == 1
+    unstructured = [row for method, method_rows in rows.items() for row in method_rows
+                    if row is not structured]
+    for row in unstructured:
+        assert row["speedup_clock"] == "thread CPU time"
+        assert 0.85 <= row["speedup_b1"] <= 1.15, (row["method"], row["round"], row)
+
+    # The structured round's network, measured again now, against a fresh dense reference.
+    (checkpoint,) = [path for path in sorted((tmp_path / "channels").glob("checkpoint_*"))
+                     if json.loads((path / "metrics.json").read_text())["round"] == 1]
+    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    network = build_model(ModelConfig(**MODEL), 10, 1)
+    pruning.rebuild(network, {"state_dict": state["best_model"],
+                              "layer_widths": state["layer_widths"]})
+    reference = build_model(ModelConfig(**MODEL), 10, 1)
+    settings = pruning.LatencySettings(batch_sizes=(1,))
+    again = pruning.paired_latency_ms(network, reference, (1, 32, 32), settings).by_batch[1]
+    assert structured["speedup_b1"] > 1.3  # a real speedup: 80% of the parameters are gone
+    assert structured["speedup_b1_low"] <= again.speedup <= structured["speedup_b1_high"], (
+        structured, again)
