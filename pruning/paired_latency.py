@@ -17,7 +17,8 @@ is the median of the pairs' ratios ``reference / measured``, with the distributi
 interval of a median (`paired_statistics`). A measurement is **disturbed** when most of its
 pairs spread beyond `SPREAD_LIMIT` (a load that kept changing while they ran), or when the
 reference's median drifted from its first measurement in the trial by more than `DRIFT_LIMIT`
-(the machine slowed down, or sped up, since): it is measured once more, for longer
+(the machine slowed down, or sped up, since), or, on one CPU thread, when the thread had the core
+for less of the passes' time than `BUSY_LIMIT` allows: it is measured once more, for longer
 (`REPEAT_BUDGET`, `REPEAT_PAIRS`), the two pooled, and flagged with the reason if the repeat is
 disturbed too.
 
@@ -55,6 +56,10 @@ SPREAD_LIMIT = 0.25
 an undisturbed measurement: 0.25 is a pair-to-pair spread of about 28%, far beyond the few
 percent two adjacent passes of a quiet machine differ by, and what a load that keeps taking the
 core away for parts of passes does to most of them."""
+BUSY_LIMIT = 1.25
+"""Largest ratio of a pass's wall time to its CPU time (on one CPU thread) on a machine that is
+not busy: beyond it the thread lost the core for a fifth of the time, and every time it gets
+it back its caches are cold, which stretches even the CPU time of short passes at random."""
 REPEAT_BUDGET = 4
 """A disturbed measurement's repeat may time this many times the budget, ..."""
 REPEAT_PAIRS = 8
@@ -147,7 +152,7 @@ def _sign_test_rank(n: int) -> int:
     return max(k, 1)
 
 
-class _PassTimer:
+class PassTimer:
     """Times one pass: (wall milliseconds, milliseconds of the clock the ratio is taken on)."""
 
     name = "wall clock"
@@ -162,7 +167,7 @@ class _PassTimer:
         return wall, wall
 
 
-class _ThreadTimer(_PassTimer):
+class ThreadTimer(PassTimer):
     """On one CPU thread: the ratio on the thread's own CPU time, which time slices given to
     other processes do not inflate (a busy machine stretches the wall time only)."""
 
@@ -178,7 +183,7 @@ class _ThreadTimer(_PassTimer):
         return 1000.0 * (self.clock() - begin), 1000.0 * (self.cpu_clock() - begin_cpu)
 
 
-class _CudaTimer(_PassTimer):
+class CudaTimer(PassTimer):
     """On CUDA: events around the pass (the host returns before the kernels finish)."""
 
     name = "CUDA events"
@@ -191,6 +196,17 @@ class _CudaTimer(_PassTimer):
         end.synchronize()
         elapsed = begin.elapsed_time(end)
         return elapsed, elapsed
+
+
+def pass_timer(device_type: str, threads: int | None, clock: Callable[[], float],
+               cpu_clock: Callable[[], float]) -> PassTimer:
+    """How passes are timed: CUDA events on a GPU, the thread's CPU time on one CPU thread,
+    else the wall clock."""
+    if device_type == "cuda":
+        return CudaTimer(clock)
+    if threads == 1:
+        return ThreadTimer(clock, cpu_clock)
+    return PassTimer(clock)
 
 
 @dataclass
@@ -243,12 +259,7 @@ def paired_latency_ms(
     with (torch_threads(settings.threads), eval_mode(model), eval_mode(reference),
           torch.inference_mode(), autocast_in(device, amp_dtype)):
         threads = torch.get_num_threads() if device.type != "cuda" else None
-        if device.type == "cuda":
-            timer: _PassTimer = _CudaTimer(clock)
-        elif threads == 1:
-            timer = _ThreadTimer(clock, cpu_clock)
-        else:
-            timer = _PassTimer(clock)
+        timer = pass_timer(device.type, threads, clock, cpu_clock)
         for size in settings.batch_sizes:
             inputs = torch.randn((size, *input_shape), generator=generator, dtype=dtype)
             inputs = inputs.to(device)
@@ -293,7 +304,7 @@ def max_pairs(settings: LatencySettings) -> int:
 
 
 def _pairs(ours: Callable[[], object], theirs: Callable[[], object],
-           clock: Callable[[], float], timer: _PassTimer, budget_s: float, least: int,
+           clock: Callable[[], float], timer: PassTimer, budget_s: float, least: int,
            most: int) -> _Passes:
     """Alternating timed passes, in the order B A, A B, B A, ... (B the reference): at least
     `least` pairs, then on until `budget_s` is spent, at most `most`."""
@@ -333,4 +344,12 @@ def _disturbance(passes: _Passes, baseline: float | None) -> str | None:
             <= DRIFT_LIMIT:
         return (f"the dense reference took {now / baseline:.2f}x its first time in this trial "
                 f"({now:.3g} ms against {baseline:.3g} ms; limit {DRIFT_LIMIT}x either way)")
+    if passes.measured_wall != passes.measured:  # timed on CPU time: how busy was the core?
+        stretch = statistics.median(
+            wall / basis for wall, basis in zip(passes.measured_wall + passes.reference_wall,
+                                                passes.measured + passes.reference, strict=True)
+            if basis > 0)
+        if stretch > BUSY_LIMIT:
+            return (f"the thread had the core for {100 / stretch:.0f}% of a pass's time (limit "
+                    f"{100 / BUSY_LIMIT:.0f}%): the machine was busy")
     return None

@@ -13,7 +13,13 @@ from scipy import stats
 from torch import nn
 
 from pruning import LatencySettings, paired_latency_ms
-from pruning.paired_latency import DRIFT_LIMIT, REPEAT_PAIRS, SPREAD_LIMIT, paired_statistics
+from pruning.paired_latency import (
+    DRIFT_LIMIT,
+    REPEAT_PAIRS,
+    SPREAD_LIMIT,
+    paired_statistics,
+    pass_timer,
+)
 
 
 def test_paired_statistics_by_hand() -> None:
@@ -172,41 +178,80 @@ def test_the_networks_are_left_as_they_were() -> None:
 
 
 class Stolen(nn.Module):
-    """A network whose passes compute for `cpu_ms` and, at the passes in `stolen`, wait as long
-    again while the machine runs something else: the wall clock advances by both, the thread's
-    CPU clock by the computing only."""
+    """A network whose passes compute for `cpu_ms` and wait `stolen` times as long again while
+    the machine runs something else: the wall clock advances by both, the thread's CPU clock by
+    the computing only."""
 
-    def __init__(self, wall: FakeClock, cpu: FakeClock, cpu_ms: float, stolen: set[int]) -> None:
+    def __init__(self, wall: FakeClock, cpu: FakeClock, cpu_ms: float, stolen: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
-        self.wall, self.cpu, self.cpu_ms, self.stolen, self.index = wall, cpu, cpu_ms, stolen, 0
+        self.wall, self.cpu, self.cpu_ms, self.stolen = wall, cpu, cpu_ms, stolen
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         self.cpu.now += self.cpu_ms / 1000
-        self.wall.now += self.cpu_ms * (2 if self.index in self.stolen else 1) / 1000
-        self.index += 1
+        self.wall.now += self.cpu_ms * (1 + self.stolen) / 1000
         return inputs
 
 
-def test_on_one_thread_the_ratio_is_taken_on_cpu_time_and_the_times_reported_are_wall() -> None:
+def paired_on_stolen_time(model_stolen: float, reference_stolen: float):
     wall, cpu = FakeClock(), FakeClock()
-    # The measured network is 2x faster; most of its passes lose the core for a while.
-    model = Stolen(wall, cpu, 1.0, stolen={1, 2, 3, 5, 6})
-    dense = Stolen(wall, cpu, 2.0, stolen=set())
+    model = Stolen(wall, cpu, 1.0, model_stolen)  # twice as fast as the reference
+    dense = Stolen(wall, cpu, 2.0, reference_stolen)
     settings = LatencySettings(batch_sizes=(1,), warmup=1, min_repeats=18, max_repeats=18,
                                budget_s=0.0)  # 6 pairs
     torch.set_num_threads(1)  # as tests/conftest.py has it: the thread's CPU time is used
-    paired = paired_latency_ms(model, dense, (3,), settings, clock=wall, cpu_clock=cpu)
+    return paired_latency_ms(model, dense, (3,), settings, clock=wall, cpu_clock=cpu)
+
+
+def test_on_one_thread_the_ratio_is_taken_on_cpu_time_and_the_times_reported_are_wall() -> None:
+    # The measured network's every pass loses the core for a fifth of its time.
+    paired = paired_on_stolen_time(0.2, 0.0)
     result = paired.by_batch[1]
     assert paired.clock == "thread CPU time"
     assert result.speedup == pytest.approx(2.0) and result.disturbed is None
-    # The wall medians as measured: 6 pairs, passes 1-6 of the network, 5 of them stretched.
-    assert result.median_ms == pytest.approx(2.0)
+    assert result.median_ms == pytest.approx(1.2)  # the wall time, as measured
     assert result.reference_median_ms == pytest.approx(2.0)
     assert result.reference_basis_ms == pytest.approx(2.0)
 
 
-def test_one_pair_has_no_interval() -> None:
-    paired, _ = measure(constant(2.0), constant(3.0), pairs=1)
-    assert paired.pairs == 1 and paired.speedup == pytest.approx(1.5)
-    assert all(math.isnan(end) for end in paired.interval)
+def test_a_core_that_keeps_being_taken_away_is_a_busy_machine() -> None:
+    # Every pass of both waits as long as it computes: the thread has the core half the time.
+    result = paired_on_stolen_time(1.0, 1.0).by_batch[1]
+    assert result.speedup == pytest.approx(2.0)  # the CPU times still say it
+    assert result.disturbed is not None and "the machine was busy" in result.disturbed
+    assert "50%" in result.disturbed and result.pairs == 6 + REPEAT_PAIRS
+
+
+class FakeEvent:
+    """torch.cuda.Event as a timer uses it: every pass reads 3 ms."""
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+
+    def record(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        return 3.0
+
+
+def test_passes_are_timed_by_events_on_cuda_by_cpu_time_on_one_thread_else_by_the_wall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    wall, cpu = FakeClock(), FakeClock()
+
+    def work() -> None:  # 5 ms of wall time, 2 of them computing
+        wall.now += 0.005
+        cpu.now += 0.002
+
+    cuda = pass_timer("cuda", None, wall, cpu)
+    assert cuda.name == "CUDA events" and cuda(work) == (3.0, 3.0)
+    one_thread = pass_timer("cpu", 1, wall, cpu)
+    assert one_thread.name == "thread CPU time"
+    assert one_thread(work) == (pytest.approx(5.0), pytest.approx(2.0))
+    several = pass_timer("cpu", 2, wall, cpu)
+    assert several.name == "wall clock" and several(work) == (pytest.approx(5.0),) * 2
