@@ -104,14 +104,17 @@ class PairedResult:
     def row_fields(self) -> dict[str, float | str | None]:
         """Flat fields of a round row: for each batch size B, ``latency_ms_b<B>`` and
         ``latency_dense_ms_b<B>`` (the medians, as measured), ``speedup_b<B>`` with
-        ``speedup_b<B>_low`` / ``_high`` (its interval) and ``latency_disturbed_b<B>``; and
+        ``speedup_b<B>_low`` / ``_high`` (its interval, None from a single pair) and
+        ``latency_disturbed_b<B>``; and
         ``speedup_clock``, what the ratios were taken on."""
         fields: dict[str, float | str | None] = {"speedup_clock": self.clock}
         for size, paired in self.by_batch.items():
             fields[f"latency_ms_b{size}"] = paired.median_ms
             fields[f"latency_dense_ms_b{size}"] = paired.reference_median_ms
             fields[f"speedup_b{size}"] = paired.speedup
-            fields[f"speedup_b{size}_low"], fields[f"speedup_b{size}_high"] = paired.interval
+            # One pair has no interval: null in the row (NaN is not JSON).
+            low, high = (None, None) if math.isnan(paired.interval[0]) else paired.interval
+            fields[f"speedup_b{size}_low"], fields[f"speedup_b{size}_high"] = low, high
             fields[f"latency_disturbed_b{size}"] = paired.disturbed
         return fields
 

@@ -4,6 +4,7 @@ test controls (each network's pass takes the time a schedule gives it)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 
@@ -175,6 +176,19 @@ def test_the_networks_are_left_as_they_were() -> None:
         "speedup_clock"}
     assert fields["speedup_clock"] == "thread CPU time"  # the tests run on one thread
     assert fields["speedup_b1_low"] <= fields["speedup_b1"] <= fields["speedup_b1_high"]
+
+
+def test_a_single_pair_leaves_the_interval_null_in_strict_json() -> None:
+    clock, calls = FakeClock(), []
+    model, dense = Timed("A", clock, constant(2.0), calls), Timed("B", clock, constant(4.0), calls)
+    settings = LatencySettings(batch_sizes=(1,), warmup=1, min_repeats=3, max_repeats=3,
+                               budget_s=0.0)  # one pair
+    result = paired_latency_ms(model, dense, (3,), settings, clock=clock, cpu_clock=clock)
+    assert result.by_batch[1].pairs == 1
+    fields = result.row_fields()
+    assert fields["speedup_b1_low"] is None and fields["speedup_b1_high"] is None
+    assert fields["speedup_b1"] == pytest.approx(2.0)
+    json.dumps(fields, allow_nan=False)  # a row file stays JSON other tools can read
 
 
 class Stolen(nn.Module):

@@ -78,7 +78,11 @@ def test_checkpoint_contract_and_test_accuracy(tiny_trial, tmp_path, checkpoint_
 def test_rows_survive_json_with_full_precision(tiny_trial, tmp_path):
     reporter = DirectoryReporter(tmp_path)
     run_trial(parse_trial_config(tiny_trial(method="dense")), reporter)
-    written = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in a row: not JSON that other tools read")
+
+    written = [json.loads(line, parse_constant=refuse)
+               for line in (tmp_path / "result.json").read_text().splitlines()]
     for kept, row in zip(written, reporter.rows, strict=True):
         for key, value in row.items():
             if isinstance(value, float):
