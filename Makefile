@@ -2,7 +2,8 @@
 #   make quickstart   create the venv, run the quickstart sweep on digits and plot it
 #   make test         create the venv, lint, run the whole test suite (what CI runs)
 #   make test-fast    the fast tier: no Ray, no subprocess, a few training steps at most (minutes)
-#   make docs         rerun the sweeps the docs quote; rewrite their tables and figures
+#   make docs         rerun the sweeps the docs quote; rewrite their tables and figures, and the
+#                     TensorBoard screenshots (headless chromium: apt install chromium)
 #   make docs-flowers rerun the Flowers-102 CPU study (half an hour); rewrite its README block
 #   make docs-check   fail if a page differs from what the results in output/docs give
 PYTHON ?= python3
@@ -30,6 +31,7 @@ quickstart: venv
 # (a fresh output/docs/NAME each time) and rewrites the marked blocks of README.md and docs/methods.md.
 docs: venv
 	$(PY) docs/generate.py
+	$(PY) docs/tensorboard_screenshot.py
 
 # The Flowers-102 CPU study (sweeps/flowers_cpu.yaml, about half an hour on 2 cores) has a
 # target of its own: `make docs` leaves its README block as it is.

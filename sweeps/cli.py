@@ -6,6 +6,7 @@
     prunetune plot DIR [DIR ...] [...]     tables and figures of experiments
     prunetune export DIR --trial NAME [...] one round's network as ONNX, TorchScript or
                                            safetensors (flags: `python sweeps/export.py -h`)
+    prunetune tensorboard DIR [--port P]   TensorBoard on an experiment (or a folder of them)
     prunetune list                         shipped sweeps; registered methods, datasets, models
 
 FILE.yaml is a path, or the name of a sweep shipped with the package (`prunetune run quickstart
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from sweeps.run_sweep import Commands
 
 EXIT_BAD_INPUT = 2
-COMMANDS = ("run", "dry-run", "plot", "export", "list")
+COMMANDS = ("run", "dry-run", "plot", "export", "tensorboard", "list")
 
 
 def _usage() -> str:
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         from sweeps import export
 
         return export.main(rest, prog="prunetune export")
+    if command == "tensorboard":
+        from sweeps import tensorboard_view
+
+        return tensorboard_view.main(rest, prog="prunetune tensorboard")
     if command == "list":
         return list_registered()
     print(f"prunetune: unknown command {command!r}; one of {', '.join(COMMANDS)}",

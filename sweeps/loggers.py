@@ -1,8 +1,10 @@
 """Experiment tracking: the sweep file's `loggers` list as Ray Tune's own logger callbacks.
 
-`tensorboard` (TBXLoggerCallback), `csv` (CSVLoggerCallback, progress.csv), `mlflow`
-(MLflowLoggerCallback) and `wandb` (WandbLoggerCallback). Ray's JsonLoggerCallback is always
-added: analysis reads the params.json and result.json it writes. MLflow and W&B are optional
+`tensorboard` (prunetune's own events, sweeps/tensorboard_log.py), `ray_tensorboard` (Ray's
+TBXLoggerCallback: every row field under `ray/tune/`, on Ray's iteration counter; off unless
+asked for), `csv` (CSVLoggerCallback, progress.csv), `mlflow` (MLflowLoggerCallback) and `wandb`
+(WandbLoggerCallback). Ray's JsonLoggerCallback is always added: analysis reads the params.json
+and result.json it writes. MLflow and W&B are optional
 extras (`pip install 'prunetune[mlflow]'`, `'prunetune[wandb]'`) and are configured the way
 those tools configure themselves:
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,53 +54,70 @@ def mlflow_tracking_uri(experiment_dir: str) -> str | None:
     return f"sqlite:///{Path(experiment_dir) / 'mlflow.db'}"
 
 
-LoggerFactory = Callable[[str, str], Any]
-"""(sweep name, experiment dir) -> one Ray Tune logger callback, configured but not set up."""
+@dataclass(frozen=True)
+class LoggerContext:
+    """What a logger is made for: the sweep's name, its experiment directory, and its planned
+    trials as `(config as Ray hands it, experiment label)`."""
+
+    name: str
+    experiment_dir: str
+    trials: tuple[tuple[dict[str, Any], str], ...] = field(default=())
+
+
+LoggerFactory = Callable[[LoggerContext], Any]
+"""The sweep -> one Ray Tune logger callback, configured but not set up."""
 LOGGERS: Registry[LoggerFactory] = Registry("logger", error=ConfigError)
 
 
-def logger_callbacks(loggers: list[str], name: str, experiment_dir: str) -> list[Any]:
+def logger_callbacks(loggers: list[str], context: LoggerContext) -> list[Any]:
     """Ray Tune logger callbacks for `loggers` (JSON always first), configured but not set up."""
     from ray.tune.logger import JsonLoggerCallback
 
     callbacks: list[Any] = [JsonLoggerCallback()]
     for logger in dict.fromkeys(loggers):  # each once, in the order given
-        callbacks.append(LOGGERS.get(logger)(name, experiment_dir))
+        callbacks.append(LOGGERS.get(logger)(context))
     return callbacks
 
 
 @LOGGERS.register("tensorboard")
-def _tensorboard(name: str, experiment_dir: str) -> Any:
+def _tensorboard(context: LoggerContext) -> Any:
+    from sweeps.tensorboard_log import PrunetuneTensorBoard
+
+    return PrunetuneTensorBoard(context.trials)
+
+
+@LOGGERS.register("ray_tensorboard")
+def _ray_tensorboard(context: LoggerContext) -> Any:
     from ray.tune.logger import TBXLoggerCallback
 
     return TBXLoggerCallback()
 
 
 @LOGGERS.register("csv")
-def _csv(name: str, experiment_dir: str) -> Any:
+def _csv(context: LoggerContext) -> Any:
     from ray.tune.logger import CSVLoggerCallback
 
     return CSVLoggerCallback()
 
 
 @LOGGERS.register("mlflow")
-def _mlflow(name: str, experiment_dir: str) -> Any:
+def _mlflow(context: LoggerContext) -> Any:
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     return MLflowLoggerCallback(
-        tracking_uri=mlflow_tracking_uri(experiment_dir),
-        experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME") or name,
+        tracking_uri=mlflow_tracking_uri(context.experiment_dir),
+        experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME") or context.name,
     )
 
 
 @LOGGERS.register("wandb")
-def _wandb(name: str, experiment_dir: str) -> Any:
+def _wandb(context: LoggerContext) -> Any:
     project = os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
     # Runs go straight to `<experiment dir>/wandb/` when that is local: by default W&B writes
     # into Ray's staging copy of the trial dir, synced to storage before the run's last
     # records are.
-    local = {} if "://" in experiment_dir else {"dir": experiment_dir}
-    return _wandb_callback()(project=project, group=name, **local)
+    local = {} if "://" in context.experiment_dir else {"dir": context.experiment_dir}
+    return _wandb_callback()(project=project, group=context.name, **local)
 
 
 def _wandb_callback() -> type:

@@ -27,7 +27,7 @@ from sweeps.cluster_access import check_cluster_access, connection_failure  # no
 from sweeps.finished_trials import tidy_finished_trials  # noqa: E402
 from sweeps.gpu_requests import check_gpu_request, cluster_autoscales  # noqa: E402
 from sweeps.grow import Growth, archive_previous_run, grown_summary, plan_growth  # noqa: E402
-from sweeps.loggers import check_reachable, logger_callbacks  # noqa: E402
+from sweeps.loggers import LoggerContext, check_reachable, logger_callbacks  # noqa: E402
 from sweeps.plan import (  # noqa: E402
     MAX_TRIALS,
     PlannedTrial,
@@ -55,10 +55,12 @@ class Commands:
 
     run: str
     plot: str
+    tensorboard: str
 
 
-SCRIPT_COMMANDS = Commands("python sweeps/run_sweep.py", "python analysis/plot.py")
-CONSOLE_COMMANDS = Commands("prunetune run", "prunetune plot")
+SCRIPT_COMMANDS = Commands("python sweeps/run_sweep.py", "python analysis/plot.py",
+                           "python sweeps/tensorboard_view.py")
+CONSOLE_COMMANDS = Commands("prunetune run", "prunetune plot", "prunetune tensorboard")
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,9 @@ def preflight(launch: Launch) -> Preflight:
     notes: tuple[str, ...] = ()
     if launch.resume and not launch.plan.output.is_uri:
         notes = tuple(repair_experiment(Path(launch.experiment_dir)))
-    loggers = logger_callbacks(launch.plan.spec.loggers, launch.name, launch.experiment_dir)
+    context = LoggerContext(launch.name, launch.experiment_dir,
+                            tuple((trial.raw, trial.label) for trial in launch.plan.trials))
+    loggers = logger_callbacks(launch.plan.spec.loggers, context)
     check_reachable(loggers)
     datasets = _shared_datasets(launch.plan) if launch.address is None else {}
     return Preflight(tuple(loggers), datasets, notes)
@@ -376,9 +380,7 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
     if launch.resume:
-        # The restored run config brings its own logger callbacks; Ray adds any of its default
-        # loggers (JSON, CSV, TensorBoard) they lack, so an experiment from before `loggers`
-        # existed keeps writing result.json.
+        # The restored run config brings its own logger callbacks (Ray's defaults stay off).
         return tune.Tuner.restore(
             launch.experiment_dir, trainable=trainable, resume_unfinished=True,
             resume_errored=True,
@@ -478,7 +480,8 @@ def _report(launch: Launch, results: Any, guard: Any) -> int:
     for result in errored:
         print("\n".join(errored_trial_lines(result.path, result.metrics, nodes)))
     print("next:")
-    print(f"  tensorboard --logdir {launch.experiment_dir}")
+    if "tensorboard" in launch.plan.spec.loggers:
+        print(f"  {launch.commands.tensorboard} {launch.experiment_dir}")
     print(f"  {launch.commands.plot} {launch.experiment_dir}")
     if errored:
         print(f"  {launch.commands.run} {launch.plan.source} --resume --name {launch.name}"
@@ -547,7 +550,7 @@ def run(launch: Launch, checked: Preflight) -> int:
         with guard.quiet_ray(launch.resume):
             tuner = _tuner(launch, checked, guard)
         _collect_again()
-        with _only_the_sweeps_loggers(launch.resume), guard.quiet_ray(launch.resume):
+        with _only_the_sweeps_loggers(), guard.quiet_ray(launch.resume):
             try:
                 results = tuner.fit()
             except Exception as error:
@@ -565,12 +568,12 @@ def run(launch: Launch, checked: Preflight) -> int:
 
 
 @contextlib.contextmanager
-def _only_the_sweeps_loggers(resume: bool) -> Iterator[None]:
-    """While a fresh sweep runs, exactly its `loggers` (JSON always among them), not Ray's
-    default set as well; restored after, so that other Tuners in this process keep Ray's
-    defaults. A resumed sweep keeps the callbacks it was saved with (Ray adds any default logger
-    they lack, so old experiments keep writing result.json)."""
-    with ray_adapter.environment({} if resume else ray_adapter.NO_DEFAULT_LOGGERS):
+def _only_the_sweeps_loggers() -> Iterator[None]:
+    """While a sweep runs, exactly its `loggers` (JSON always among them), not Ray's default set
+    as well: a resumed sweep keeps the callbacks it was saved with, without Ray's TensorBoard
+    dump beside prunetune's events. Restored after, so that other Tuners in this process keep
+    Ray's defaults."""
+    with ray_adapter.environment(ray_adapter.NO_DEFAULT_LOGGERS):
         yield
 
 

@@ -85,9 +85,11 @@ def anchor(heading: str) -> str:
 
 @pytest.mark.parametrize("page", [README, *PAGES], ids=lambda p: str(p.relative_to(REPO)))
 def test_generated_blocks_sit_on_their_own_page(page: Path) -> None:
+    from docs import tensorboard_screenshot
     from docs.sections import SECTIONS
 
     pages = {section.name: section.page for section in SECTIONS}
+    pages[tensorboard_screenshot.SECTION] = str(tensorboard_screenshot.PAGE.relative_to(REPO))
     here = str(page.relative_to(REPO))
     misplaced = [name for name in _MARKER.findall(page.read_text()) if pages.get(name) != here]
     assert not misplaced, (f"{here} holds blocks that docs/sections.py puts elsewhere (or "
@@ -143,3 +145,16 @@ def test_the_front_page_sweep_file_plans_the_quickstart_trials_it_shows() -> Non
     planned = plan_sweep(shown, "README.md", launch_dir=REPO)
     expected = [trial.raw for trial in shipped.trials if trial.method != "random"]
     assert len(planned.trials) == 3 + 3 + 9 and planned.raw_trials == expected  # dense, imp, snip
+
+
+def test_the_tensorboard_screenshots_are_linked_from_their_block() -> None:
+    from docs import tensorboard_screenshot
+
+    text = tensorboard_screenshot.PAGE.read_text()
+    start, end = (f"<!-- docs:{tensorboard_screenshot.SECTION}:{edge} -->"
+                  for edge in ("start", "end"))
+    block = text.split(start, 1)[1].split(end, 1)[0]
+    for view in tensorboard_screenshot.VIEWS:
+        assert f"](tensorboard_{view.name}.png)" in block, view.name
+        assert (REPO / "docs" / f"tensorboard_{view.name}.png").is_file(), view.name
+    assert "Taken by `make docs`" in block

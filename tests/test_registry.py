@@ -59,7 +59,7 @@ def test_every_named_kind_is_a_registry() -> None:
         assert isinstance(registry, Registry) and registry.kind == kind
     assert {"erk", "global", "lamp", "layerwise"} <= set(ALLOCATIONS.names())
     assert {"global", "uniform"} <= set(CHANNEL_ALLOCATIONS.names())
-    assert LOGGERS.names() == ["csv", "mlflow", "tensorboard", "wandb"]
+    assert LOGGERS.names() == ["csv", "mlflow", "ray_tensorboard", "tensorboard", "wandb"]
 
 
 def test_every_config_field_that_names_an_entry_says_which_registry() -> None:

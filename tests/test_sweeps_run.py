@@ -141,8 +141,95 @@ def test_grid_sweep_one_trial_per_point_and_one_row_per_round(grid_sweep: dict[s
                           text=True)
     if head.returncode == 0:
         assert summary["source"]["commit"] == head.stdout.strip()
-    assert f"tensorboard --logdir {experiment}\n" in proc.stdout
+    assert f"python sweeps/tensorboard_view.py {experiment}\n" in proc.stdout
     assert f"python analysis/plot.py {experiment}\n" in proc.stdout
+
+
+@contextlib.contextmanager
+def tensorboard_on(directory: Path) -> Any:
+    """`python sweeps/tensorboard_view.py DIR --port 0` running; yields its URL; stopped after."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "sweeps" / "tensorboard_view.py"), str(directory), "--port",
+         "0"], env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()  # printed once the server listens
+        assert " at http://" in line, line
+        yield line.split(" at ", 1)[1].split()[0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+
+
+def tensorboard_get(url: str, route: str, body: dict[str, Any] | None = None,
+                    ready: Any = bool) -> Any:
+    """TensorBoard's answer at `route` (a POST of `body`, if given) once `ready(answer)`:
+    TensorBoard reads the event files in the background after it starts."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + route, data=data, headers={
+        "Content-Type": "application/json", "X-XSRF-Protected": "1"})
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError:
+            answer = None
+        if (answer is not None and ready(answer)) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_named_curves_and_a_session_per_round(
+        grid_sweep: dict[str, Any]) -> None:
+    experiment = grid_sweep["experiment"]
+    assert grid_sweep["proc"].returncode == 0, grid_sweep["proc"].stderr[-3000:]
+    (imp,) = [d for d in trial_dirs(experiment) if _point(d) == ("imp", 0, None)]
+    with tensorboard_on(experiment) as url:
+        # A run per trial, and one per round that is a result: dense's round 0, IMP's rounds 1
+        # and 2 (not its dense start), SNIP's round 1.
+        sessions = {f"{d.name}/round_{r:02d}" for d in trial_dirs(experiment)
+                    for r in EXPECTED_GRID[_point(d)] if r > 0 or _point(d)[0] == "dense"}
+        expected = sessions | {d.name for d in trial_dirs(experiment)}
+        runs = tensorboard_get(url, "data/runs", ready=lambda runs: set(runs) == expected)
+        assert set(runs) == expected
+        tags = tensorboard_get(url, "data/plugin/scalars/tags")[imp.name]
+        assert {"train/loss", "train/acc", "val/acc", "lr", "train/round", "round/test_acc",
+                "round/sparsity", "round/params", "round/flops", "sparsity/test_acc"} <= set(tags)
+        assert not [tag for tag in tags if tag.startswith("ray/")]
+        # Epochs on one count across IMP's rounds, with the rows' values.
+        epochs = rows(imp, "epoch")
+        curve = tensorboard_get(url, f"data/plugin/scalars/scalars?run={imp.name}&tag=val/acc")
+        assert [point[1] for point in curve] == list(range(len(epochs)))
+        assert [point[2] for point in curve] == pytest.approx([r["val_acc"] for r in epochs])
+        # Accuracy on sparsity, in basis points: IMP at 50% then 75%.
+        curve = tensorboard_get(url, f"data/plugin/scalars/scalars?run={imp.name}"
+                                     "&tag=sparsity/test_acc")
+        assert [point[1] for point in curve] == [round(1e4 * r["sparsity"]) for r in rows(imp)]
+        assert [point[1] for point in curve][1:] == [5000, 7500]
+        # HParams: what the sweep varies, one session per round, the rows' numbers as metrics.
+        experiment_info = tensorboard_get(url, "data/plugin/hparams/experiment",
+                                          {"experimentName": ""})
+        names = {info["name"] for info in experiment_info["hparamInfos"]}
+        assert {"method", "seed", "prune.target_sparsity", "round",
+                "round.target_sparsity"} <= names
+        assert not [n for n in names if n.split(".")[0] in ("data", "model", "train", "imp")]
+        groups = tensorboard_get(url, "data/plugin/hparams/session_groups", {
+            "experimentName": "", "allowedStatuses": ["STATUS_SUCCESS"], "startIndex": 0,
+            "sliceSize": 100}, ready=lambda answer: answer["totalSize"] == len(sessions))
+        groups = groups["sessionGroups"]
+        assert {group["name"] for group in groups} == sessions
+        for group in groups:
+            trial_dir = experiment / group["name"].split("/")[0]
+            (row,) = [r for r in rows(trial_dir) if r["round"] == group["hparams"]["round"]]
+            assert group["hparams"]["method"] == row["method"]
+            assert group["hparams"]["seed"] == row["seed"]
+            metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+            assert metrics["round/test_acc"] == pytest.approx(row["test_acc"], abs=1e-6)
+            assert metrics["round/sparsity"] == pytest.approx(row["sparsity"], abs=1e-6)
 
 
 @pytest.mark.slow

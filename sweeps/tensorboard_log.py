@@ -1,0 +1,308 @@
+"""prunetune's own TensorBoard events: curves named for what they are, rounds as rounds, and a
+HParams session per round, so that methods compare at each sparsity
+(docs/results-and-checkpoints.md, "TensorBoard").
+
+Each trial's directory is a TensorBoard run:
+
+* per epoch, on the trial's epoch count (continuing across rounds): `train/loss`, `train/acc`,
+  `val/acc`, `lr`, `train/sparsity` and `train/round` (the round the epoch belongs to: its steps
+  are where rounds begin);
+* per round, on the round: `round/test_acc`, `round/val_acc`, `round/sparsity`, `round/params`
+  (remaining), `round/flops`, `round/flops_effective`, `round/latency_ms_b<B>`,
+  `round/speedup_b<B>`, and `round/layer_sparsity`, one image of every layer's sparsity;
+* `sparsity/test_acc`: the test accuracy on the round's sparsity in basis points (9000 = 90%),
+  which TensorBoard draws as accuracy against sparsity;
+* a custom-scalars layout with the charts a pruning study opens first.
+
+Each round that is a result of its method (not the dense start of a pruning method, which the
+analysis drops too) is a HParams session in `<trial>/round_NN/`: the sweep's varying fields as
+hyperparameters, the round's test and validation accuracy, sparsity, remaining parameters and
+speedup as metrics (the round's own tags again, at the round's step). Fields that are the same in every trial of the sweep are left out.
+
+Rows reach this callback in the sweep's driver, once each (trainables/reporting.py), so a
+restarted trial does not log an epoch twice; the epoch count continues from the trial's
+result.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ray.tune.logger import LoggerCallback
+
+#: Epoch-row field -> its tag.
+EPOCH_TAGS = {
+    "train_loss": "train/loss",
+    "train_acc": "train/acc",
+    "val_acc": "val/acc",
+    "lr": "lr",
+    "sparsity": "train/sparsity",
+    "round": "train/round",
+}
+#: Round-row field -> its tag (plus every `latency_ms_b<B>` and `speedup_b<B>`).
+ROUND_TAGS = {
+    "test_acc": "round/test_acc",
+    "val_acc": "round/val_acc",
+    "sparsity": "round/sparsity",
+    "params_total": "round/params",
+    "flops": "round/flops",
+    "flops_effective": "round/flops_effective",
+}
+_PER_BATCH = re.compile(r"^(latency_ms|speedup)_b(\d+)$")
+SPARSITY_TAG = "sparsity/test_acc"
+LAYER_SPARSITY_TAG = "round/layer_sparsity"
+#: The round tags a session's metrics are: its round's values again, at the same step, so that
+#: they add no cards of their own and sit on the trial's points.
+SESSION_METRICS = ("round/test_acc", "round/val_acc", "round/sparsity", "round/params",
+                   "round/speedup_b1")
+#: The custom-scalars layout: category -> chart -> ["Multiline", [tag regexes]].
+LAYOUT = {
+    "prunetune: accuracy against sparsity": {
+        "test accuracy (step: sparsity in basis points, 9000 = 90%)":
+            ["Multiline", [f"^{SPARSITY_TAG}$"]],
+        "test accuracy per round": ["Multiline", ["^round/test_acc$"]],
+        "sparsity per round": ["Multiline", ["^round/sparsity$"]],
+        "speedup over dense per round": ["Multiline", [r"^round/speedup_b\d+$"]],
+    },
+    "prunetune: training": {
+        "validation accuracy per epoch": ["Multiline", ["^val/acc$"]],
+        "training loss per epoch": ["Multiline", ["^train/loss$"]],
+        "learning rate per epoch": ["Multiline", ["^lr$"]],
+        "round of each epoch": ["Multiline", ["^train/round$"]],
+    },
+}
+RESULT_FILE = "result.json"
+EVENTS_SUFFIX = ".prunetune"
+
+
+def sparsity_step(sparsity: float) -> int:
+    """The step that places a value at `sparsity` on TensorBoard's x axis: basis points."""
+    return round(10_000 * sparsity)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def epoch_scalars(row: dict[str, Any]) -> dict[str, float]:
+    """Tag -> value of an epoch row (fields it lacks or that are not numbers are left out)."""
+    return {tag: value for field, tag in EPOCH_TAGS.items()
+            if (value := _number(row.get(field))) is not None}
+
+
+def round_scalars(row: dict[str, Any]) -> dict[str, float]:
+    """Tag -> value of a round row."""
+    scalars = {tag: value for field, tag in ROUND_TAGS.items()
+               if (value := _number(row.get(field))) is not None}
+    for field, value in row.items():
+        if _PER_BATCH.match(field) and (number := _number(value)) is not None:
+            scalars[f"round/{field}"] = number
+    return scalars
+
+
+def is_session(row: dict[str, Any]) -> bool:
+    """Whether a round row is one of its method's results (not a pruning method's dense start)."""
+    return row.get("method") == "dense" or row.get("round") != 0
+
+
+def session_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """A round session's metrics: the round's values of `SESSION_METRICS`."""
+    scalars = round_scalars(row)
+    return {tag: scalars[tag] for tag in SESSION_METRICS if tag in scalars}
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _hparam_value(value: Any, numeric: bool) -> float | str:
+    if numeric:
+        return float(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def config_text(raw: dict[str, Any]) -> str:
+    """A trial config as the key it is found by (the config Ray hands a trial is `raw`)."""
+    return json.dumps(raw, sort_keys=True)
+
+
+def varying_hparams(trials: Iterable[tuple[dict[str, Any], str]]
+                    ) -> dict[str, dict[str, float | str]]:
+    """`config_text(raw)` -> that trial's hyperparameters, for the sweep's trials `(raw config,
+    experiment label)`: the config fields (dotted names) that take more than one value among the
+    trials that have them (a method's own section, such as `imp`, only its trials have), and
+    `experiment`, the label, where labels say more than the method does. Numbers stay numbers
+    where every value is one; other values are strings (JSON for lists and None)."""
+    trials = list(trials)
+    flat = [_flatten(raw) for raw, _ in trials]
+    values: dict[str, list[Any]] = {}
+    for fields in flat:
+        for key, value in fields.items():
+            values.setdefault(key, []).append(value)
+    varying = sorted(key for key, seen in values.items()
+                     if len({json.dumps(value, sort_keys=True) for value in seen}) > 1)
+    numeric = {key: all(_number(value) is not None for value in values[key]) for key in varying}
+    labels = {label for _, label in trials}
+    methods = {raw.get("method") for raw, _ in trials}
+    labelled = len(labels) > len(methods)
+    by_trial = {}
+    for (raw, label), fields in zip(trials, flat, strict=True):
+        hparams: dict[str, float | str] = {"experiment": label} if labelled else {}
+        hparams.update({key: _hparam_value(fields[key], numeric[key])
+                        for key in varying if key in fields})
+        by_trial[config_text(raw)] = hparams
+    return by_trial
+
+
+def round_hparams(trial_hparams: dict[str, float | str], row: dict[str, Any]
+                  ) -> dict[str, float | str]:
+    """A round session's hyperparameters: its trial's, and the round and its target sparsity."""
+    hparams = dict(trial_hparams)
+    hparams["round"] = float(row["round"])
+    if (target := _number(row.get("target_sparsity"))) is not None:
+        hparams["round.target_sparsity"] = round(target, 9)  # 1 - 0.8 ** 1 is 0.19999999999999996
+    return hparams
+
+
+def layer_sparsity_image(layers: dict[str, float], title: str) -> Any:
+    """Every layer's sparsity as one horizontal bar chart: an HWC uint8 array."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(layers)
+    figure = Figure(figsize=(6.0, 1.2 + 0.22 * len(names)), dpi=80)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = range(len(names))
+    axes.barh(positions, [100 * layers[name] for name in names], color="#4c72b0")
+    axes.set_yticks(list(positions), names, fontsize=7)
+    axes.invert_yaxis()  # the first layer on top
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("sparsity (% of the layer's weights pruned)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def epochs_logged(trial_dir: Path) -> int:
+    """How many epoch rows the trial has reported before (its result.json): where its epoch
+    count continues after a restart."""
+    path = trial_dir / RESULT_FILE
+    if not path.is_file():
+        return 0
+    count = 0
+    with path.open() as lines:
+        for line in lines:
+            try:
+                count += json.loads(line).get("row_type") == "epoch"
+            except (ValueError, AttributeError):
+                continue  # a line cut short by a crash
+    return count
+
+
+class TrialEvents:
+    """One trial's event writer and its epoch count."""
+
+    def __init__(self, trial_dir: Path, hparams: dict[str, float | str]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.trial_dir = trial_dir
+        self.hparams = hparams
+        self.epochs = epochs_logged(trial_dir)
+        self.writer = SummaryWriter(str(trial_dir), filename_suffix=EVENTS_SUFFIX)
+        self.writer.add_custom_scalars(LAYOUT)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        for tag, value in epoch_scalars(row).items():
+            self.writer.add_scalar(tag, value, self.epochs)
+        self.epochs += 1
+        self.writer.flush()
+
+    def round(self, row: dict[str, Any]) -> None:
+        step = int(row["round"])
+        for tag, value in round_scalars(row).items():
+            self.writer.add_scalar(tag, value, step)
+        if (test := _number(row.get("test_acc"))) is not None and "sparsity" in row:
+            self.writer.add_scalar(SPARSITY_TAG, test, sparsity_step(row["sparsity"]))
+        layers = row.get("layer_sparsity")
+        if isinstance(layers, dict) and layers:
+            pruned = 100 * row.get("sparsity", 0.0)
+            title = f"round {step}: {pruned:.2f}% of the prunable weights pruned"
+            self.writer.add_image(LAYER_SPARSITY_TAG, layer_sparsity_image(layers, title), step,
+                                  dataformats="HWC")
+        self.writer.flush()
+        if is_session(row):
+            write_session(self.trial_dir / f"round_{step:02d}", round_hparams(self.hparams, row),
+                          session_metrics(row), step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_session(directory: Path, hparams: dict[str, float | str], metrics: dict[str, float],
+                  step: int) -> None:
+    """A HParams session in `directory` (replacing one written there before), its metrics at
+    `step`."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    for old in directory.glob(f"events.out.tfevents.*{EVENTS_SUFFIX}"):
+        old.unlink()
+    # No experiment summary: TensorBoard infers one from all sessions' hyperparameters and
+    # metrics, so that a folder of several experiments shows them all.
+    _, start, end = hparams_summaries(hparams, metrics)
+    with SummaryWriter(str(directory), filename_suffix=EVENTS_SUFFIX) as writer:
+        writer.file_writer.add_summary(start)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)
+        writer.file_writer.add_summary(end)
+
+
+class PrunetuneTensorBoard(LoggerCallback):
+    """The `tensorboard` logger: prunetune's events for every trial (module docstring)."""
+
+    def __init__(self, trials: Iterable[tuple[dict[str, Any], str]] = ()) -> None:
+        self.hparams = varying_hparams(trials)
+        self._trials: dict[Any, TrialEvents] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray saves callbacks with the experiment
+        return {"hparams": self.hparams, "_trials": {}}
+
+    def _events(self, trial: Any) -> TrialEvents:
+        if trial not in self._trials:
+            trial.init_local_path()
+            hparams = self.hparams.get(config_text(trial.config.get("trial", {})), {})
+            self._trials[trial] = TrialEvents(Path(trial.local_path), hparams)
+        return self._trials[trial]
+
+    def log_trial_start(self, trial: Any) -> None:
+        self.log_trial_end(trial)
+        self._events(trial)
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        kind = result.get("row_type")
+        if kind == "epoch":
+            self._events(trial).epoch(result)
+        elif kind == "round":
+            self._events(trial).round(result)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        events = self._trials.pop(trial, None)
+        if events is not None:
+            events.close()
