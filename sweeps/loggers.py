@@ -22,10 +22,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pruning.registry import Registry
 from trainables.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sweeps.plan import PlannedTrial
 
 DEFAULT_LOGGERS = ["tensorboard", "csv"]
 #: Loggers that need an optional extra: logger -> module it imports.
@@ -57,11 +60,11 @@ def mlflow_tracking_uri(experiment_dir: str) -> str | None:
 @dataclass(frozen=True)
 class LoggerContext:
     """What a logger is made for: the sweep's name, its experiment directory, and its planned
-    trials as `(config as Ray hands it, experiment label)`."""
+    trials."""
 
     name: str
     experiment_dir: str
-    trials: tuple[tuple[dict[str, Any], str], ...] = field(default=())
+    trials: tuple[PlannedTrial, ...] = field(default=())
 
 
 LoggerFactory = Callable[[LoggerContext], Any]

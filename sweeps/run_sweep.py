@@ -303,8 +303,7 @@ def preflight(launch: Launch) -> Preflight:
     notes: tuple[str, ...] = ()
     if launch.resume and not launch.plan.output.is_uri:
         notes = tuple(repair_experiment(Path(launch.experiment_dir)))
-    context = LoggerContext(launch.name, launch.experiment_dir,
-                            tuple((trial.raw, trial.label) for trial in launch.plan.trials))
+    context = LoggerContext(launch.name, launch.experiment_dir, tuple(launch.plan.trials))
     loggers = logger_callbacks(launch.plan.spec.loggers, context)
     check_reachable(loggers)
     datasets = _shared_datasets(launch.plan) if launch.address is None else {}

@@ -88,7 +88,7 @@ class SweepSpec(_Strict):
     loggers: list[str] = Field(
         default_factory=lambda: list(DEFAULT_LOGGERS),
         description="experiment tracking: tensorboard (prunetune's events: named curves per epoch "
-        "and round, HParams sessions per round), csv, mlflow, wandb, ray_tensorboard (Ray Tune's "
+        "and round, a HParams session per trial), csv, mlflow, wandb, ray_tensorboard (Ray Tune's "
         "raw dump); Ray's JSON logger always",
         json_schema_extra=names_in("logger"),
     )

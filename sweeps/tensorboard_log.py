@@ -14,10 +14,11 @@ Each trial's directory is a TensorBoard run:
   which TensorBoard draws as accuracy against sparsity;
 * a custom-scalars layout with the charts a pruning study opens first.
 
-Each round that is a result of its method (not the dense start of a pruning method, which the
-analysis drops too) is a HParams session in `<trial>/round_NN/`: the sweep's varying fields as
-hyperparameters, the round's test and validation accuracy, sparsity, remaining parameters and
-speedup as metrics (the round's own tags again, at the round's step). Fields that are the same in every trial of the sweep are left out.
+Each trial is a HParams session: its hyperparameters are the fields that decide a result and
+take more than one value in the sweep (`method`, `seed`, `prune.target_sparsity`, what the grid
+varies; a field the trial's method does not read is left out of its session), its metrics the
+last `round/test_acc`, `round/val_acc`, `round/sparsity`, `round/params` and `round/speedup_b1`
+it logged: its final round's.
 
 Rows reach this callback in the sweep's driver, once each (trainables/reporting.py), so a
 restarted trial does not log an epoch twice; the epoch count continues from the trial's
@@ -29,11 +30,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
+
+from trainables.identity import identity_values
+from trainables.methods import METHODS
+
+if TYPE_CHECKING:
+    from sweeps.plan import PlannedTrial
 
 #: Epoch-row field -> its tag.
 EPOCH_TAGS = {
@@ -56,8 +63,7 @@ ROUND_TAGS = {
 _PER_BATCH = re.compile(r"^(latency_ms|speedup)_b(\d+)$")
 SPARSITY_TAG = "sparsity/test_acc"
 LAYER_SPARSITY_TAG = "round/layer_sparsity"
-#: The round tags a session's metrics are: its round's values again, at the same step, so that
-#: they add no cards of their own and sit on the trial's points.
+#: A session's metrics: TensorBoard reads the last value of each tag in the trial's run.
 SESSION_METRICS = ("round/test_acc", "round/val_acc", "round/sparsity", "round/params",
                    "round/speedup_b1")
 #: The custom-scalars layout: category -> chart -> ["Multiline", [tag regexes]].
@@ -107,17 +113,6 @@ def round_scalars(row: dict[str, Any]) -> dict[str, float]:
     return scalars
 
 
-def is_session(row: dict[str, Any]) -> bool:
-    """Whether a round row is one of its method's results (not a pruning method's dense start)."""
-    return row.get("method") == "dense" or row.get("round") != 0
-
-
-def session_metrics(row: dict[str, Any]) -> dict[str, float]:
-    """A round session's metrics: the round's values of `SESSION_METRICS`."""
-    scalars = round_scalars(row)
-    return {tag: scalars[tag] for tag in SESSION_METRICS if tag in scalars}
-
-
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in config.items():
@@ -139,42 +134,50 @@ def config_text(raw: dict[str, Any]) -> str:
     return json.dumps(raw, sort_keys=True)
 
 
-def varying_hparams(trials: Iterable[tuple[dict[str, Any], str]]
-                    ) -> dict[str, dict[str, float | str]]:
-    """`config_text(raw)` -> that trial's hyperparameters, for the sweep's trials `(raw config,
-    experiment label)`: the config fields (dotted names) that take more than one value among the
-    trials that have them (a method's own section, such as `imp`, only its trials have), and
-    `experiment`, the label, where labels say more than the method does. Numbers stay numbers
-    where every value is one; other values are strings (JSON for lists and None)."""
+def _read_by_method(trial: PlannedTrial) -> Callable[[str], bool]:
+    """Whether the trial's method reads a dotted field: `prune.*` and `dense_model.*` fields only
+    when the method says so (`Method.reads`); every other field decides every trial."""
+    reads = METHODS.get(trial.method).reads(trial.config)
+
+    def read(key: str) -> bool:
+        section = key.split(".", 1)[0]
+        if section not in ("prune", "dense_model"):
+            return True
+        return key in reads or f"{section}.*" in reads
+
+    return read
+
+
+def varying_hparams(trials: Iterable[PlannedTrial]) -> dict[str, dict[str, float | str]]:
+    """`config_text(trial.raw)` -> the trial's hyperparameters: the config fields (dotted
+    names) that decide results (`trainables.identity`: not paths, devices or measurement) and
+    take more than one value among the trials whose method reads them, and `experiment`, the
+    label, where labels say more than the methods do. Numbers stay numbers where every value is
+    one; other values are strings (JSON for lists and None)."""
     trials = list(trials)
-    flat = [_flatten(raw) for raw, _ in trials]
+    deciding: set[str] = set()
+    for trial in trials:
+        deciding |= set(_flatten(identity_values(trial.config)))
+    fields = []
+    for trial in trials:
+        read = _read_by_method(trial)
+        fields.append({key: value for key, value in _flatten(trial.raw).items()
+                       if key in deciding and read(key)})
     values: dict[str, list[Any]] = {}
-    for fields in flat:
-        for key, value in fields.items():
+    for own in fields:
+        for key, value in own.items():
             values.setdefault(key, []).append(value)
     varying = sorted(key for key, seen in values.items()
                      if len({json.dumps(value, sort_keys=True) for value in seen}) > 1)
     numeric = {key: all(_number(value) is not None for value in values[key]) for key in varying}
-    labels = {label for _, label in trials}
-    methods = {raw.get("method") for raw, _ in trials}
-    labelled = len(labels) > len(methods)
+    labelled = len({t.label for t in trials}) > len({t.method for t in trials})
     by_trial = {}
-    for (raw, label), fields in zip(trials, flat, strict=True):
-        hparams: dict[str, float | str] = {"experiment": label} if labelled else {}
-        hparams.update({key: _hparam_value(fields[key], numeric[key])
-                        for key in varying if key in fields})
-        by_trial[config_text(raw)] = hparams
+    for trial, own in zip(trials, fields, strict=True):
+        hparams: dict[str, float | str] = {"experiment": trial.label} if labelled else {}
+        hparams.update({key: _hparam_value(own[key], numeric[key])
+                        for key in varying if key in own})
+        by_trial[config_text(trial.raw)] = hparams
     return by_trial
-
-
-def round_hparams(trial_hparams: dict[str, float | str], row: dict[str, Any]
-                  ) -> dict[str, float | str]:
-    """A round session's hyperparameters: its trial's, and the round and its target sparsity."""
-    hparams = dict(trial_hparams)
-    hparams["round"] = float(row["round"])
-    if (target := _number(row.get("target_sparsity"))) is not None:
-        hparams["round.target_sparsity"] = round(target, 9)  # 1 - 0.8 ** 1 is 0.19999999999999996
-    return hparams
 
 
 def layer_sparsity_image(layers: dict[str, float], title: str) -> Any:
@@ -217,16 +220,20 @@ def epochs_logged(trial_dir: Path) -> int:
 
 
 class TrialEvents:
-    """One trial's event writer and its epoch count."""
+    """One trial's event writer, its epoch count, and its HParams session."""
 
     def __init__(self, trial_dir: Path, hparams: dict[str, float | str]) -> None:
         from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
         self.trial_dir = trial_dir
-        self.hparams = hparams
         self.epochs = epochs_logged(trial_dir)
         self.writer = SummaryWriter(str(trial_dir), filename_suffix=EVENTS_SUFFIX)
         self.writer.add_custom_scalars(LAYOUT)
+        # No experiment summary: TensorBoard infers it from all sessions' hyperparameters and
+        # metrics, so that a folder of several experiments shows them all.
+        _, start, _ = hparams_summaries(hparams, dict.fromkeys(SESSION_METRICS, 0.0))
+        self.writer.file_writer.add_summary(start)
 
     def epoch(self, row: dict[str, Any]) -> None:
         for tag, value in epoch_scalars(row).items():
@@ -247,37 +254,34 @@ class TrialEvents:
             self.writer.add_image(LAYER_SPARSITY_TAG, layer_sparsity_image(layers, title), step,
                                   dataformats="HWC")
         self.writer.flush()
-        if is_session(row):
-            write_session(self.trial_dir / f"round_{step:02d}", round_hparams(self.hparams, row),
-                          session_metrics(row), step)
 
-    def close(self) -> None:
+    def close(self, status: str | None = None) -> None:
+        """Close the writer; with `status` ("STATUS_SUCCESS", "STATUS_FAILURE"), end the
+        session first."""
+        if status is not None:
+            self.writer.file_writer.add_summary(session_end(status))
         self.writer.close()
 
 
-def write_session(directory: Path, hparams: dict[str, float | str], metrics: dict[str, float],
-                  step: int) -> None:
-    """A HParams session in `directory` (replacing one written there before), its metrics at
-    `step`."""
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+def session_end(status: str) -> Any:
+    """TensorBoard's summary that ends a HParams session with `status`."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
 
-    for old in directory.glob(f"events.out.tfevents.*{EVENTS_SUFFIX}"):
-        old.unlink()
-    # No experiment summary: TensorBoard infers one from all sessions' hyperparameters and
-    # metrics, so that a folder of several experiments shows them all.
-    _, start, end = hparams_summaries(hparams, metrics)
-    with SummaryWriter(str(directory), filename_suffix=EVENTS_SUFFIX) as writer:
-        writer.file_writer.add_summary(start)
-        for tag, value in metrics.items():
-            writer.add_scalar(tag, value, step)
-        writer.file_writer.add_summary(end)
+    content = HParamsPluginData(session_end_info=SessionEndInfo(status=Status.Value(status)),
+                                version=metadata.PLUGIN_DATA_VERSION)
+    plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME,
+                                        content=content.SerializeToString())
+    return Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG,
+                                        metadata=SummaryMetadata(plugin_data=plugin))])
 
 
 class PrunetuneTensorBoard(LoggerCallback):
     """The `tensorboard` logger: prunetune's events for every trial (module docstring)."""
 
-    def __init__(self, trials: Iterable[tuple[dict[str, Any], str]] = ()) -> None:
+    def __init__(self, trials: Iterable[PlannedTrial] = ()) -> None:
         self.hparams = varying_hparams(trials)
         self._trials: dict[Any, TrialEvents] = {}
 
@@ -292,7 +296,9 @@ class PrunetuneTensorBoard(LoggerCallback):
         return self._trials[trial]
 
     def log_trial_start(self, trial: Any) -> None:
-        self.log_trial_end(trial)
+        events = self._trials.pop(trial, None)
+        if events is not None:
+            events.close()
         self._events(trial)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
@@ -305,4 +311,4 @@ class PrunetuneTensorBoard(LoggerCallback):
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         events = self._trials.pop(trial, None)
         if events is not None:
-            events.close()
+            events.close("STATUS_FAILURE" if failed else "STATUS_SUCCESS")

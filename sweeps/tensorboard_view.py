@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None, prog: str = "prunetune tensorboard") -> 
     print(f"TensorBoard on {args.directory} at {url}  (Ctrl-C stops it)", flush=True)
     print("  Time Series: train/, val/ per epoch, round/ per round, sparsity/test_acc against "
           "sparsity; Custom Scalars: the charts a pruning study opens first; HParams: one "
-          "session per round, methods compared", flush=True)
+          "session per trial, methods compared", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
     return 0

@@ -1,6 +1,6 @@
 """prunetune's TensorBoard events, read back with TensorBoard's own event reader: the tags and
-steps a trial's rows become, a HParams session per round with the fields the sweep varies, and
-an epoch count that continues after a restart. (Through a real TensorBoard server:
+steps a trial's rows become, the trial as a HParams session with the fields the sweep varies,
+and an epoch count that continues after a restart. (Through a real TensorBoard server:
 tests/test_sweeps_run.py, over the quickstart.)"""
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from tensorboard.util import tensor_util
 
 from sweeps.loggers import LOGGERS, LoggerContext, logger_callbacks
+from sweeps.plan import plan_sweep
 from sweeps.tensorboard_log import (
     PrunetuneTensorBoard,
     TrialEvents,
@@ -74,50 +76,46 @@ def test_rows_become_named_scalars_and_other_fields_are_left_out() -> None:
     assert (sparsity_step(0.0), sparsity_step(0.9), sparsity_step(0.98999999)) == (0, 9000, 9900)
 
 
-def trials(*specs: tuple[str, str, int, dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-    """(raw config, label) of trials given as (label, method, seed, extra sections)."""
-    made = []
-    for label, method, seed, extra in specs:
-        raw = {"method": method, "seed": seed, "train": {"lr": 0.1, "epochs": 2},
-               "data": {"name": "digits", "root": "/data"}, "prune": {"target_sparsity": 0.8}}
-        for section, values in extra.items():
-            raw[section] = {**raw.get(section, {}), **values}
-        made.append((raw, label))
-    return made
+def planned_trials(experiments: list[dict[str, Any]], seeds: list[int]) -> list[Any]:
+    """The trials the planner makes of a sweep with these experiments and seeds."""
+    spec = {"name": "t", "base": {"data": {"name": "digits"}, "train": {"epochs": 2}},
+            "grid": {"seed": seeds}, "experiments": experiments}
+    return list(plan_sweep(spec, "t.yaml", launch_dir=Path("/tmp/prunetune-plan")).trials)
 
 
-def test_hyperparameters_are_the_fields_that_vary() -> None:
-    sweep = trials(
-        ("dense", "dense", 0, {}), ("dense", "dense", 1, {}),
-        ("imp", "imp", 0, {"imp": {"rounds": 3, "rewind": "epoch:1"}}),
-        ("imp", "imp", 1, {"imp": {"rounds": 3, "rewind": "epoch:1"}}),
-        ("snip", "snip", 0, {"prune": {"target_sparsity": 0.96}}),
-        ("snip", "snip", 1, {"prune": {"target_sparsity": 0.96}}),
-    )
-    by_trial = varying_hparams(sweep)
-    # Varying: method, seed, prune.target_sparsity (0.8 / 0.96). Not imp.rounds or imp.rewind,
-    # the same in every trial that has them; not the labels, which say what the method says.
-    assert by_trial[config_text(sweep[2][0])] == {
-        "method": "imp", "prune.target_sparsity": 0.8, "seed": 0.0}
-    assert by_trial[config_text(sweep[5][0])] == {
+def test_hyperparameters_are_the_deciding_fields_that_vary() -> None:
+    trials = planned_trials([
+        {"label": "dense", "config": {"method": "dense"}},
+        {"label": "imp", "config": {"method": "imp", "imp": {"rounds": 3, "rewind": "epoch:1"}}},
+        {"label": "snip", "config": {"method": "snip"},
+         "grid": {"prune.target_sparsity": [0.5, 0.96]}},
+    ], seeds=[0, 1])
+    by_trial = {(t.label, t.config.seed, t.config.prune.target_sparsity):
+                varying_hparams(trials)[config_text(t.raw)] for t in trials}
+    # Varying: method, seed and prune.target_sparsity (snip's 0.5 / 0.96). Not imp.rounds or
+    # imp.rewind (the same in every IMP trial), not dense_model.keep_epochs (where the dense
+    # run keeps weights: how it runs, not what it gives), not the labels (they say what the
+    # methods say); and no target sparsity for dense and IMP, whose methods do not read it.
+    assert by_trial[("snip", 1, 0.96)] == {
         "method": "snip", "prune.target_sparsity": 0.96, "seed": 1.0}
-    # Two lines of one method: the label is a hyperparameter; a field that is a list in one
-    # trial is a string (JSON) in all.
-    tuned = trials(("snip_a", "snip", 0, {"train": {"lr": 0.1}}),
-                   ("snip_b", "snip", 0, {"train": {"lr": [0.1]}}))
-    assert by_trial_values(varying_hparams(tuned)) == [
-        {"experiment": "snip_a", "train.lr": "0.1"}, {"experiment": "snip_b", "train.lr": "[0.1]"}]
-
-
-def by_trial_values(by_trial: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return list(by_trial.values())
+    imp = [v for (label, seed, _), v in by_trial.items() if (label, seed) == ("imp", 0)]
+    assert imp == [{"method": "imp", "seed": 0.0}]
+    # Two lines of one method: the label is a hyperparameter; a grid over the learning rate
+    # is one too, with the default (0.05) where a trial left it.
+    tuned = planned_trials([
+        {"label": "snip_a", "config": {"method": "snip"}},
+        {"label": "snip_b", "config": {"method": "snip"}, "grid": {"train.lr": [0.01, 0.1]}},
+    ], seeds=[0])
+    assert sorted(varying_hparams(tuned).values(), key=str) == sorted([
+        {"experiment": "snip_a", "train.lr": 0.05}, {"experiment": "snip_b", "train.lr": 0.01},
+        {"experiment": "snip_b", "train.lr": 0.1}], key=str)
 
 
 def replay(trial_dir: Path, rows: list[dict[str, Any]], hparams: dict[str, Any]) -> None:
     events = TrialEvents(trial_dir, hparams)
     for row in rows:
         (events.epoch if row["row_type"] == "epoch" else events.round)(row)
-    events.close()
+    events.close("STATUS_SUCCESS")
     with (trial_dir / "result.json").open("a") as result:  # as Ray's JSON logger writes them
         for row in rows:
             result.write(json.dumps(row) + "\n")
@@ -131,7 +129,7 @@ def imp_rows(first_round: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
-def test_a_trial_logs_epochs_across_rounds_rounds_by_round_and_a_session_per_round(
+def test_a_trial_logs_epochs_across_rounds_rounds_by_round_and_is_a_session(
         tmp_path: Path) -> None:
     replay(tmp_path, imp_rows(0, 3), {"method": "imp", "seed": 0.0})
     scalars, others = read_events(tmp_path)
@@ -149,20 +147,16 @@ def test_a_trial_logs_epochs_across_rounds_rounds_by_round_and_a_session_per_rou
     assert png.startswith(b"\x89PNG") and int(width) > 0 and int(height) > 0
     layout = [value for _, value in others if value.tag == "custom_scalars__config__"]
     assert len(layout) == 1
-    # Sessions: rounds 1 and 2 (round 0 is IMP's dense start, left out as analysis does).
-    assert sorted(p.name for p in tmp_path.glob("round_*")) == ["round_01", "round_02"]
-    session_scalars, session_other = read_events(tmp_path / "round_02")
-    # Its metrics are the round's own tags at the round's step: no cards of their own.
-    assert session_scalars["round/test_acc"] == [(2, pytest.approx(0.88))]
-    assert session_scalars["round/sparsity"] == [(2, pytest.approx(0.36))]
-    assert set(session_scalars) == {"round/test_acc", "round/val_acc", "round/sparsity",
-                                    "round/params", "round/speedup_b1"}
-    start = [v for _, v in session_other if v.tag == hparams_metadata.SESSION_START_INFO_TAG]
-    content = HParamsPluginData.FromString(start[0].metadata.plugin_data.content)
-    hparams = {key: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+    # The trial is a HParams session: its hyperparameters, then its end.
+    (start,) = [v for _, v in others if v.tag == hparams_metadata.SESSION_START_INFO_TAG]
+    content = HParamsPluginData.FromString(start.metadata.plugin_data.content)
+    hparams = {key: getattr(value, value.WhichOneof("kind"))
                for key, value in content.session_start_info.hparams.items()}
-    assert hparams == {"method": "imp", "seed": 0.0, "round": 2.0,
-                       "round.target_sparsity": pytest.approx(0.36)}
+    assert hparams == {"method": "imp", "seed": 0.0}
+    (end,) = [v for _, v in others if v.tag == hparams_metadata.SESSION_END_INFO_TAG]
+    content = HParamsPluginData.FromString(end.metadata.plugin_data.content)
+    assert api_pb2.Status.Name(content.session_end_info.status) == "STATUS_SUCCESS"
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no runs besides the trial's
 
 
 def test_a_restarted_trial_continues_its_epoch_count(tmp_path: Path) -> None:
@@ -171,14 +165,6 @@ def test_a_restarted_trial_continues_its_epoch_count(tmp_path: Path) -> None:
     scalars, _ = read_events(tmp_path)
     assert [step for step, _ in scalars["val/acc"]] == [0, 1, 2, 3]
     assert [step for step, _ in scalars["round/test_acc"]] == [0, 1]
-
-
-def test_a_dense_trials_round_0_is_its_session_and_a_session_is_written_once(
-        tmp_path: Path) -> None:
-    replay(tmp_path, [round_row("dense", 0, 0.0, 0.9)], {"seed": 0.0})
-    replay(tmp_path, [round_row("dense", 0, 0.0, 0.9)], {"seed": 0.0})  # reported again
-    assert [p.name for p in tmp_path.glob("round_*")] == ["round_00"]
-    assert len(list((tmp_path / "round_00").glob("events.out.tfevents.*"))) == 1
 
 
 class FakeTrial:
@@ -191,19 +177,22 @@ class FakeTrial:
 
 def test_the_callback_finds_each_trials_hyperparameters_and_pickles_without_writers(
         tmp_path: Path) -> None:
-    sweep = trials(("dense", "dense", 0, {}), ("dense", "dense", 1, {}))
+    sweep = planned_trials([{"label": "dense", "config": {"method": "dense"}}], seeds=[0, 1])
     (callback,) = [c for c in logger_callbacks(["tensorboard"], LoggerContext(
         "s", str(tmp_path), tuple(sweep))) if isinstance(c, PrunetuneTensorBoard)]
-    trial = FakeTrial(tmp_path / "t1", sweep[1][0])
+    trial = FakeTrial(tmp_path / "t1", sweep[1].raw)
     callback.log_trial_start(trial)
     callback.log_trial_result(1, trial, round_row("dense", 0, 0.0, 0.9))
     restored = pickle.loads(pickle.dumps(callback))  # Ray saves callbacks with the experiment
     assert restored.hparams == callback.hparams and restored._trials == {}
-    callback.log_trial_end(trial)
-    _, other = read_events(tmp_path / "t1" / "round_00")
-    start = [v for _, v in other if v.tag == hparams_metadata.SESSION_START_INFO_TAG]
-    content = HParamsPluginData.FromString(start[0].metadata.plugin_data.content)
+    callback.log_trial_end(trial, failed=True)
+    _, other = read_events(tmp_path / "t1")
+    (start,) = [v for _, v in other if v.tag == hparams_metadata.SESSION_START_INFO_TAG]
+    content = HParamsPluginData.FromString(start.metadata.plugin_data.content)
     assert dict(content.session_start_info.hparams)["seed"].number_value == 1.0
+    (end,) = [v for _, v in other if v.tag == hparams_metadata.SESSION_END_INFO_TAG]
+    content = HParamsPluginData.FromString(end.metadata.plugin_data.content)
+    assert api_pb2.Status.Name(content.session_end_info.status) == "STATUS_FAILURE"
 
 
 def test_rays_dump_is_a_logger_of_its_own() -> None:
