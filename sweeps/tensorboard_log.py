@@ -15,10 +15,10 @@ Each trial's directory is a TensorBoard run:
 * a custom-scalars layout with the charts a pruning study opens first.
 
 Each trial is a HParams session: its hyperparameters are the fields that decide a result and
-take more than one value in the sweep (`method`, `seed`, `prune.target_sparsity`, what the grid
-varies; a field the trial's method does not read is left out of its session), its metrics the
-last `round/test_acc`, `round/val_acc`, `round/sparsity`, `round/params` and `round/speedup_b1`
-it logged: its final round's.
+take more than one value in the sweep (`method`, `target_sparsity` (its last round's), `seed`,
+what the grid varies; a field the trial's method does not read is left out of its session), its
+metrics the last `round/test_acc`, `round/sparsity`, `round/params`, `round/speedup_b1` and
+`round/val_acc` it logged: its final round's.
 
 Rows reach this callback in the sweep's driver, once each (trainables/reporting.py), so a
 restarted trial does not log an epoch twice; the epoch count continues from the trial's
@@ -31,6 +31,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +65,8 @@ _PER_BATCH = re.compile(r"^(latency_ms|speedup)_b(\d+)$")
 SPARSITY_TAG = "sparsity/test_acc"
 LAYER_SPARSITY_TAG = "round/layer_sparsity"
 #: A session's metrics: TensorBoard reads the last value of each tag in the trial's run.
-SESSION_METRICS = ("round/test_acc", "round/val_acc", "round/sparsity", "round/params",
-                   "round/speedup_b1")
+SESSION_METRICS = ("round/test_acc", "round/sparsity", "round/params", "round/speedup_b1",
+                   "round/val_acc")
 #: The custom-scalars layout: category -> chart -> ["Multiline", [tag regexes]].
 LAYOUT = {
     "prunetune: accuracy against sparsity": {
@@ -148,36 +149,57 @@ def _read_by_method(trial: PlannedTrial) -> Callable[[str], bool]:
     return read
 
 
-def varying_hparams(trials: Iterable[PlannedTrial]) -> dict[str, dict[str, float | str]]:
-    """`config_text(trial.raw)` -> the trial's hyperparameters: the config fields (dotted
-    names) that decide results (`trainables.identity`: not paths, devices or measurement) and
-    take more than one value among the trials whose method reads them, and `experiment`, the
-    label, where labels say more than the methods do. Numbers stay numbers where every value is
-    one; other values are strings (JSON for lists and None)."""
+#: The hyperparameters that lead the HParams columns, in this order; the other varying fields
+#: follow by name.
+LEADING = ("experiment", "method", "target_sparsity", "seed")
+
+
+@dataclass(frozen=True)
+class SweepHparams:
+    """The sweep's HParams columns (name -> a value of its type, in display order) and each
+    trial's values (`config_text(trial.raw)` -> name -> value)."""
+
+    columns: dict[str, float | str]
+    by_trial: dict[str, dict[str, float | str]]
+
+
+def varying_hparams(trials: Iterable[PlannedTrial]) -> SweepHparams:
+    """The trials' hyperparameters: the config fields (dotted names) that decide results
+    (`trainables.identity`: not paths, devices or measurement) and take more than one value
+    among the trials whose method reads them; `target_sparsity`, the sparsity each trial's last
+    round aims at (`Method.final_target`: 0 for dense, IMP's last level), in place of
+    `prune.target_sparsity`; and `experiment`, the label, where labels say more than the methods
+    do. Only what varies. Numbers stay numbers where every value is one; other values are
+    strings (JSON for lists and None)."""
     trials = list(trials)
     deciding: set[str] = set()
     for trial in trials:
         deciding |= set(_flatten(identity_values(trial.config)))
+    deciding.discard("prune.target_sparsity")
     fields = []
     for trial in trials:
         read = _read_by_method(trial)
-        fields.append({key: value for key, value in _flatten(trial.raw).items()
-                       if key in deciding and read(key)})
+        own = {key: value for key, value in _flatten(trial.raw).items()
+               if key in deciding and read(key)}
+        target = METHODS.get(trial.method).final_target(trial.config)
+        if target is not None:
+            own["target_sparsity"] = round(target, 9)  # 1 - 0.2 ** 3 is 0.9920000000000001
+        if len({t.label for t in trials}) > len({t.method for t in trials}):
+            own["experiment"] = trial.label
+        fields.append(own)
     values: dict[str, list[Any]] = {}
     for own in fields:
         for key, value in own.items():
             values.setdefault(key, []).append(value)
-    varying = sorted(key for key, seen in values.items()
-                     if len({json.dumps(value, sort_keys=True) for value in seen}) > 1)
+    varying = [key for key, seen in values.items()
+               if len({json.dumps(value, sort_keys=True) for value in seen}) > 1]
+    varying.sort(key=lambda key: (LEADING.index(key) if key in LEADING else len(LEADING), key))
     numeric = {key: all(_number(value) is not None for value in values[key]) for key in varying}
-    labelled = len({t.label for t in trials}) > len({t.method for t in trials})
-    by_trial = {}
-    for trial, own in zip(trials, fields, strict=True):
-        hparams: dict[str, float | str] = {"experiment": trial.label} if labelled else {}
-        hparams.update({key: _hparam_value(own[key], numeric[key])
-                        for key in varying if key in own})
-        by_trial[config_text(trial.raw)] = hparams
-    return by_trial
+    by_trial = {config_text(trial.raw): {key: _hparam_value(own[key], numeric[key])
+                                         for key in varying if key in own}
+                for trial, own in zip(trials, fields, strict=True)}
+    columns = {key: 0.0 if numeric[key] else "" for key in varying}
+    return SweepHparams(columns, by_trial)
 
 
 def layer_sparsity_image(layers: dict[str, float], title: str) -> Any:
@@ -222,7 +244,8 @@ def epochs_logged(trial_dir: Path) -> int:
 class TrialEvents:
     """One trial's event writer, its epoch count, and its HParams session."""
 
-    def __init__(self, trial_dir: Path, hparams: dict[str, float | str]) -> None:
+    def __init__(self, trial_dir: Path, hparams: dict[str, float | str],
+                 columns: dict[str, float | str] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
@@ -230,9 +253,13 @@ class TrialEvents:
         self.epochs = epochs_logged(trial_dir)
         self.writer = SummaryWriter(str(trial_dir), filename_suffix=EVENTS_SUFFIX)
         self.writer.add_custom_scalars(LAYOUT)
-        # No experiment summary: TensorBoard infers it from all sessions' hyperparameters and
-        # metrics, so that a folder of several experiments shows them all.
-        _, start, _ = hparams_summaries(hparams, dict.fromkeys(SESSION_METRICS, 0.0))
+        metrics = dict.fromkeys(SESSION_METRICS, 0.0)
+        # The experiment (the sweep's columns and the metrics, in order), written by every trial
+        # alike: without it TensorBoard would make every scalar a metric.
+        experiment, _, _ = hparams_summaries(columns if columns is not None else hparams,
+                                             metrics)
+        _, start, _ = hparams_summaries(hparams, metrics)
+        self.writer.file_writer.add_summary(experiment)
         self.writer.file_writer.add_summary(start)
 
     def epoch(self, row: dict[str, Any]) -> None:
@@ -291,8 +318,8 @@ class PrunetuneTensorBoard(LoggerCallback):
     def _events(self, trial: Any) -> TrialEvents:
         if trial not in self._trials:
             trial.init_local_path()
-            hparams = self.hparams.get(config_text(trial.config.get("trial", {})), {})
-            self._trials[trial] = TrialEvents(Path(trial.local_path), hparams)
+            own = self.hparams.by_trial.get(config_text(trial.config.get("trial", {})), {})
+            self._trials[trial] = TrialEvents(Path(trial.local_path), own, self.hparams.columns)
         return self._trials[trial]
 
     def log_trial_start(self, trial: Any) -> None:

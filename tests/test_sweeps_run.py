@@ -208,8 +208,10 @@ def test_tensorboard_serves_named_curves_and_a_session_per_trial(
         assert [point[2] for point in curve] == pytest.approx([r["test_acc"] for r in rows(imp)])
         # HParams: what the sweep varies; each trial a session, its final round's numbers.
         info = tensorboard_get(url, "data/plugin/hparams/experiment", {"experimentName": ""})
-        assert {h["name"] for h in info["hparamInfos"]} == {
-            "method", "seed", "prune.target_sparsity"}
+        assert {h["name"] for h in info["hparamInfos"]} == {"method", "target_sparsity", "seed"}
+        assert [m["name"]["tag"] for m in info["metricInfos"]] == [
+            "round/test_acc", "round/sparsity", "round/params", "round/speedup_b1",
+            "round/val_acc"]
         groups = tensorboard_get(url, "data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100, "allowedStatuses": [
                 "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]},
@@ -220,7 +222,8 @@ def test_tensorboard_serves_named_curves_and_a_session_per_trial(
             final = rows(trial_dir)[-1]
             assert group["hparams"]["method"] == final["method"]
             assert group["hparams"]["seed"] == final["seed"]
-            assert ("prune.target_sparsity" in group["hparams"]) == (final["method"] == "snip")
+            # The sparsity the trial's last round aimed at (IMP: 1 - 0.5^2).
+            assert group["hparams"]["target_sparsity"] == pytest.approx(final["target_sparsity"])
             assert [s["status"] for s in group["sessions"]] == ["STATUS_SUCCESS"]
             metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
             assert metrics["round/test_acc"] == pytest.approx(final["test_acc"], abs=1e-6)

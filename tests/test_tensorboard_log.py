@@ -86,27 +86,32 @@ def planned_trials(experiments: list[dict[str, Any]], seeds: list[int]) -> list[
 def test_hyperparameters_are_the_deciding_fields_that_vary() -> None:
     trials = planned_trials([
         {"label": "dense", "config": {"method": "dense"}},
-        {"label": "imp", "config": {"method": "imp", "imp": {"rounds": 3, "rewind": "epoch:1"}}},
+        {"label": "imp", "config": {"method": "imp", "imp": {
+            "rounds": 3, "rate": 0.5, "rewind": "epoch:1"}}},
         {"label": "snip", "config": {"method": "snip"},
          "grid": {"prune.target_sparsity": [0.5, 0.96]}},
     ], seeds=[0, 1])
+    hparams = varying_hparams(trials)
     by_trial = {(t.label, t.config.seed, t.config.prune.target_sparsity):
-                varying_hparams(trials)[config_text(t.raw)] for t in trials}
-    # Varying: method, seed and prune.target_sparsity (snip's 0.5 / 0.96). Not imp.rounds or
-    # imp.rewind (the same in every IMP trial), not dense_model.keep_epochs (where the dense
-    # run keeps weights: how it runs, not what it gives), not the labels (they say what the
-    # methods say); and no target sparsity for dense and IMP, whose methods do not read it.
-    assert by_trial[("snip", 1, 0.96)] == {
-        "method": "snip", "prune.target_sparsity": 0.96, "seed": 1.0}
-    imp = [v for (label, seed, _), v in by_trial.items() if (label, seed) == ("imp", 0)]
-    assert imp == [{"method": "imp", "seed": 0.0}]
+                hparams.by_trial[config_text(t.raw)] for t in trials}
+    # Varying: method, seed, and the sparsity each trial ends at: dense 0, IMP's third round
+    # 1 - 0.5^3, SNIP's target. Not imp.rounds or imp.rewind (the same in every IMP trial), not
+    # dense_model.keep_epochs (where the dense run keeps weights: how it runs, not what it
+    # gives), not the labels (they say what the methods say).
+    assert list(hparams.columns) == ["method", "target_sparsity", "seed"]
+    assert by_trial[("snip", 1, 0.96)] == {"method": "snip", "target_sparsity": 0.96, "seed": 1.0}
+    (imp,) = [v for (label, seed, _), v in by_trial.items() if (label, seed) == ("imp", 0)]
+    assert imp == {"method": "imp", "target_sparsity": 0.875, "seed": 0.0}
+    (dense,) = [v for (label, seed, _), v in by_trial.items() if (label, seed) == ("dense", 1)]
+    assert dense == {"method": "dense", "target_sparsity": 0.0, "seed": 1.0}
     # Two lines of one method: the label is a hyperparameter; a grid over the learning rate
     # is one too, with the default (0.05) where a trial left it.
-    tuned = planned_trials([
+    tuned = varying_hparams(planned_trials([
         {"label": "snip_a", "config": {"method": "snip"}},
         {"label": "snip_b", "config": {"method": "snip"}, "grid": {"train.lr": [0.01, 0.1]}},
-    ], seeds=[0])
-    assert sorted(varying_hparams(tuned).values(), key=str) == sorted([
+    ], seeds=[0]))
+    assert list(tuned.columns) == ["experiment", "train.lr"]
+    assert sorted(tuned.by_trial.values(), key=str) == sorted([
         {"experiment": "snip_a", "train.lr": 0.05}, {"experiment": "snip_b", "train.lr": 0.01},
         {"experiment": "snip_b", "train.lr": 0.1}], key=str)
 
@@ -185,6 +190,7 @@ def test_the_callback_finds_each_trials_hyperparameters_and_pickles_without_writ
     callback.log_trial_result(1, trial, round_row("dense", 0, 0.0, 0.9))
     restored = pickle.loads(pickle.dumps(callback))  # Ray saves callbacks with the experiment
     assert restored.hparams == callback.hparams and restored._trials == {}
+    assert list(callback.hparams.columns) == ["seed"]
     callback.log_trial_end(trial, failed=True)
     _, other = read_events(tmp_path / "t1")
     (start,) = [v for _, v in other if v.tag == hparams_metadata.SESSION_START_INFO_TAG]

@@ -56,6 +56,13 @@ class Method:
         """Epochs of the dense run, besides the initial weights, that it rewinds to."""
         return set()
 
+    def final_target(self, config: TrialConfig) -> float | None:
+        """The sparsity its last round aims at (what TensorBoard's HParams compares trials at):
+        `prune.target_sparsity` where it reads that, else None (unknown before it runs)."""
+        if "prune.target_sparsity" in self.reads(config):
+            return config.prune.target_sparsity
+        return None
+
     def reads(self, config: TrialConfig) -> set[str]:
         """Dotted fields of `prune`, `dense_model` and its own section that it uses (`x.*` for
         a whole section). A field outside this set, when set, is refused as ignored."""

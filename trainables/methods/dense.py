@@ -22,6 +22,9 @@ class Dense(Method):
     def name_parts(self, config: TrialConfig) -> list[str]:
         return []
 
+    def final_target(self, config: TrialConfig) -> float | None:
+        return 0.0
+
     def row_tags(self, config: TrialConfig) -> dict[str, Any]:
         return {**super().row_tags(config), "level_by": "dense"}
 

@@ -135,6 +135,9 @@ class RetrainingMethod(Method):
         rounds = len(self.targets(config))
         return config.train.epochs + rounds * len(retraining_plan(config, 1, None, False).epochs)
 
+    def final_target(self, config: TrialConfig) -> float | None:
+        return self.targets(config)[-1]
+
     def targets(self, config: TrialConfig) -> list[float]:
         """The levels of rounds 1..R: 1-(1-p)^k (iterative) or the one-shot target."""
         settings = config.settings
