@@ -64,3 +64,17 @@ def test_compiled_training_keeps_the_mask_and_reports_like_eager(
     assert results[True]["params_prunable"] == results[False]["params_prunable"]
     # Compiled kernels may round differently; two batches cannot move accuracy far.
     assert abs(results[True]["val_acc"] - results[False]["val_acc"]) <= 0.05
+
+
+def test_a_cuda_round_records_its_gpu_grant_and_peak_memory(monkeypatch) -> None:
+    from trainables.runtime import DEVICE_FIELDS, Runtime, device_fields
+
+    assert device_fields(Runtime(torch.device("cpu"), None, False)) == {}  # CPU rows unchanged
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100")
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 1536 * 2 ** 20)
+    fields = device_fields(Runtime(torch.device("cuda:0"), None, True, gpu_share=0.25,
+                                   gpu_ids=("3",)))
+    assert fields == {"gpu_ids": ["3"], "cuda_visible_devices": "3", "gpu_name": "NVIDIA H100",
+                      "gpu_memory_peak_mib": 1536.0}
+    assert tuple(fields) == DEVICE_FIELDS

@@ -18,6 +18,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,6 +55,8 @@ class Runtime:
     """The GPU's compute capability (None on the CPU)."""
     tf32: bool = False
     """TF32 matmuls and convolutions are on (CUDA only)."""
+    gpu_ids: tuple[str, ...] = ()
+    """The GPUs Ray granted (`ray.get_gpu_ids()`; empty outside Ray or without a GPU)."""
 
     @property
     def shared_device(self) -> bool:
@@ -121,6 +124,7 @@ def resolve_runtime(train: TrainConfig, cpus: float | None = None,
         device=device, amp_dtype=amp_dtype, channels_last=channels_last,
         cpus=torch.get_num_threads(), gpu_share=grant.share if grant is not None else 0.0,
         capability=capability, tf32=use_cuda and train.tf32,
+        gpu_ids=grant.ids if grant is not None and use_cuda else (),
     )
     if use_cuda:
         apply_cuda_settings(train.tf32)
@@ -181,6 +185,24 @@ def apply_cuda_settings(tf32: bool) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+#: The round-row fields `device_fields` writes (a reused round drops the ones it was given).
+DEVICE_FIELDS = ("gpu_ids", "cuda_visible_devices", "gpu_name", "gpu_memory_peak_mib")
+
+
+def device_fields(runtime: Runtime) -> dict[str, Any]:
+    """A CUDA round row's record of its GPU: which one Ray granted (`gpu_ids`, and
+    `cuda_visible_devices` as the trial saw it), its name, and `gpu_memory_peak_mib`, the most
+    memory torch held on it since the trial began. Nothing on the CPU."""
+    if runtime.device.type != "cuda":
+        return {}
+    return {
+        "gpu_ids": list(runtime.gpu_ids),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpu_name": torch.cuda.get_device_name(runtime.device),
+        "gpu_memory_peak_mib": torch.cuda.max_memory_allocated(runtime.device) / 2 ** 20,
+    }
 
 
 def cuda_problem(grant: GpuGrant) -> str | None:

@@ -21,6 +21,7 @@ from trainables.measure import round_cost
 from trainables.methods.context import TrialContext
 from trainables.methods.penalties import phase_hooks
 from trainables.reporting import PROGRESS
+from trainables.runtime import DEVICE_FIELDS, device_fields
 
 Carry = dict[str, Any]
 """State a method carries from round to round inside its checkpoints (CPU tensors)."""
@@ -152,6 +153,7 @@ def round_row(
         "epochs": result.epochs_run,
         **(plan.row_fields(carry) if plan.row_fields is not None else {}),
         **cost_fields(context),
+        **device_fields(context.runtime),
         "round_time_s": time.perf_counter() - started,
         "status": "diverged" if result.diverged else "ok",
         "final_round": plan.final or result.diverged,
@@ -247,12 +249,13 @@ def report_reused_round(
     state as reported."""
     config = context.config
     stale = {key for key in state["metrics"] if key.startswith(("latency_", "speedup_"))} | {
-        "flops", "flops_effective", "measure_time_s"}
+        "flops", "flops_effective", "measure_time_s", *DEVICE_FIELDS}
     row = {
         **{key: value for key, value in state["metrics"].items() if key not in stale},
         "method": config.method,
         **row_tags(context),
         **cost_fields(context),
+        **device_fields(context.runtime),
         "final_round": final,
         **extra,
     }
