@@ -18,7 +18,6 @@ pending.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -78,7 +77,7 @@ def overlap_throughput(trials: Mapping[str, Sequence[tuple[float, float, int]]])
 def run_probed_sweep(sweep_file: Path, storage: Path, trace: Path) -> float:
     """`common.run_sweep`, through `packing_probe.py`; returns the wall time."""
     trace.mkdir(parents=True, exist_ok=True)
-    env = {**common.sweep_env(), "PYTHONPATH": f"{common.REPO}{os.pathsep}{HERE}",
+    env = {**common.sweep_env(), "PYTHONPATH": common.python_path(common.REPO, HERE),
            TRACE_ENV: str(trace)}
     command = [sys.executable, str(HERE / "packing_probe.py"),
                str(common.REPO / "sweeps" / "run_sweep.py"), str(sweep_file),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -82,7 +81,7 @@ def one_run(tree: Path, sweep_file: Path, work: Path) -> dict[str, float]:
     trace = work / "trace.jsonl"
     trace.unlink(missing_ok=True)
     storage = work / "out"
-    env = {**common.sweep_env(), "PYTHONPATH": f"{tree}{os.pathsep}{HERE}",
+    env = {**common.sweep_env(), "PYTHONPATH": common.python_path(tree, HERE),
            "PRUNETUNE_STARTUP_TRACE": str(trace)}
     command = [sys.executable, str(HERE / "startup_probe.py"),
                str(tree / "sweeps" / "run_sweep.py"), str(sweep_file), "--storage", str(storage)]

@@ -63,10 +63,17 @@ def default_device(asked: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def python_path(*first: Path) -> str:
+    """PYTHONPATH with `first` ahead of what it already holds (packages installed with
+    `pip --target`, as on a lent GPU machine, must stay importable in the subprocesses)."""
+    kept = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join([*map(str, first), *([kept] if kept else [])])
+
+
 def sweep_env() -> dict[str, str]:
     """Environment for a `run_sweep.py` subprocess: private Ray temp dir, repo importable."""
     Path(RAY_TMPDIR).mkdir(parents=True, exist_ok=True)
-    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_TMPDIR": RAY_TMPDIR}
+    return {**os.environ, "PYTHONPATH": python_path(REPO), "RAY_TMPDIR": RAY_TMPDIR}
 
 
 def import_psutil() -> Any:

@@ -44,8 +44,8 @@ def trial_record(trial_dir: Path) -> dict[str, Any]:
         "gpu_ids": last.get("gpu_ids"),
         "cuda_visible_devices": last.get("cuda_visible_devices"),
         "gpu_name": last.get("gpu_name"),
-        "gpu_memory_peak_mib": max((r.get("gpu_memory_peak_mib") or 0.0 for r in rounds),
-                                   default=None),
+        "gpu_memory_peak_mib": max((r["gpu_memory_peak_mib"] for r in rounds
+                                    if r.get("gpu_memory_peak_mib") is not None), default=None),
         "images_per_s": statistics.mean(r["images_per_s"] for r in epochs) if epochs else None,
         "images": sum(r["images_per_s"] * r["epoch_time_s"] for r in epochs),
         "first_epoch_start": min((r["timestamp"] - r["epoch_time_s"] for r in epochs),
@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{'trial':<28} {'GPU ids':<8} {'CUDA_VISIBLE':<12} {'peak MiB':>9} {'img/s':>8}")
     for t in result["trials"]:
-        peak = "-" if t["gpu_memory_peak_mib"] in (None, 0.0) else f"{t['gpu_memory_peak_mib']:.0f}"
+        peak = "-" if t["gpu_memory_peak_mib"] is None else f"{t['gpu_memory_peak_mib']:.0f}"
         rate = "-" if t["images_per_s"] is None else f"{t['images_per_s']:.0f}"
         print(f"{t['trial'][:28]:<28} {str(t['gpu_ids']):<8} {str(t['cuda_visible_devices']):<12} "
               f"{peak:>9} {rate:>8}")

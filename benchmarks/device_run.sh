@@ -39,7 +39,7 @@ fi
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
     echo "$PY is not Python 3.12 (the bundle's wheels are cp312): set DEVICE_PYTHON"; exit 2
 fi
-SITE=$REPO/.device/site
+SITE=${TMPDIR:-/tmp}/prunetune-device-site
 rm -rf "$SITE"
 "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$REPO"/.device/wheels/*.whl \
     || { echo "the bundle did not install"; exit 2; }
@@ -82,7 +82,7 @@ else
 fi
 
 step "a Ray Tune sweep, 4 trials per GPU (benchmarks/device_sweep.yaml)"
-WORK=$REPO/.device/out
+WORK=${TMPDIR:-/tmp}/prunetune-device-out
 rm -rf "$WORK"
 if [ "$CUDA" = 1 ]; then
     # About 8 s of the budget per epoch of training (12 trials, 4 at a time, IMP 3 phases).

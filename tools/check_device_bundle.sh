@@ -4,7 +4,7 @@
 #
 #   tools/check_device_bundle.sh /path/to/python3.12
 #
-# 1. pip install --no-index --no-deps --target .device/site .device/wheels/*.whl
+# 1. pip install --no-index --no-deps --target DIR .device/wheels/*.whl (DIR: a temporary one)
 # 2. import ray; ray.init(); tune.run of a trivial function
 # 3. prunetune's quickstart --smoke from the installed target directory
 # Not part of the test suite (it needs a 3.12 with torch and the bundle, which CI has neither
@@ -12,14 +12,14 @@
 set -euo pipefail
 PY=${1:?usage: tools/check_device_bundle.sh /path/to/python3.12}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-SITE=$REPO/.device/site
 OUT=$(mktemp -d)
+SITE=$OUT/site
 trap 'rm -rf "$OUT"' EXIT
 
 "$PY" -c 'import sys, torch; assert sys.version_info[:2] == (3, 12), sys.version; print("python", sys.version.split()[0], "torch", torch.__version__)'
 rm -rf "$SITE"
 "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$REPO"/.device/wheels/*.whl
-echo "check_device_bundle: installed $(ls "$REPO"/.device/wheels | wc -l) wheels into .device/site"
+echo "check_device_bundle: installed $(ls "$REPO"/.device/wheels | wc -l) wheels into $SITE"
 export PYTHONPATH="$SITE:$REPO" RAY_DISABLE_USAGE_STATS=1
 cd "$OUT"
 "$PY" - <<'EOF'

@@ -10,8 +10,9 @@ the repository in one run (64 MiB in all):
 
     python tools/device_bundle.py [--data ../shared/data] [--size 64] [--quality 70]
 
-Downloads go through pip (the package index); wheels already in `.device/cache/` (not part
-of the bundle) are reused. Fails, with the sizes, when bundle and repository exceed the limit.
+Downloads go through pip (the package index); wheels already in `.device-cache/` (beside
+the bundle, not in it) are reused. Carry `.device` to the GPU machine, nothing else. Fails,
+with the sizes, when bundle and repository exceed the limit.
 """
 
 from __future__ import annotations
@@ -29,17 +30,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = REPO / ".device"
+CACHE = REPO / ".device-cache"
 LIMIT_BYTES = 64 * 2 ** 20
 #: The device image's Python and the platforms pip may pick wheels for.
 PIP_PLATFORM = ["--python-version", "3.12", "--implementation", "cp",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                 "--platform", "manylinux2014_x86_64"]
 #: Distributions the GPU image lacks (its image has torch, torchvision, pandas, pyarrow,
-#: matplotlib, scikit-learn, tensorboard, pytest, onnx, onnxruntime and safetensors). click,
-#: msgpack and PyYAML are Ray's and prunetune's own requirements, small, and carried in case.
+#: matplotlib, scikit-learn, tensorboard, pytest, onnx, onnxruntime and safetensors). The last
+#: line are Ray's and prunetune's own requirements that none of those brings (a Python 3.12
+#: with only them lacked each): under 2 MiB together, carried in case the image lacks them too.
 BUNDLED = ("ray", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
            "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "tensorboardX",
-           "torch-pruning", "click", "msgpack", "PyYAML")
+           "torch-pruning",
+           "click", "msgpack", "PyYAML", "requests", "urllib3", "idna", "charset-normalizer",
+           "certifi", "attrs")
 #: Top-level parts of Ray's wheel prunetune never imports (Tune, Train, core and the dashboard
 #: modules Ray starts stay).
 RAY_DROPPED = ("ray/jars/", "ray/rllib/", "ray/serve/", "ray/llm/", "ray/tests/",
@@ -141,7 +146,7 @@ def repository_bytes() -> int:
 
 def tree_bytes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))
-            if p.is_file() and "cache" not in p.relative_to(root).parts}
+            if p.is_file()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="shorter side of the images, px")
     parser.add_argument("--quality", type=int, default=70, help="JPEG quality of the images")
     args = parser.parse_args(argv)
-    wheels_dir, cache = DEVICE / "wheels", DEVICE / "cache"
+    wheels_dir, cache = DEVICE / "wheels", CACHE
     shutil.rmtree(wheels_dir, ignore_errors=True)
     wheels_dir.mkdir(parents=True)
     for wheel in download(pinned(), cache):
