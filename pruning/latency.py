@@ -41,6 +41,16 @@ def precision_name(dtype: torch.dtype) -> str:
     return _PRECISIONS.get(dtype, str(dtype).removeprefix("torch."))
 
 
+def input_layout(model: nn.Module, memory_format: torch.memory_format | None
+                 ) -> tuple[torch.device, torch.dtype, torch.memory_format]:
+    """Where and how a timed input is made for `model`: its device, the dtype of its first
+    parameter (fp32 without one), and `memory_format`, else the model's own."""
+    parameter = next(model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    return (model_device(model), dtype,
+            memory_format if memory_format is not None else model_memory_format(model))
+
+
 def model_memory_format(model: nn.Module) -> torch.memory_format:
     """``torch.channels_last`` when the model's first 4-D convolution weight whose layout is
     unambiguous is channels_last-contiguous, else ``torch.contiguous_format``. (A 1x1 kernel or
@@ -127,11 +137,7 @@ def latency_ms(
     on the CPU); tests replace it.
     """
     settings = settings or LatencySettings()
-    device = model_device(model)
-    parameter = next(model.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else torch.float32
-    if memory_format is None:
-        memory_format = model_memory_format(model)
+    device, dtype, memory_format = input_layout(model, memory_format)
     generator = torch.Generator().manual_seed(0)
     medians, repeats, samples = {}, {}, {}
     channels_last = False

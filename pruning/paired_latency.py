@@ -41,11 +41,11 @@ from functools import partial
 import torch
 from torch import nn
 
-from pruning.cost import eval_mode, model_device
+from pruning.cost import eval_mode
 from pruning.latency import (
     LatencySettings,
     autocast_in,
-    model_memory_format,
+    input_layout,
     precision_name,
     torch_threads,
     warmup_calls,
@@ -251,11 +251,7 @@ def paired_latency_ms(
     drift from it beyond `DRIFT_LIMIT` counts as a disturbance.
     """
     settings = settings or LatencySettings()
-    device = model_device(model)
-    parameter = next(model.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else torch.float32
-    if memory_format is None:
-        memory_format = model_memory_format(model)
+    device, dtype, memory_format = input_layout(model, memory_format)
     generator = torch.Generator().manual_seed(0)
     baselines = reference_baseline or {}
     by_batch = {}
