@@ -122,6 +122,12 @@ class PlannedTrial:
         return self.config.method
 
 
+def config_text(raw: dict[str, Any]) -> str:
+    """A trial's config as Ray hands it to the trial (`PlannedTrial.raw`), as the text a planned
+    trial is found by again in the driver's callbacks."""
+    return json.dumps(raw, sort_keys=True)
+
+
 def planned(config: TrialConfig, label: str) -> PlannedTrial:
     """`config` as a planned trial of the line `label`."""
     parts = METHODS.get(config.method).name_parts(config)

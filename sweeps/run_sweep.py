@@ -33,6 +33,7 @@ from sweeps.plan import (  # noqa: E402
     PlannedTrial,
     PlanningProgress,
     SweepPlan,
+    config_text,
     load_sweep,
 )
 from sweeps.provenance import SWEEP_SUMMARY_FILE, code_source  # noqa: E402
@@ -235,17 +236,13 @@ class TrialNamer:
     config Ray hands over (`PlannedTrial.raw`)."""
 
     def __init__(self, plan: SweepPlan) -> None:
-        self.names = {_config_text(trial.raw): trial.name for trial in plan.trials}
+        self.names = {config_text(trial.raw): trial.name for trial in plan.trials}
 
     def name(self, trial: Any) -> str:
-        return self.names[_config_text(trial.config.get("trial", {}))]
+        return self.names[config_text(trial.config.get("trial", {}))]
 
     def dirname(self, trial: Any) -> str:
         return f"{self.name(trial)}_{trial.trial_id}"
-
-
-def _config_text(raw: dict[str, Any]) -> str:
-    return json.dumps(raw, sort_keys=True)
 
 
 def _check_start_weights(plan: SweepPlan) -> None:

@@ -39,8 +39,10 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.logger import LoggerCallback
 
+from sweeps.plan import config_text
 from trainables.identity import identity_values
 from trainables.methods import METHODS
+from trainables.reporting import reported_rows
 
 if TYPE_CHECKING:
     from sweeps.plan import PlannedTrial
@@ -85,7 +87,6 @@ LAYOUT = {
         "round of each epoch": ["Multiline", ["^train/round$"]],
     },
 }
-RESULT_FILE = "result.json"
 EVENTS_SUFFIX = ".prunetune"
 
 
@@ -130,11 +131,6 @@ def _hparam_value(value: Any, numeric: bool) -> float | str:
     if numeric:
         return float(value)
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def config_text(raw: dict[str, Any]) -> str:
-    """A trial config as the key it is found by (the config Ray hands a trial is `raw`)."""
-    return json.dumps(raw, sort_keys=True)
 
 
 def _read_by_method(trial: PlannedTrial) -> Callable[[str], bool]:
@@ -230,17 +226,7 @@ def layer_sparsity_image(layers: dict[str, float], title: str) -> Any:
 def epochs_logged(trial_dir: Path) -> int:
     """How many epoch rows the trial has reported before (its result.json): where its epoch
     count continues after a restart."""
-    path = trial_dir / RESULT_FILE
-    if not path.is_file():
-        return 0
-    count = 0
-    with path.open() as lines:
-        for line in lines:
-            try:
-                count += json.loads(line).get("row_type") == "epoch"
-            except (ValueError, AttributeError):
-                continue  # a line cut short by a crash
-    return count
+    return sum(row.get("row_type") == "epoch" for row in reported_rows(trial_dir))
 
 
 class TrialEvents:

@@ -19,11 +19,10 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from tensorboard.util import tensor_util
 
 from sweeps.loggers import LOGGERS, LoggerContext, logger_callbacks
-from sweeps.plan import plan_sweep
+from sweeps.plan import config_text, plan_sweep
 from sweeps.tensorboard_log import (
     PrunetuneTensorBoard,
     TrialEvents,
-    config_text,
     epoch_scalars,
     round_scalars,
     sparsity_step,

@@ -35,7 +35,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -219,18 +219,21 @@ class TuneReporter:
         return state
 
 
-def logged_checkpoints(trial_dir: Path) -> set[str]:
-    """The checkpoint directory names that rows in the trial's `result.json` came with."""
+def reported_rows(trial_dir: Path) -> Iterator[dict[str, Any]]:
+    """The rows in the trial's `result.json`, in order; lines a crash cut off are passed over."""
     path = trial_dir / "result.json"
-    names = set()
     for line in path.read_text().splitlines() if path.is_file() else []:
         try:
-            name = json.loads(line).get("checkpoint_dir_name")
-        except (json.JSONDecodeError, AttributeError):
+            row = json.loads(line)
+        except json.JSONDecodeError:
             continue  # a line cut off by a crash
-        if name:
-            names.add(name)
-    return names
+        if isinstance(row, dict):
+            yield row
+
+
+def logged_checkpoints(trial_dir: Path) -> set[str]:
+    """The checkpoint directory names that rows in the trial's `result.json` came with."""
+    return {name for row in reported_rows(trial_dir) if (name := row.get("checkpoint_dir_name"))}
 
 
 class DirectoryReporter:
