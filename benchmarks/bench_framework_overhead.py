@@ -1,7 +1,9 @@
 """Framework overhead: the same dense training as a bare PyTorch loop and as a prunetune trial.
 
 Same model (resnet18_cifar, width 16, digits), same uint8 tensors + BatchAugment, same seed,
-batch size and epochs, one torch thread each. Three ways, repetitions interleaved:
+batch size and epochs, one torch thread each, on `--device` (default the CPU; on cuda every way
+runs as a trial there does: the runtime's amp dtype, channels_last, cuDNN settings, and a
+synchronisation closing each epoch). Three ways, repetitions interleaved:
 
 * bare: a minimal hand-written loop in this process (forward, loss, backward, SGD step);
 * direct: prunetune's `run_trial` with a DirectoryReporter in this process (the loop, no Ray);
@@ -11,7 +13,7 @@ batch size and epochs, one torch thread each. Three ways, repetitions interleave
 Per-epoch times exclude each run's first epoch (warm-up). The start-up of a sweep, stage by
 stage, is `bench_startup.py`'s.
 
-    python benchmarks/bench_framework_overhead.py [--quick]
+    python benchmarks/bench_framework_overhead.py [--quick] [--device cpu|cuda] [--width N]
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def trial_config(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": 64,
             "lr": 0.05,
             "lr_schedule": "constant",
-            "device": "cpu",
+            "device": args.device,
             "max_batches": args.max_batches,
             "max_eval_batches": args.max_batches,
         },
@@ -53,13 +55,18 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
     from trainables.models import build_model
     from trainables.random_streams import data_order
     from trainables.resolve import parse_trial_config
+    from trainables.runtime import resolve_runtime
 
-    torch.set_num_threads(1)
     config = parse_trial_config(trial_config(args))
+    runtime = resolve_runtime(config.train, cpus=1)  # device, amp dtype, channels_last
     splits = load_dataset(config.data)
-    augment = batch_augment(config.data, splits, train=True)
+    augment = batch_augment(config.data, splits, train=True,
+                            channels_last=runtime.channels_last)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, splits.num_classes, splits.in_channels)
+    model = build_model(config.model, splits.num_classes, splits.in_channels).to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler else None
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     loss_fn = nn.CrossEntropyLoss()
     times = []
@@ -72,15 +79,22 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
             64,
             shuffle=True,
             generator=data_order(config.seed, 0, epoch),
-            device="cpu",
+            device=runtime.device,
             augment=augment,
             drop_last=True,
             max_batches=args.max_batches,
         ):
-            loss = loss_fn(model(inputs), targets)
+            with runtime.autocast():
+                loss = loss_fn(model(inputs), targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+        runtime.synchronize()
         times.append(time.perf_counter() - started)
     return times
 
@@ -88,11 +102,14 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
 def direct_epochs(args: argparse.Namespace) -> list[float]:
     from trainables.reporting import DirectoryReporter
     from trainables.resolve import parse_trial_config
+    from trainables.runtime import GpuGrant
     from trainables.trial import run_trial
 
+    # Outside Ray, the GPU a trial may use is granted here (Ray would grant the sweep's).
+    grant = GpuGrant(share=1.0, ids=("0",)) if args.device == "cuda" else None
     with tempfile.TemporaryDirectory(prefix="bench-direct-") as directory:
         reporter = DirectoryReporter(directory)
-        run_trial(parse_trial_config(trial_config(args)), reporter, cpus=1)
+        run_trial(parse_trial_config(trial_config(args)), reporter, cpus=1, grant=grant)
     return [row["epoch_time_s"] for row in reporter.rows if row["row_type"] == "epoch"]
 
 
@@ -101,7 +118,7 @@ def sweep_run(args: argparse.Namespace, work: Path, rep: int) -> dict[str, Any]:
         "name": f"overhead{rep}",
         "base": trial_config(args),
         "experiments": [{"label": "dense", "config": {"method": "dense"}}],
-        "resources": {"cpu": 1, "gpu": 0},
+        "resources": {"cpu": 1, "gpu": 1 if args.device == "cuda" else 0},
     }
     sweep_file = common.write_sweep(work, spec)
     common.run_sweep(sweep_file, work / "out")
@@ -116,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--max-batches", type=int, default=None)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.epochs, args.width, args.max_batches = 1, 2, 4, 2
@@ -135,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         {
             "benchmark": "framework_overhead",
             "quick": args.quick,
+            "device": args.device,
             "setup": trial_config(args) | {"reps": args.reps, "torch_threads": 1},
             "epoch_s": {"bare": bare_s, "direct": direct_s, "sweep": sweep_s},
             "epoch_ratio_sweep_vs_bare": ratio,
@@ -142,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             "samples": {"bare": bare, "direct": direct, "sweep": sweep},
             "bars": [
                 common.bar(
-                    "per-epoch time, Ray Tune trial / bare loop",
+                    "per-epoch time, Ray Tune trial / bare loop"
+                    + (" (cuda)" if args.device == "cuda" else ""),
                     ratio,
                     "<= 1.05",
                     ratio <= 1.05,

@@ -81,8 +81,10 @@ def costs(model: Any, image_size: int) -> dict[str, Any]:
     }
 
 
-def interleaved_latency(models: dict[str, Any], image_size: int, args: argparse.Namespace):
-    """Per batch size, `rounds` rounds that each measure every model once, in turn.
+def interleaved_latency(models: dict[str, Any], image_size: int, args: argparse.Namespace,
+                        amp_dtype: Any = None, warmup: int = 1):
+    """Per batch size, `rounds` rounds that each measure every model once, in turn (under
+    autocast to `amp_dtype` when given, as a trial on a GPU measures).
 
     A model's figure is the median of its round medians; its ratio to dense is the median over
     rounds of the ratio within a round (paired), so a burst of load from another user of the
@@ -94,7 +96,7 @@ def interleaved_latency(models: dict[str, Any], image_size: int, args: argparse.
     for size in args.batches:
         settings = pruning.LatencySettings(
             batch_sizes=(size,),
-            warmup=1,
+            warmup=warmup,
             min_repeats=args.min_repeats,
             max_repeats=args.max_repeats,
             budget_s=args.budget,
@@ -103,7 +105,8 @@ def interleaved_latency(models: dict[str, Any], image_size: int, args: argparse.
         rounds = {name: [] for name in models}
         for _ in range(args.rounds):
             for name, model in models.items():
-                result = pruning.latency_ms(model, (3, image_size, image_size), settings)
+                result = pruning.latency_ms(model, (3, image_size, image_size), settings,
+                                            amp_dtype=amp_dtype)
                 rounds[name].append(result.samples_ms[size])
         for name, per_round in rounds.items():
             medians = [common.median(times) for times in per_round]

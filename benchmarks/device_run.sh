@@ -11,7 +11,8 @@
 #   device_run.log        everything printed, with each step's start and time left
 #   gpu.txt               nvidia-smi and what torch sees
 #   pytest_cuda.log       pytest -m cuda
-#   bench_results.json    benchmarks/run_all.py's results for the GPU rows
+#   bench_results.json    the GPU benchmarks' results (bench_gpu_latency, bench_input_pipeline,
+#                         bench_gpu_packing, bench_framework_overhead --device cuda), per name
 #   device_trials.json    per trial: what Ray granted, peak GPU memory, images/s; and in total
 #   experiment.tar.gz     the sweep's rows, round index and metrics (no weights)
 set -uo pipefail
@@ -61,40 +62,66 @@ if [ "$REHEARSAL" = 0 ] && [ "$CUDA" != 1 ]; then echo "torch sees no GPU here: 
 step "pytest -m cuda"
 if [ "$CUDA" = 1 ]; then
     # Only the modules with CUDA tests: the others may import extras the GPU image lacks.
-    timeout "$(limit 120 300)" "$PY" -m pytest -m cuda -q -ra -p no:cacheprovider \
+    timeout "$(limit 45 400)" "$PY" -m pytest -m cuda -q -ra -p no:cacheprovider \
         $(grep -l "mark.cuda" tests/*.py) > "$OUT/pytest_cuda.log" 2>&1
     echo "pytest exit $?"; tail -5 "$OUT/pytest_cuda.log"
 else
     echo "skipped: no CUDA here (rehearsal)" | tee "$OUT/pytest_cuda.log"
 fi
 
-step "benchmarks: input pipeline, GPU packing, framework overhead, latency (dense, channels, 2:4)"
-GPU_BENCHES="bench_input_pipeline bench_gpu_packing bench_framework_overhead bench_latency"
-if [ "$CUDA" = 1 ]; then
-    timeout "$(limit 200 210)" "$PY" benchmarks/run_all.py --only $GPU_BENCHES
-    echo "run_all exit $?"
-    cp benchmarks/results.json "$OUT/bench_results.json"
-else
-    echo "rehearsal: their --quick modes (a smoke run, results not written); the GPU rows are skipped"
-    timeout "$(limit 200 210)" "$PY" benchmarks/run_all.py --quick --only $GPU_BENCHES
-    echo "run_all exit $?"
-    echo '{"rehearsal": "no CUDA: --quick modes only"}' > "$OUT/bench_results.json"
-fi
-
 step "a Ray Tune sweep, 4 trials per GPU (benchmarks/device_sweep.yaml)"
 WORK=${TMPDIR:-/tmp}/prunetune-device-out
 rm -rf "$WORK"
+SWEEP_S=$(limit 170 230)  # what the benchmarks after it need is kept back
 if [ "$CUDA" = 1 ]; then
-    # About 8 s of the budget per epoch of training (12 trials, 4 at a time, IMP 3 phases).
-    EPOCHS=$(( ($(left) - 90) / 8 )); [ "$EPOCHS" -gt 30 ] && EPOCHS=30; [ "$EPOCHS" -lt 2 ] && EPOCHS=2
+    # About 6 s of the sweep's time per epoch (12 trials, 4 at a time, IMP 3 phases), after
+    # about 40 s of start-up.
+    EPOCHS=$(( (SWEEP_S - 40) / 6 )); [ "$EPOCHS" -gt 30 ] && EPOCHS=30; [ "$EPOCHS" -lt 2 ] && EPOCHS=2
     SETTINGS=(--set "train.epochs=$EPOCHS")
 else
     echo "rehearsal: --smoke, a narrow model, on the CPU (resources.gpu: 0)"
     SETTINGS=(--smoke --set model.width=8 --set resources.gpu=0 --set resources.cpu=1)
 fi
-timeout "$(limit 400 40)" "$PY" sweeps/run_sweep.py benchmarks/device_sweep.yaml \
+timeout "$SWEEP_S" "$PY" sweeps/run_sweep.py benchmarks/device_sweep.yaml \
     --storage "$WORK" --name device_flowers --set "data.root=$REPO/.device/data" "${SETTINGS[@]}"
 echo "run_sweep exit $?"
+
+# Each benchmark's JSON line goes into bench_results.json as soon as it ends, so a step that
+# runs out of time loses only its own figures. The CPU-only parts are cut to their minimum.
+export PRUNETUNE_FLOWERS_ROOT="$REPO/.device/data" PRUNETUNE_BENCH_CACHE=${TMPDIR:-/tmp}/prunetune-bench-cache
+BENCH_DIR=${TMPDIR:-/tmp}/prunetune-device-bench
+rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"
+echo '{}' > "$OUT/bench_results.json"
+bench() {  # bench NAME SECONDS RESERVE [ARGS...]: run benchmarks/NAME.py, keep its JSON line
+    local name=$1 want=$2 reserve=$3 code; shift 3
+    step "benchmark $name $*"
+    timeout "$(limit "$want" "$reserve")" "$PY" "benchmarks/$name.py" "$@" > "$BENCH_DIR/$name.json"
+    code=$?; echo "$name exit $code"
+    "$PY" - "$OUT/bench_results.json" "$BENCH_DIR/$name.json" "$name" "$code" <<'PYTHON'
+import json, sys
+from pathlib import Path
+results, out, name, code = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+lines = out.read_text().strip().splitlines()
+merged = json.loads(results.read_text())
+try:
+    merged[name] = json.loads(lines[-1]) if code == 0 else {"error": f"exit {code}"}
+except (IndexError, json.JSONDecodeError) as error:
+    merged[name] = {"error": f"no JSON line: {error}"}
+results.write_text(json.dumps(merged, indent=1) + "\n")
+PYTHON
+}
+if [ "$CUDA" = 1 ]; then
+    bench bench_gpu_latency 50 180 --rounds 3
+    bench bench_input_pipeline 55 125 --sizes 112 --reps 1 --steps 1
+    bench bench_gpu_packing 80 45 --epochs 12
+    bench bench_framework_overhead 45 5 --device cuda --reps 2 --epochs 4 --width 64
+else
+    echo "rehearsal: the same benchmarks' --quick modes on the CPU (their GPU figures pending)"
+    bench bench_gpu_latency 50 180 --quick
+    bench bench_input_pipeline 55 125 --quick
+    bench bench_gpu_packing 80 45 --quick
+    bench bench_framework_overhead 45 5 --quick
+fi
 
 step "what each trial was granted and how fast it ran"
 "$PY" benchmarks/device_report.py "$WORK/device_flowers" "$OUT/device_trials.json"

@@ -27,6 +27,7 @@ BENCHMARKS = (
     "bench_memory",
     "bench_sweep_efficiency",
     "bench_latency",
+    "bench_gpu_latency",
     "bench_round_cost",
     "bench_busy_machine",
     "bench_export",

@@ -299,6 +299,7 @@ def test_mismatched_lengths_are_refused():
         collect(images, labels[:-1], 0, shuffle=True)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_batches_are_deterministic_and_on_device():
     images, labels = make_data()

@@ -24,6 +24,7 @@ EXPECTED_KEYS = {
     "bench_gpu_packing": {"cases", "device", "setup"},
     "bench_startup": {"sides", "reps"},
     "bench_latency": {"models", "measuring_cost", "setup"},
+    "bench_gpu_latency": {"models", "nm_2_4", "setup", "device"},
     "bench_round_cost": {"trials", "setup"},
     "bench_export": {"networks", "figures", "setup"},
     "bench_busy_machine": {"slowdowns", "speedups", "setup"},
@@ -86,14 +87,21 @@ def test_quick_mode_prints_its_figures(name: str) -> None:
             assert 0 <= stage["start_s"] <= stage["end_s"], stage
         wait = result["sides"]["current"]["raylet waits for its object store"]
         assert 0 <= wait["median_s"] <= wait["max_s"] < 10, wait  # found in the raylet's log
-    if name in ("bench_gpu_packing", "bench_input_pipeline"):  # the GPU figure's code ran
-        device = result["device"] if name == "bench_gpu_packing" else result["device_feed"][
+    if name in ("bench_gpu_packing", "bench_input_pipeline", "bench_gpu_latency"):
+        # the GPU figure's code ran
+        device = result["device_feed"]["device"] if name == "bench_input_pipeline" else result[
             "device"]
         assert device.startswith("cuda") == torch_has_cuda()
         gpu_bars = [row for row in result["bars"] if "GPU" in row["name"]]
         assert gpu_bars
         if not torch_has_cuda():  # pending; on CUDA a quick run's trials may not overlap
             assert all(row["value"] is None and row["met"] is None for row in gpu_bars)
+    if name == "bench_gpu_latency":
+        # ResNet-18's only row that 2:4 cannot split: conv1's 3 x 7 x 7 = 147 weights.
+        assert set(result["setup"]["nm_mask_skipped"]) == {"conv1.weight"}
+        if not torch_has_cuda():  # the CPU has no 2:4 kernel: dense only, and said so
+            assert all("sparse_ms" not in entry and "CPU" in entry["measured_as"]
+                       for entry in result["nm_2_4"].values())
     if name == "bench_sweep_efficiency":  # a count, not a timing: exact even in a quick run
         sharing = result["dense_sharing"]
         assert sharing["dense_trainings"] == len(result["setup"]["sharing_grid"]["seeds"])

@@ -217,3 +217,18 @@ def test_fp32_latency_on_tf32_tensor_cores_is_recorded_as_tf32() -> None:
                                          "latency_shared_device": False}
     assert latency_fields(timed, off)["latency_precision"] == "fp32"
     assert latency_fields(timed, off)["latency_shared_device"] is True
+
+
+def test_a_cuda_runtime_waits_for_the_gpu_and_a_cpu_runtime_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An epoch's wall time ends with `Runtime.synchronize`: without it, the steps the host has
+    queued ahead of the GPU fall outside the interval and images/s comes out too high."""
+    from trainables.runtime import Runtime
+
+    waited: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    Runtime(torch.device("cpu"), None, False).synchronize()
+    assert waited == []
+    Runtime(torch.device("cuda:0"), torch.bfloat16, True, gpu_share=0.25).synchronize()
+    assert waited == [torch.device("cuda:0")]

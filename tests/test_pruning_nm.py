@@ -119,6 +119,7 @@ def test_on_the_cpu_nm_latency_says_it_measured_dense() -> None:
     assert result.dense.repeats[1] == 3
 
 
+@pytest.mark.cuda
 @needs_cuda
 def test_semi_structured_copies_compute_what_the_dense_model_computes() -> None:
     torch.manual_seed(0)

@@ -423,6 +423,7 @@ def run_epoch(stepper: Stepper, data: TrialData, round_index: int, epoch: int, l
             loss_sum += loss.detach().float() * len(targets)
             correct += (logits.detach().argmax(dim=1) == targets).sum()
             seen += len(targets)
+    stepper.runtime.synchronize()  # the epoch's time includes its steps still queued on a GPU
     return EpochRun(loss_sum, correct, seen, time.perf_counter() - started)
 
 

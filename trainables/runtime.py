@@ -74,6 +74,13 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def synchronize(self) -> None:
+        """Wait for the work queued on the GPU (nothing on the CPU): the host runs several
+        steps ahead of a GPU, so a wall-clock interval that ends without this leaves out the
+        steps still queued."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     @property
     def needs_grad_scaler(self) -> bool:
         return self.amp_dtype == torch.float16
