@@ -1,7 +1,7 @@
 """Read Ray Tune experiment directories written by the prunetune trainables into DataFrames.
 
 Only the JSON files are read (``params.json``, ``result.json``, ``prunetune_sweep.json`` and each
-checkpoint's ``metrics.json``); never ``state.pt``, so this works on a laptop without torch or ray.
+checkpoint's ``metrics.json``); never the checkpoints' tensors, so this works on a laptop without torch or ray.
 
 Trial status (one value per trial, column ``trial_status``):
 

@@ -9,8 +9,8 @@ independent random masks of the same densities would overlap, d_a d_b / (d_a + d
 overlap above it is agreement, not chance. Structured rounds are left out: their masks cover
 networks of different shapes.
 
-The one module of `analysis` that needs torch (to read `state.pt`, with `weights_only=True`);
-it is imported only when `--mask-overlap` is asked for.
+The one module of `analysis` that needs torch (to read the round checkpoints through
+`trainables.checkpoints`); it is imported only when `--mask-overlap` is asked for.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ COLUMNS = ["target_sparsity", "a", "seed_a", "b", "seed_b", "layer", "kept_a", "
 
 def round_masks(results: pd.DataFrame, agg: pd.DataFrame) -> list[dict[str, Any]]:
     """Each finished, masked, pruned round: its line label, seed, level and masks (numpy)."""
-    import torch
+    from trainables.checkpoints import has_checkpoint, load_round_checkpoint
 
     rows = _level_frame(results)
     rows = rows[(rows["method"] != "dense") & ~rows["imp_round0"]]
@@ -45,10 +45,9 @@ def round_masks(results: pd.DataFrame, agg: pd.DataFrame) -> list[dict[str, Any]
             continue
         directory = round_checkpoint_dir(Path(row["trial_dir"]), row.get("checkpoint_dir_name"),
                                          row["round"])
-        if directory is None or not (directory / "state.pt").is_file():
+        if directory is None or not has_checkpoint(directory):
             continue
-        state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True,
-                           mmap=True)
+        state = load_round_checkpoint(directory)
         if state.get("layer_widths") is not None:
             continue  # a structured round: another network's shape
         found.append({

@@ -125,7 +125,7 @@ fi
 
 step "what each trial was granted and how fast it ran"
 "$PY" benchmarks/device_report.py "$WORK/device_flowers" "$OUT/device_trials.json"
-tar -czf "$OUT/experiment.tar.gz" -C "$WORK" --exclude='state.pt' --exclude='*.pkl' \
+tar -czf "$OUT/experiment.tar.gz" -C "$WORK" --exclude='state.pt' --exclude='*.safetensors' --exclude='*.pkl' \
     --exclude='dense_cache' device_flowers 2> /dev/null
 ls -la "$OUT"
 step "done"

@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench_sweep_efficiency",
     "bench_latency",
     "bench_gpu_latency",
+    "bench_storage",
     "bench_round_cost",
     "bench_busy_machine",
     "bench_export",

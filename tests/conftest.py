@@ -118,19 +118,19 @@ def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[st
     import torch
 
     import pruning
+    from trainables.checkpoints import load_round_checkpoint
     from trainables.config import ModelConfig
     from trainables.models import build_model
     from trainables.resolve import parse_trial_config
 
     config = parse_trial_config(trial, check_ignored=False)
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
-    for key in ("kind", "round", "sparsity", "model", "best_model", "masks", "optimizer",
-                "init_weights"):
+    state = load_round_checkpoint(directory)
+    for key in ("kind", "round", "sparsity", "model", "best_model", "masks", "init_weights"):
         assert key in state, key
     assert state["kind"] == "round"
-    # Every stream is derived from the seed (trainables/random_streams.py): no RNG state saved.
-    assert "rng" not in state
-    assert "param_groups" in state["optimizer"]
+    # Every stream is derived from the seed (trainables/random_streams.py): no RNG state saved;
+    # a finished round is never resumed mid-way, so it carries no optimizer state either.
+    assert "rng" not in state and "optimizer" not in state
     if state["round"] == 0:  # the dense model keeps the weights it can be rewound to
         assert isinstance(state["epoch_weights"], dict)
     elif config.method in ("imp", "channels"):

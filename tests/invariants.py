@@ -2,7 +2,7 @@
 
 `check_experiment(dir)` walks each trial directory (one with a params.json) of a Tune experiment
 (or a DirectoryReporter directory with a params.json written by the test) and, for every
-`checkpoint_*/state.pt`, asserts:
+round and progress checkpoint, asserts:
 
 - pruned weights (mask False) are exactly zero in `model` and in `best_model`;
 - masks only shrink across an IMP trial's rounds (unless a mask control shuffles them);
@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 import pruning
+from trainables.checkpoints import has_checkpoint, load_round_checkpoint
 from trainables.config import TrialConfig
 from trainables.datasets import load_dataset
 from trainables.loop import eval_batches, evaluate
@@ -59,7 +60,7 @@ def _splits(config: TrialConfig) -> Any:
 
 
 def _checkpoints(trial_dir: Path) -> list[Path]:
-    found = [p for p in trial_dir.glob("checkpoint_*") if (p / "state.pt").is_file()]
+    found = [p for p in trial_dir.glob("checkpoint_*") if has_checkpoint(p)]
     return sorted(found, key=lambda p: p.name)
 
 
@@ -85,7 +86,7 @@ def check_trial(trial_dir: Path) -> int:
     checked = 0
     for checkpoint in _checkpoints(trial_dir):
         where = f"{checkpoint}"
-        state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+        state = load_round_checkpoint(checkpoint)
         if state["kind"] == "progress":  # mid-round: only its mask is checked, and no metrics
             phase = state["phase"]
             assert not (checkpoint / "metrics.json").exists(), where

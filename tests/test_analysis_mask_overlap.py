@@ -18,6 +18,7 @@ try:
     from fixtures_experiments import TrialSpec, build_experiment
 except ImportError:  # tests/ collected as a package
     from tests.fixtures_experiments import TrialSpec, build_experiment
+from trainables.checkpoints import save_round_checkpoint
 
 MASKS = {  # (method, seed) -> layer -> kept positions, all at 50% sparsity
     ("snip", 0): {"conv.weight": [1, 1, 1, 1, 0, 0, 0, 0], "fc.weight": [1, 0, 1, 0]},
@@ -34,7 +35,7 @@ def experiment(tmp_path):
     for (method, seed), masks in MASKS.items():
         (trial_dir,) = root.glob(f"*method={method},seed={seed}_*")
         state = {"masks": {k: torch.tensor(v, dtype=torch.bool) for k, v in masks.items()}}
-        torch.save(state, next(trial_dir.glob("checkpoint_*")) / "state.pt")
+        save_round_checkpoint(next(trial_dir.glob("checkpoint_*")), state)
     return root
 
 

@@ -25,6 +25,7 @@ EXPECTED_KEYS = {
     "bench_startup": {"sides", "reps"},
     "bench_latency": {"models", "measuring_cost", "setup"},
     "bench_gpu_latency": {"models", "nm_2_4", "setup", "device"},
+    "bench_storage": {"quickstart", "resnet18"},
     "bench_round_cost": {"trials", "setup"},
     "bench_export": {"networks", "figures", "setup"},
     "bench_busy_machine": {"slowdowns", "speedups", "setup"},
@@ -102,6 +103,10 @@ def test_quick_mode_prints_its_figures(name: str) -> None:
         if not torch_has_cuda():  # the CPU has no 2:4 kernel: dense only, and said so
             assert all("sparse_ms" not in entry and "CPU" in entry["measured_as"]
                        for entry in result["nm_2_4"].values())
+    if name == "bench_storage":  # sizes, not timings: each trial's rounds are all counted
+        methods = result["quickstart"]["methods"]
+        assert len(methods["imp"]["rounds_w"]) == 4 and len(methods["snip 0.992"]["rounds_w"]) == 1
+        assert methods["imp"]["checkpoints_w"] < methods["imp"]["legacy_w"]
     if name == "bench_sweep_efficiency":  # a count, not a timing: exact even in a quick run
         sharing = result["dense_sharing"]
         assert sharing["dense_trainings"] == len(result["setup"]["sharing_grid"]["seeds"])

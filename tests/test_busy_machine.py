@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import pruning
+from trainables.checkpoints import load_round_checkpoint
 from trainables.config import ModelConfig
 from trainables.models import build_model
 from trainables.reporting import DirectoryReporter
@@ -71,7 +72,7 @@ def test_speedups_stay_true_with_a_load_beside_half_the_sweep(tmp_path: Path) ->
     # The structured round's network, measured again now, against a fresh dense reference.
     (checkpoint,) = [path for path in sorted((tmp_path / "channels").glob("checkpoint_*"))
                      if json.loads((path / "metrics.json").read_text())["round"] == 1]
-    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    state = load_round_checkpoint(checkpoint)
     network = build_model(ModelConfig(**MODEL), 10, 1)
     pruning.rebuild(network, {"state_dict": state["best_model"],
                               "layer_widths": state["layer_widths"]})

@@ -20,6 +20,7 @@ from trainables.checkpoints import (
 )
 from trainables.reporting import DirectoryReporter, load_latest_usable
 from trainables.resolve import parse_trial_config
+from trainables.round_store import INDEX_FILE, TENSORS_FILE
 from trainables.trial import run_trial
 
 
@@ -56,8 +57,11 @@ def test_finished_trial_checkpoints_satisfy_invariants(imp_trial_dir):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "missing"])
-def test_corrupt_newest_checkpoint_falls_back_to_previous(trial_copy, damage, capsys):
-    previous, newest = (d / "state.pt" for d in round_dirs(trial_copy)[1:])
+@pytest.mark.parametrize("part", [TENSORS_FILE, INDEX_FILE])
+def test_corrupt_newest_checkpoint_falls_back_to_previous(trial_copy, damage, part, capsys):
+    previous_dir, newest_dir = round_dirs(trial_copy)[1:]
+    expected = load_round_checkpoint(previous_dir)
+    newest = newest_dir / part
     intact = newest.read_bytes()
     if damage == "truncate":
         newest.write_bytes(intact[: len(intact) // 2])
@@ -65,13 +69,12 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(trial_copy, damage, ca
         newest.write_bytes(b"\x00not a checkpoint" * 100)
     elif damage == "empty":
         newest.write_bytes(b"")
-    else:  # crash between torch.save of the .tmp and the rename
-        newest.rename(newest.with_name("state.pt.tmp"))
+    else:  # crash between writing the .tmp and the rename
+        newest.rename(newest.with_name(part + ".tmp"))
 
     state = DirectoryReporter(trial_copy).latest_state()
 
     assert state is not None and state["round"] == 1
-    expected = torch.load(previous, weights_only=True)
     for name, tensor in expected["model"].items():
         assert torch.equal(state["model"][name], tensor)
     printed = capsys.readouterr().out.strip().splitlines()
@@ -80,24 +83,24 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(trial_copy, damage, ca
 
 
 def test_every_checkpoint_corrupt_gives_none_never_garbage(trial_copy):
-    for state_file in trial_copy.glob("checkpoint_*/state.pt"):
+    for state_file in trial_copy.glob(f"checkpoint_*/{TENSORS_FILE}"):
         state_file.write_bytes(state_file.read_bytes()[:100])
     warnings: list[str] = []
     dirs = sorted(trial_copy.glob("checkpoint_*"))
     assert load_latest_usable(dirs, warn=warnings.append) is None
-    assert [str(d / "state.pt") in w for d, w in zip(reversed(dirs), warnings, strict=True)]
+    assert all(str(d) in w for d, w in zip(reversed(dirs), warnings, strict=True))
 
 
 def test_leftover_tmp_file_is_ignored(trial_copy, capsys):
     newest = round_dirs(trial_copy)[-1]
-    (newest / "state.pt.tmp").write_bytes(b"half a torch.save")
+    (newest / f"{TENSORS_FILE}.tmp").write_bytes(b"half a safetensors file")
     state = DirectoryReporter(trial_copy).latest_state()
     assert state["round"] == 2
     assert capsys.readouterr().out == ""
 
 
 def test_truncated_file_raises_checkpoint_error_naming_the_path(trial_copy):
-    path = round_dirs(trial_copy)[1] / "state.pt"
+    path = round_dirs(trial_copy)[1] / TENSORS_FILE
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(CheckpointError, match=str(path).replace(".", r"\.")) as raised:
         load_round_checkpoint(path.parent)
@@ -107,15 +110,14 @@ def test_truncated_file_raises_checkpoint_error_naming_the_path(trial_copy):
 def test_disk_full_while_saving_names_path_and_keeps_previous(trial_copy, monkeypatch):
     directory = round_dirs(trial_copy)[-1]
     state = load_round_checkpoint(directory)
-    before = (directory / "state.pt").read_bytes()
+    before = {path.name: path.read_bytes() for path in directory.iterdir()}
     monkeypatch.setenv(faults.ENV_VAR, "enospc")
     with pytest.raises(CheckpointError) as raised:
         save_round_checkpoint(directory, {k: v for k, v in state.items() if k != "format_version"})
     message = str(raised.value)
-    assert str(directory / "state.pt") in message and "No space left on device" in message
+    assert str(directory / INDEX_FILE) in message and "No space left on device" in message
     # No partial file left; the previous checkpoint in place is untouched.
-    assert not (directory / "state.pt.tmp").exists()
-    assert (directory / "state.pt").read_bytes() == before
+    assert {path.name: path.read_bytes() for path in directory.iterdir()} == before
 
 
 def test_fault_spec_parsing_and_once_markers(tmp_path, monkeypatch):

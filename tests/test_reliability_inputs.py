@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from sweeps.plan import plan_sweep
 from trainables.errors import PrunetuneError
 from trainables.reporting import DirectoryReporter
 from trainables.resolve import parse_trial_config
+from trainables.round_store import TENSORS_FILE
 from trainables.trial import run_trial
 
 SOURCE_DIRS = ("pruning", "trainables", "sweeps", "analysis", "benchmarks")
@@ -116,9 +118,9 @@ def test_bad_dense_checkpoint_refused_before_ray(data_root, dense_checkpoint, tm
         seed = 1
     else:
         checkpoint = tmp_path / "copy"
-        checkpoint.mkdir()
-        data = (dense_checkpoint / "state.pt").read_bytes()
-        (checkpoint / "state.pt").write_bytes(data[: len(data) // 3])
+        shutil.copytree(dense_checkpoint, checkpoint)
+        data = (dense_checkpoint / TENSORS_FILE).read_bytes()
+        (checkpoint / TENSORS_FILE).write_bytes(data[: len(data) // 3])
     train = {"max_eval_batches": 2, "epochs": 1}
     sweep = write_sweep(
         tmp_path / "s.yaml",

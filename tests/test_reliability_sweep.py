@@ -21,6 +21,8 @@ from sweep_helpers import (
     write_sweep,
 )
 
+from trainables.checkpoints import load_round_checkpoint
+
 IMP = {"rounds": 2, "rate": 0.5, "rewind": "init"}
 COMPARED = ("val_acc", "test_acc", "sparsity", "params_total", "params_prunable", "best_epoch")
 
@@ -99,7 +101,7 @@ def test_diverged_trial_stops_cleanly_with_last_good_metrics(fault_sweep):
     assert all(math.isfinite(round_rows[-1][key]) for key in ("val_acc", "test_acc"))
     # The diverged round's checkpoint holds the last good (finite) weights.
     newest = sorted(trial_dir.glob("checkpoint_*"))[-1]
-    state = torch.load(newest / "state.pt", map_location="cpu", weights_only=True)
+    state = load_round_checkpoint(newest)
     assert state["round"] == 1
     for key in ("model", "best_model"):
         assert all(torch.isfinite(t).all() for t in state[key].values() if t.is_floating_point())

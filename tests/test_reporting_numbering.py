@@ -27,7 +27,7 @@ def trainable(config: dict) -> None:
     (trial_dir / "checkpoint_000000").mkdir(parents=True)
     (trial_dir / "checkpoint_000000" / SUPERSEDED).write_text("old\n")
     (trial_dir / "checkpoint_000001").mkdir()
-    (trial_dir / "checkpoint_000001" / "state.pt.tmp").write_bytes(b"cut off")
+    (trial_dir / "checkpoint_000001" / "tensors.safetensors.tmp").write_bytes(b"cut off")
     row = {"row_type": "round", "round": 0, "test_acc": 0.5}
     TuneReporter().report([row], {"kind": "round", "round": 0, "metrics": row,
                                   "layer_sparsity": {}, "model": {"w": torch.ones(2)}})
@@ -43,6 +43,7 @@ def test_the_first_checkpoint_is_numbered_past_those_on_disk(ray_local, tmp_path
     trial_dir = Path(result.path)
     assert Path(result.checkpoint.path).name == "checkpoint_000002"
     assert sorted(p.name for p in (trial_dir / "checkpoint_000000").iterdir()) == [SUPERSEDED]
-    assert sorted(p.name for p in (trial_dir / "checkpoint_000001").iterdir()) == ["state.pt.tmp"]
+    assert sorted(p.name for p in (trial_dir / "checkpoint_000001").iterdir()) == [
+        "tensors.safetensors.tmp"]
     assert sorted(p.name for p in (trial_dir / "checkpoint_000002").iterdir()) == [
-        "metrics.json", "state.pt"]
+        "index.json", "metrics.json", "tensors.safetensors"]

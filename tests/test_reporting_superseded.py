@@ -21,6 +21,7 @@ import torch
 from ray import tune
 
 from trainables import reporting
+from trainables.checkpoints import load_round_checkpoint
 from trainables.reporting import SUPERSEDED, TuneReporter, usable_checkpoint_dirs
 
 
@@ -123,5 +124,5 @@ def test_a_round_checkpoint_the_driver_never_logged_is_reported_again(fake_tune,
         assert fake_tune.rows == [{"row_type": "round", "round": 1, "test_acc": 0.5}]
         copy = Path(fake_tune.current.path)
         assert copy != round_dir and torch.equal(
-            torch.load(copy / "state.pt", weights_only=True)["model"]["w"],
+            load_round_checkpoint(copy)["model"]["w"],
             torch.full((3,), 11.0))

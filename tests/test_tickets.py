@@ -10,6 +10,7 @@ import pytest
 import torch
 from ticket_helpers import rows, run_into_experiment, test_batches
 
+from trainables.checkpoints import load_round_checkpoint
 from trainables.tickets import RoundNotFoundError, find_trial, load_round, readable_name
 
 
@@ -62,7 +63,7 @@ def test_a_structured_round_is_the_smaller_network(experiment):
 def test_last_weights_and_names(experiment):
     best, info = load_round(experiment, "imp_s0_p0.5x2_ab12c_00000", 1)
     last, _ = load_round(experiment, "imp_s0_p0.5x2", 1, weights="last")
-    state = torch.load(info.checkpoint / "state.pt", weights_only=True)
+    state = load_round_checkpoint(info.checkpoint)
     assert all(torch.equal(t, state["model"][n]) for n, t in last.state_dict().items())
     assert all(torch.equal(t, state["best_model"][n]) for n, t in best.state_dict().items())
     assert readable_name(info.trial_dir) == "imp_s0_p0.5x2" == info.name

@@ -20,6 +20,7 @@ import pruning
 import trainables.methods.rounds
 import trainables.reporting
 from trainables import faults
+from trainables.checkpoints import load_round_checkpoint
 from trainables.datasets import load_dataset
 from trainables.errors import ConfigError
 from trainables.loop import TrialData, evaluate
@@ -47,7 +48,7 @@ def run(trial: dict[str, Any], directory: Path) -> DirectoryReporter:
 
 def round_states(directory: Path) -> list[dict[str, Any]]:
     paths = sorted(path for path in directory.glob("checkpoint_*") if path.is_dir())
-    states = [torch.load(p / "state.pt", map_location="cpu", weights_only=True) for p in paths]
+    states = [load_round_checkpoint(p) for p in paths]
     return [state for state in states if state["kind"] == "round"]
 
 

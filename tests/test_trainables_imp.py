@@ -15,6 +15,7 @@ import torch
 import pruning
 import trainables.loop
 import trainables.methods.rounds
+from trainables.checkpoints import load_round_checkpoint
 from trainables.models import build_model
 from trainables.reporting import DirectoryReporter
 from trainables.resolve import parse_trial_config
@@ -29,7 +30,7 @@ def run(trial: dict[str, Any], directory: Path, reporter_type=DirectoryReporter)
 
 def checkpoints(directory: Path) -> list[dict[str, Any]]:
     paths = sorted(path for path in directory.glob("checkpoint_*") if path.is_dir())
-    return [torch.load(p / "state.pt", map_location="cpu", weights_only=True) for p in paths]
+    return [load_round_checkpoint(p) for p in paths]
 
 
 def result_rows(directory: Path) -> list[dict[str, Any]]:
@@ -140,8 +141,8 @@ class CrashAfterRound:
         crash_round = self.crash_round
 
         class Crashing(DirectoryReporter):
-            def report(self, rows, state=None):
-                super().report(rows, state)
+            def report(self, rows, state=None, shared=None):
+                super().report(rows, state, shared)
                 if state and state["kind"] == "round" and state["round"] == crash_round:
                     raise KeyboardInterrupt("simulated crash")
 

@@ -14,6 +14,7 @@ import torch
 
 import pruning
 import trainables.measure
+from trainables.checkpoints import load_round_checkpoint
 from trainables.errors import ConfigError
 from trainables.recipe import recipe_hash
 from trainables.reporting import DirectoryReporter
@@ -29,7 +30,7 @@ def run(trial: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
 
 def states(directory: Path) -> list[dict[str, Any]]:
     paths = sorted(path for path in directory.glob("checkpoint_*") if path.is_dir())
-    return [torch.load(p / "state.pt", map_location="cpu", weights_only=True) for p in paths]
+    return [load_round_checkpoint(p) for p in paths]
 
 
 def output_positions_by_hand(name: str, image_size: int = 32) -> int:

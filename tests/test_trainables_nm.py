@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pruning.nm_latency import CPU_NOTE
+from trainables.checkpoints import load_round_checkpoint
 from trainables.errors import ConfigError
 from trainables.reporting import DirectoryReporter
 from trainables.resolve import parse_trial_config
@@ -22,7 +23,7 @@ def run(trial: dict[str, Any], directory: Path) -> tuple[list[dict[str, Any]], l
     reporter = DirectoryReporter(directory)
     run_trial(parse_trial_config(trial), reporter)
     paths = sorted(path for path in directory.glob("checkpoint_*") if path.is_dir())
-    states = [torch.load(p / "state.pt", map_location="cpu", weights_only=True) for p in paths]
+    states = [load_round_checkpoint(p) for p in paths]
     return [r for r in reporter.rows if r["row_type"] == "round"], states
 
 

@@ -8,9 +8,9 @@ import json
 import math
 
 import pytest
-import torch
 from invariants import near_tie_counts
 
+from trainables.checkpoints import load_round_checkpoint
 from trainables.datasets import load_dataset
 from trainables.loop import evaluate
 from trainables.models import build_model
@@ -88,5 +88,5 @@ def test_rows_survive_json_with_full_precision(tiny_trial, tmp_path):
             if isinstance(value, float):
                 assert kept[key] == value, key  # no rounding on the way to disk
     (checkpoint,) = tmp_path.glob("checkpoint_*")
-    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    state = load_round_checkpoint(checkpoint)
     assert state["metrics"]["val_acc"] == reporter.rows[-1]["val_acc"]

@@ -14,6 +14,7 @@ import torch
 import pruning
 import trainables.loop
 import trainables.methods.rounds
+from trainables.checkpoints import load_round_checkpoint
 from trainables.errors import ConfigError
 from trainables.reporting import DirectoryReporter
 from trainables.resolve import parse_trial_config
@@ -34,7 +35,7 @@ def run_snip(tiny_trial, directory: Path, method: str = "snip", **prune: Any) ->
     (row,) = [row for row in reporter.rows if row["row_type"] == "round"]
     assert row["round"] == 1 and row["final_round"] is True
     (checkpoint,) = directory.glob("checkpoint_*")  # progress checkpoints are gone by now
-    return torch.load(checkpoint / "state.pt", weights_only=True)
+    return load_round_checkpoint(checkpoint)
 
 
 @pytest.mark.parametrize("method", list(SCORERS))

@@ -14,6 +14,7 @@ from torch import nn
 
 import pruning
 from trainables import random_streams
+from trainables.checkpoints import load_round_checkpoint
 from trainables.methods.dynamic_sparse import DropAndGrow
 from trainables.methods.gmp import GradualMagnitude
 from trainables.reporting import DirectoryReporter
@@ -162,7 +163,7 @@ def test_dynamic_sparse_trials_keep_each_layers_count(tiny_trial, tmp_path, monk
     # T = 8, T_end = floor(0.75 * 8) = 6: updates after 2, 4 and 6 steps.
     assert [step for step, _ in seen] == [2, 4, 6]
     (checkpoint,) = tmp_path.glob("checkpoint_*")
-    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    state = load_round_checkpoint(checkpoint)
     final_counts = {name: int(keep.sum()) for name, keep in state["masks"].items()}
     assert all(counts == final_counts for _, counts in seen)
     # The initial mask is ERK over the whole model (the default allocation of rigl and set).

@@ -36,7 +36,6 @@ class PhaseResult:
     best_epoch: int
     test_acc: float
     epochs_run: int
-    optimizer_state: dict[str, Any] = field(default_factory=dict)
     diverged: bool = False
     mask: pruning.Mask | None = None
     """The mask the phase ended with (CPU), None for a dense phase."""
@@ -453,7 +452,6 @@ def finish_phase(stepper: Stepper, progress: PhaseProgress, data: TrialData,
         best_epoch=progress.best_epoch,
         test_acc=accuracy(evaluation_model, data, config, runtime, "test"),
         epochs_run=progress.done,
-        optimizer_state=stepper.optimizer.state_dict(),
         diverged=diverged,
         mask=final_mask,
         steps=progress.step,

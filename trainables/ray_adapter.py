@@ -113,6 +113,18 @@ def number_checkpoints_past_existing() -> bool:
     return True
 
 
+def local_trial_dir() -> Path | None:
+    """Where Ray persists this trial's checkpoints, when that is a local or shared filesystem
+    (None on cloud storage, or on a Ray without the storage context)."""
+    import pyarrow.fs
+    from ray.train._internal.session import get_session
+
+    storage = getattr(get_session(), "storage", None)
+    if storage is None or not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return None
+    return Path(storage.trial_fs_path)
+
+
 # ---- in the driver ---------------------------------------------------------------------------
 
 

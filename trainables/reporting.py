@@ -31,7 +31,9 @@ A restarted trial also guards against two things a crash can leave behind in its
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -39,8 +41,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from trainables.checkpoints import CheckpointError, load_round_checkpoint, save_round_checkpoint
-from trainables.ray_adapter import number_checkpoints_past_existing
+from trainables.checkpoints import (
+    CheckpointError,
+    load_round_checkpoint,
+    save_round_checkpoint,
+    stored_tensors,
+)
+from trainables.ray_adapter import local_trial_dir, number_checkpoints_past_existing
 
 PROGRESS = "progress"
 #: `row_type` (and key, holding the one-line error) of the row a trial reports just before it
@@ -51,8 +58,10 @@ SUPERSEDED = "SUPERSEDED"
 
 
 class Reporter(Protocol):
-    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
-        """Report `rows` in order; the last one together with checkpoint `state`, if given."""
+    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None,
+               shared: Path | None = None) -> None:
+        """Report `rows` in order; the last one together with checkpoint `state`, if given,
+        whose tensors held by `shared` (a dense model's cache entry) are referenced there."""
         ...
 
     def latest_state(self) -> dict[str, Any] | None: ...
@@ -95,6 +104,7 @@ class TrialLog:
         self.reporter = reporter
         self.cadence = cadence or CheckpointCadence()
         self.pending: list[dict[str, Any]] = []
+        self._held: list[tuple[dict[str, Any], dict[str, Any]]] | None = None
 
     def epoch(
         self, row: dict[str, Any], progress: Callable[[], dict[str, Any]] | None
@@ -105,15 +115,39 @@ class TrialLog:
         if progress is not None and self.cadence.due():
             self._flush(progress())
 
-    def round(self, row: dict[str, Any], state: dict[str, Any]) -> None:
-        """A round row with its round checkpoint (after the round's held-back epoch rows)."""
+    def round(self, row: dict[str, Any], state: dict[str, Any], shared: Path | None = None
+              ) -> None:
+        """A round row with its round checkpoint (after the round's held-back epoch rows);
+        `shared`: a checkpoint outside the trial holding some of its tensors (referenced)."""
+        if self._held is not None:
+            self._held.append((row, state))
+            return
         self.pending.append(row)
-        self._flush(state)
+        self._flush(state, shared)
 
-    def _flush(self, state: dict[str, Any]) -> None:
+    @contextlib.contextmanager
+    def holding_rounds(self) -> Iterator[list[tuple[dict[str, Any], dict[str, Any]]]]:
+        """Keep the round reports made inside back (yielded as (row, state) pairs) until
+        `release`: a dense model shared through a cache is saved there first, so that the
+        trial's round 0 can reference it instead of holding a copy."""
+        self._held = held = []
+        try:
+            yield held
+        finally:
+            self._held = None
+
+    def release(self, held: list[tuple[dict[str, Any], dict[str, Any]]],
+                shared: Path | None = None) -> None:
+        for row, state in held:
+            self.round(row, state, shared)
+
+    def _flush(self, state: dict[str, Any], shared: Path | None = None) -> None:
         started = time.perf_counter()
         rows, self.pending = self.pending, []
-        self.reporter.report(rows, state)
+        if shared is None:
+            self.reporter.report(rows, state)
+        else:
+            self.reporter.report(rows, state, shared)
         self.cadence.written(time.perf_counter() - started)
 
     def latest_state(self) -> dict[str, Any] | None:
@@ -144,6 +178,22 @@ def load_latest_usable(
     return None
 
 
+def held_for(trial_dir: Path | None, shared: Path | None = None) -> dict[str, str]:
+    """The tensors a new checkpoint of the trial in `trial_dir` can reference: those its round
+    checkpoints hold, and those `shared` holds (named by its path relative to `trial_dir`) when
+    it lies in the same experiment directory, so that the experiment stays whole when moved.
+    None for `trial_dir` (storage that is not a filesystem here): nothing, every checkpoint
+    stands alone."""
+    if trial_dir is None:
+        return {}
+    held = {}
+    if shared is not None:
+        relative = os.path.relpath(shared, trial_dir)
+        if not relative.startswith(os.path.join(os.pardir, os.pardir)):
+            held = dict.fromkeys(stored_tensors([Path(shared)]), relative)
+    return {**held, **stored_tensors(usable_checkpoint_dirs(trial_dir))}
+
+
 class TuneReporter:
     """Reports through `ray.tune.report`; resumes from `ray.tune.get_checkpoint()`."""
 
@@ -151,7 +201,8 @@ class TuneReporter:
         self._superseded: Any = None  # the last progress checkpoint, removed by the next one
         number_checkpoints_past_existing()
 
-    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
+    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None,
+               shared: Path | None = None) -> None:
         from ray import tune
 
         *earlier, last = rows
@@ -160,9 +211,10 @@ class TuneReporter:
         if state is None:
             tune.report(last)
             return
-        self._report_with_checkpoint(last, state)
+        self._report_with_checkpoint(last, state, shared)
 
-    def _report_with_checkpoint(self, last: dict[str, Any], state: dict[str, Any]) -> None:
+    def _report_with_checkpoint(self, last: dict[str, Any], state: dict[str, Any],
+                                shared: Path | None = None) -> None:
         import ray
         from ray import tune
 
@@ -170,7 +222,7 @@ class TuneReporter:
             # Which Ray node ran the round (multi-node sweeps).
             last = {**last, "node_id": ray.get_runtime_context().get_node_id()}
         with tempfile.TemporaryDirectory(prefix="prunetune-ckpt-") as directory:
-            save_round_checkpoint(directory, state)
+            save_round_checkpoint(directory, state, held_for(local_trial_dir(), shared))
             tune.report(last, checkpoint=tune.Checkpoint.from_directory(directory))
         self._remove_superseded()
         if is_progress(state):
@@ -255,7 +307,8 @@ class DirectoryReporter:
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             print(shown, flush=True)
 
-    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
+    def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None,
+               shared: Path | None = None) -> None:
         *earlier, last = rows
         for row in earlier:
             self._append(row)
@@ -264,7 +317,7 @@ class DirectoryReporter:
             index = int(existing[-1].name.split("_")[1]) + 1 if existing else 0
             target = self.directory / f"checkpoint_{index:06d}"
             with tempfile.TemporaryDirectory(dir=self.directory, prefix=".ckpt-") as staging:
-                save_round_checkpoint(staging, state)
+                save_round_checkpoint(staging, state, held_for(self.directory, shared))
                 shutil.copytree(staging, target)
             if self._superseded is not None:
                 shutil.rmtree(self._superseded, ignore_errors=True)

@@ -23,7 +23,7 @@ from torch import nn
 
 import pruning
 from pruning.registry import did_you_mean
-from trainables.checkpoints import CheckpointError, load_round_checkpoint
+from trainables.checkpoints import CheckpointError, has_checkpoint, load_round_checkpoint
 from trainables.config import ModelConfig, TrialConfig
 from trainables.datasets.common import resolved_image_size
 from trainables.errors import PrunetuneError
@@ -96,7 +96,7 @@ def round_checkpoints(trial_dir: Path) -> dict[int, Path]:
             metrics = json.loads((directory / "metrics.json").read_text())
         except (OSError, json.JSONDecodeError):
             continue  # a progress checkpoint, a superseded marker or a cut-off copy
-        if (directory / "state.pt").is_file():
+        if has_checkpoint(directory):
             rounds[int(metrics["round"])] = directory
     return rounds
 

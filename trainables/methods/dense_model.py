@@ -16,8 +16,8 @@ from filelock import FileLock
 from torch import nn
 
 from trainables.checkpoints import (
-    STATE_FILE,
     CheckpointError,
+    has_checkpoint,
     load_round_checkpoint,
     save_round_checkpoint,
 )
@@ -46,13 +46,17 @@ def dense_round(context: TrialContext, final: bool) -> dict[str, Any]:
     entry = Path(config.dense_model.cache) / f"{context.recipe}-keep{name}"
     entry.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(entry) + ".lock"):
-        if (entry / STATE_FILE).exists():
+        if has_checkpoint(entry):
             try:
-                return start_from_dense_checkpoint(context, str(entry), final)
+                return start_from_dense_checkpoint(context, str(entry), final, reference=True)
             except ConfigError as error:
                 print(f"prunetune: retraining dense model: {error}", flush=True)
-        state = train_dense(context, final, keep)
+        # The entry is written before the trial's own round 0, which then references its
+        # tensors instead of holding a second copy of the dense model.
+        with context.log.holding_rounds() as held:
+            state = train_dense(context, final, keep)
         save_round_checkpoint(entry, state)
+        context.log.release(held, shared=entry)
         return state
 
 
@@ -98,12 +102,15 @@ def check_dense_checkpoint(
 
 
 def start_from_dense_checkpoint(
-    context: TrialContext, directory: str, final: bool
+    context: TrialContext, directory: str, final: bool, reference: bool = False
 ) -> dict[str, Any]:
-    """Round 0 taken from a dense checkpoint: reported again, not retrained."""
+    """Round 0 taken from a dense checkpoint: reported again, not retrained. With `reference`
+    (the experiment's own dense cache), the trial's checkpoint references its tensors; a
+    checkpoint the user named is copied, since it may be moved or deleted later."""
     dense = check_dense_checkpoint(context.config, directory, kept_epochs(context))
     context.model.load_state_dict(dense["model"])
-    return report_reused_round(context, dense, final, reused_dense=True)
+    shared = Path(directory) if reference else None
+    return report_reused_round(context, dense, final, shared, reused_dense=True)
 
 
 def rewind_weights(dense: dict[str, Any], epoch: int) -> dict[str, Any]:

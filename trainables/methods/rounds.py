@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -232,7 +233,6 @@ def finish_round(
         "model": cpu_state(result.final_state),
         "best_model": cpu_state(result.best_state),
         "masks": cpu_state(mask),
-        "optimizer": result.optimizer_state,
         "layer_sparsity": layer_counts,
         "metrics": row,
         **carry,
@@ -242,11 +242,13 @@ def finish_round(
 
 
 def report_reused_round(
-    context: TrialContext, state: dict[str, Any], final: bool, **extra: Any
+    context: TrialContext, state: dict[str, Any], final: bool, shared: Path | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """Report a round computed elsewhere (a shared dense model, loaded into `context.model`) as
     this trial's, with this trial's method tags, config and cost measured here; returns the
-    state as reported."""
+    state as reported. `shared`: the checkpoint it was read from, whose tensors the trial's
+    checkpoint references."""
     config = context.config
     stale = {key for key in state["metrics"] if key.startswith(("latency_", "speedup_"))} | {
         "flops", "flops_effective", "measure_time_s", *DEVICE_FIELDS}
@@ -260,7 +262,7 @@ def report_reused_round(
         **extra,
     }
     reported = {**state, "config": config.model_dump(mode="json"), "metrics": row}
-    context.log.round(row, reported)
+    context.log.round(row, reported, shared)
     return reported
 
 
