@@ -1,7 +1,8 @@
 """Read Ray Tune experiment directories written by the prunetune trainables into DataFrames.
 
 Only the JSON files are read (``params.json``, ``result.json``, ``prunetune_sweep.json`` and each
-checkpoint's ``metrics.json``); never the checkpoints' tensors, so this works on a laptop without torch or ray.
+checkpoint's ``metrics.json``); never the checkpoints' tensors, so this works on a laptop
+without torch or ray.
 
 Trial status (one value per trial, column ``trial_status``):
 
@@ -20,6 +21,7 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,9 +83,14 @@ class Trial:
     path: Path
     config: dict[str, Any]
     round_rows: list[dict[str, Any]] = field(default_factory=list)
-    epoch_rows: list[dict[str, Any]] = field(default_factory=list)
     status: str = "unfinished"
     reason: str = ""
+
+    def epoch_rows(self) -> list[dict[str, Any]]:
+        """The trial's epoch rows, read when asked for: a study holds hundreds of them per
+        trial, and the summaries need only the round rows."""
+        rows = _json_rows(self.path / "result.json", warn=False)
+        return _dedupe_epochs([row for row in rows if row.get("row_type") == "epoch"])
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -98,30 +105,31 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _read_json_lines(path: Path) -> list[dict[str, Any]]:
-    rows = []
+def _json_rows(path: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON-lines file, one at a time (a study's files hold gigabytes of epoch
+    rows in all); with `warn`, lines that do not parse are reported once the file is read."""
     if not path.is_file():
-        return rows
-    bad = []
+        return
+    bad, count = [], 0
     with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for number, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad.append(number)
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    if bad == [len(lines)]:
+        for count, line in enumerate(f, start=1):  # noqa: B007 - the last count is the length
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad.append(count)
+                continue
+            if isinstance(row, dict):
+                yield row
+    if not warn:
+        return
+    if bad == [count]:
         # A trial killed, or a disk filled, while the line was written: the rest is valid.
-        warnings.warn(f"{path}: skipped its cut-off last line ({len(lines)})", stacklevel=3)
+        warnings.warn(f"{path}: skipped its cut-off last line ({count})", stacklevel=3)
     elif bad:
         warnings.warn(f"{path}: skipped {len(bad)} unparsable line(s): {bad[:5]}", stacklevel=3)
-    return rows
 
 
 def _last_error_line(path: Path) -> str:
@@ -188,25 +196,27 @@ def load_trial(path: Path, experiment: str) -> Trial:
             config = json.loads(params.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             warnings.warn(f"{params}: not valid JSON; config columns left empty", stacklevel=2)
-    rows = _read_json_lines(path / "result.json")
-    if not config:
-        for row in rows:
-            if isinstance(row.get("config"), dict):
-                config = row["config"]
-                break
+    # Only the round rows are kept: memory stays flat however many epochs a trial ran.
+    rounds, trial_id, row_config = [], None, None
+    for row in _json_rows(path / "result.json"):
+        if row.get("row_type") == "round":
+            rounds.append(row)
+        if trial_id is None and row.get("trial_id"):
+            trial_id = str(row["trial_id"])
+        if row_config is None and isinstance(row.get("config"), dict):
+            row_config = row["config"]
+    if not config and row_config is not None:
+        config = row_config
     # run_sweep hands each trial its whole config under one key: {"trial": {...}}.
     if isinstance(config, dict) and set(config) == {"trial"} and isinstance(config["trial"], dict):
         config = config["trial"]
-    round_rows = _dedupe_rounds([r for r in rows if r.get("row_type") == "round"])
-    epoch_rows = _dedupe_epochs([r for r in rows if r.get("row_type") == "epoch"])
-    trial_id = next((str(r["trial_id"]) for r in rows if r.get("trial_id")), None)
+    round_rows = _dedupe_rounds(rounds)
     trial = Trial(
         experiment=experiment,
         trial_id=trial_id or _trial_id_from_dir(path.name),
         path=path,
         config=config if isinstance(config, dict) else {},
         round_rows=round_rows,
-        epoch_rows=epoch_rows,
     )
     diverged = [r.get("round") for r in round_rows if r.get("status") == "diverged"]
     finished = any(bool(r.get("final_round")) for r in round_rows)
@@ -418,7 +428,7 @@ def load_epochs(*experiment_dirs: str | Path) -> pd.DataFrame:
     trials, _ = load_trials(*experiment_dirs)
     records = []
     for trial in trials:
-        for row in trial.epoch_rows:
+        for row in trial.epoch_rows():
             record = {"experiment": trial.experiment, "trial_id": trial.trial_id,
                       "trial_status": trial.status}
             record.update({k: v for k, v in row.items() if k not in record and k != "config"})

@@ -33,8 +33,9 @@ COLUMNS = ["target_sparsity", "a", "seed_a", "b", "seed_b", "layer", "kept_a", "
 
 
 def round_masks(results: pd.DataFrame, agg: pd.DataFrame) -> list[dict[str, Any]]:
-    """Each finished, masked, pruned round: its line label, seed, level and masks (numpy)."""
-    from trainables.checkpoints import has_checkpoint, load_round_checkpoint
+    """Each finished, masked, pruned round: its line label, seed, level and checkpoint directory
+    (its masks are read level by level, in `mask_overlap`)."""
+    from trainables.checkpoints import has_checkpoint
 
     rows = _level_frame(results)
     rows = rows[(rows["method"] != "dense") & ~rows["imp_round0"]]
@@ -47,27 +48,40 @@ def round_masks(results: pd.DataFrame, agg: pd.DataFrame) -> list[dict[str, Any]
                                          row["round"])
         if directory is None or not has_checkpoint(directory):
             continue
-        state = load_round_checkpoint(directory)
-        if state.get("layer_widths") is not None:
-            continue  # a structured round: another network's shape
         found.append({
             "label": labels.get(line_id(row, keys), str(row["method"])),
             "seed": row["seed"],
             "level": round(float(row["target_sparsity"]), 9),
-            "masks": {name: keep.numpy().astype(bool) for name, keep in state["masks"].items()},
+            "directory": directory,
         })
     return found
 
 
+def read_masks(directory: Path) -> dict[str, np.ndarray] | None:
+    """A round's masks (numpy bool), reading nothing else; None for a structured round, whose
+    masks cover another network's shapes."""
+    from trainables.checkpoints import load_round_checkpoint
+
+    state = load_round_checkpoint(directory, only=("masks", "layer_widths"))
+    if state.get("layer_widths") is not None:
+        return None
+    return {name: keep.numpy().astype(bool) for name, keep in state["masks"].items()}
+
+
 def mask_overlap(rounds: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per pair of rounds at a level and layer, plus one over all layers (see COLUMNS)."""
+    """One row per pair of rounds at a level and layer, plus one over all layers (see COLUMNS).
+
+    The masks are read one level at a time and dropped after it, so memory holds one level's
+    rounds, however many levels and trials the study has."""
     records = []
     by_level: dict[float, list[dict[str, Any]]] = {}
     for entry in rounds:
         by_level.setdefault(entry["level"], []).append(entry)
     for level, entries in sorted(by_level.items()):
         entries = sorted(entries, key=lambda e: (e["label"], str(e["seed"])))
-        for first, second in itertools.combinations(entries, 2):
+        loaded = [{**entry, "masks": masks} for entry in entries
+                  if (masks := read_masks(entry["directory"])) is not None]
+        for first, second in itertools.combinations(loaded, 2):
             common = sorted(set(first["masks"]) & set(second["masks"]))
             totals = np.zeros(5, dtype=np.int64)  # kept_a, kept_b, intersection, union, numel
             for layer in common:

@@ -30,6 +30,7 @@ import common
 from bench_latency import LABELS, costs, four_models, interleaved_latency, resnet18
 
 NM_LABEL = "2:4 (magnitude; semi-structured sparse kernels)"
+GPU_BATCHES = (1, 64, 256)
 
 
 def nm_model() -> tuple[Any, dict[str, str]]:
@@ -75,7 +76,10 @@ def nm_rounds(model: Any, image_size: int, args: argparse.Namespace, dtype: Any)
 
 
 def markdown(figures: dict[str, Any], nm: dict[str, Any], args: argparse.Namespace,
-             gpu: str, precision: str) -> str:
+             gpu: str, precision: str, on_gpu: bool) -> str:
+    if not on_gpu:
+        return ("Pending: no CUDA device here (the CPU ran the same code at 32 px as a smoke "
+                "test). `benchmarks/device_run.sh` runs it on a lent GPU machine.")
     keys = [f"b{size}" for size in args.batches]
     head = " | ".join(f"batch {key[1:]} ms (x dense)" for key in keys)
     lines = [
@@ -112,16 +116,18 @@ def markdown(figures: dict[str, Any], nm: dict[str, Any], args: argparse.Namespa
 
 def bars(figures: dict[str, Any], nm: dict[str, Any], args: argparse.Namespace,
          on_gpu: bool) -> list[dict[str, Any]]:
+    """The GPU ratios at the GPU's batch sizes; pending (None) without a GPU."""
+    sizes = args.batches if on_gpu else GPU_BATCHES
     rows = []
     for name in ("channels_50", "channels_75"):
-        for size in args.batches:
-            ratio = figures[name]["latency_vs_dense"][f"b{size}"]
+        for size in sizes:
+            ratio = figures[name]["latency_vs_dense"][f"b{size}"] if on_gpu else None
             rows.append(common.bar(f"GPU: {LABELS[name]} / dense latency, batch {size}",
-                                   ratio if on_gpu else None, "report", None, "x"))
-    for size in args.batches:
-        ratio = nm[f"b{size}"].get("sparse_vs_dense")
+                                   ratio, "report", None, "x"))
+    for size in sizes:
+        ratio = nm[f"b{size}"].get("sparse_vs_dense") if on_gpu else None
         rows.append(common.bar(f"GPU: 2:4 sparse / dense latency, batch {size}",
-                               ratio if on_gpu else None, "report", None, "x"))
+                               ratio, "report", None, "x"))
     return rows
 
 
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--batches", type=int, nargs="+", default=list(GPU_BATCHES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--min-repeats", type=int, default=10)
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             "nm_2_4": nm,
             **({} if on_gpu else {"gpu_pending": "no CUDA device: a CPU smoke run"}),
             "bars": bars(figures, nm, args, on_gpu),
-            "markdown": markdown(figures, nm, args, gpu, precision),
+            "markdown": markdown(figures, nm, args, gpu, precision, on_gpu),
         },
         started,
     )

@@ -13,8 +13,14 @@ copy of the network's state dict.
   on synthetic 32 px images, one training batch per phase, in-process: its dense and its pruned
   round, over W.
 
+* Bookkeeping at scale: experiments of 24, 240 and 960 trials made of copies of the quickstart's
+  (each a seed and trial id of its own; its epoch rows repeated to `--epoch-rows` per trial, a
+  real study's count; JSON files only): `analysis/plot.py`'s wall time and peak memory (its
+  own `ru_maxrss`), and the disk guard's count of the trials' files (`synced_bytes`, once a
+  minute) and scan of their round checkpoints.
+
 Bars: an IMP trial with rewinding <= 4 W, a SNIP trial at 99.2% <= 1.5 W, the whole quickstart
-<= 120 MB.
+<= 120 MB, `plot` on 960 trials peaking under 0.5 GB.
 
     python benchmarks/bench_storage.py [--quick]
 """
@@ -112,7 +118,12 @@ def quickstart_storage(work: Path, quick: bool) -> dict[str, Any]:
             "legacy_rounds_w": [statistics.mean(r) for r in zip(
                 *(f["legacy_rounds_w"] for f in figures), strict=True)],
         }
-    return {"w_bytes": w, "sweep_wall_s": wall, "experiment_mb": tree_bytes(experiment) / 1e6,
+    cache = experiment / "dense_cache"
+    return {"experiment_dir": str(experiment), "w_bytes": w, "sweep_wall_s": wall,
+            "experiment_mb": tree_bytes(experiment) / 1e6,
+            "dense_cache_mb": tree_bytes(cache) / 1e6 if cache.is_dir() else 0.0,
+            "dense_cache_entries": len([p for p in cache.iterdir() if p.is_dir()])
+            if cache.is_dir() else 0,
             "trials": len(trials), "methods": methods}
 
 
@@ -138,10 +149,111 @@ def resnet18_rounds(work: Path, quick: bool) -> dict[str, Any]:
             **trial_figures(trial_dir, w)}
 
 
-def markdown(quickstart: dict[str, Any], resnet: dict[str, Any]) -> str:
+#: Trials in the scaled experiments, and the epoch rows each trial gets there.
+SCALE_TRIALS = (24, 240, 960)
+EPOCH_ROWS = 300
+PLOT_BAR_GB = 0.5
+#: Runs a script as __main__ and prints its own peak resident memory (KiB) when it ends.
+PEAK_PROBE = ("import resource, runpy, sys\n"
+              "sys.argv = sys.argv[1:]\n"
+              "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+              "finally:\n    print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF)"
+              ".ru_maxrss, file=sys.stderr)\n")
+
+
+def copy_trial(source: Path, target: Path, index: int, seed_offset: int, epoch_rows: int) -> None:
+    """The JSON files of `source` as another trial: trial id, seed and name its own, its epoch
+    rows repeated (epoch numbers continued) to `epoch_rows` in all."""
+    params = json.loads((source / "params.json").read_text())
+    params["trial"]["seed"] += seed_offset
+    seed = params["trial"]["seed"]
+    parts = source.name.split("_")  # <label>_s<seed>[_<level>]_<experiment id>_<index>
+    trial_id = f"{parts[-2]}_{index:05d}"
+    directory = target / "_".join([parts[0], f"s{seed}", *parts[2:-2], trial_id])
+    directory.mkdir(parents=True)
+    (directory / "params.json").write_text(json.dumps(params))
+    rows = [json.loads(line) for line in (source / "result.json").read_text().splitlines()]
+    epochs = [row for row in rows if row.get("row_type") == "epoch"]
+    extra = []
+    for number in range(max(0, epoch_rows - len(epochs))):
+        row = dict(epochs[number % len(epochs)])
+        row["epoch"] = row["epoch"] + 1000 * (1 + number // len(epochs))
+        extra.append(row)
+    with (directory / "result.json").open("w") as stream:
+        for row in extra + rows:
+            row = {**row, "trial_id": trial_id}
+            if "seed" in row:
+                row["seed"] = seed
+            if isinstance(row.get("config"), dict) and "trial" in row["config"]:
+                row["config"] = {**row["config"], "trial": params["trial"]}
+            stream.write(json.dumps(row) + "\n")
+    for path in [*source.glob("checkpoint_*/metrics.json"), source / "rounds.json"]:
+        if path.is_file():
+            copied = directory / path.relative_to(source)
+            copied.parent.mkdir(parents=True, exist_ok=True)
+            copied.write_bytes(path.read_bytes())
+
+
+def scaled_experiment(source: Path, target: Path, trials: int, epoch_rows: int) -> Path:
+    originals = sorted(path.parent for path in source.glob("*/params.json"))
+    for index in range(trials):
+        copy = index // len(originals)
+        copy_trial(originals[index % len(originals)], target, index, 1000 * copy, epoch_rows)
+    for path in source.iterdir():  # the sweep's own files (prunetune_sweep.json, ...)
+        if path.is_file() and path.suffix == ".json" and not path.name.startswith(
+                ("experiment_state", "basic-variant")):
+            (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def plot_cost(experiment: Path, out: Path) -> dict[str, float]:
+    """`analysis/plot.py` on `experiment`: wall seconds and its peak resident memory."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", PEAK_PROBE, str(common.REPO / "analysis" / "plot.py"),
+               str(experiment), "--out", str(out)]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=common.REPO, env=common.sweep_env(), capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"plot failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    peak = next(int(line.split()[1]) for line in done.stderr.splitlines()
+                if line.startswith("peak_rss_kib"))
+    return {"wall_s": wall, "peak_rss_gb": peak * 1024 / 1e9}
+
+
+def scan_cost(experiment: Path) -> dict[str, float]:
+    """The disk guard's periodic work on `experiment`: counting the files Ray copies (once a
+    minute) and finding the round checkpoints (when the disk fills)."""
+    from sweeps.disk_guard import round_checkpoint_dirs, synced_bytes
+
+    return {"synced_bytes_s": common.timed(lambda: synced_bytes(experiment)),
+            "round_checkpoints_s": common.timed(lambda: round_checkpoint_dirs(experiment))}
+
+
+def analysis_at_scale(source: Path, work: Path, sizes: tuple[int, ...],
+                      epoch_rows: int) -> dict[str, Any]:
+    figures = {}
+    for trials in sizes:
+        experiment = scaled_experiment(source, work / f"scaled_{trials}" / "study", trials,
+                                       epoch_rows)
+        figures[str(trials)] = {
+            "json_mb": tree_bytes(experiment) / 1e6,
+            **plot_cost(experiment, work / f"scaled_{trials}" / "plots"),
+            **scan_cost(experiment),
+        }
+    return {"epoch_rows_per_trial": epoch_rows, "trials": figures}
+
+
+def markdown(quickstart: dict[str, Any], resnet: dict[str, Any], scale: dict[str, Any]) -> str:
     lines = [
         f"The quickstart ({quickstart['trials']} trials, W = {quickstart['w_bytes'] / 1e6:.2f} MB"
-        f"): {quickstart['experiment_mb']:.1f} MB in all.",
+        f"): {quickstart['experiment_mb']:.1f} MB in all, of which `dense_cache/` (the dense "
+        f"models that trials of one recipe share and reference) "
+        f"{quickstart['dense_cache_mb']:.1f} MB for {quickstart['dense_cache_entries']} "
+        "recipes (one per seed).",
         "",
         "| trial | checkpoints (W) | trial directory (W) | as state.pt files (W) | "
         "per round (W) | per round as state.pt (W) |",
@@ -162,27 +274,49 @@ def markdown(quickstart: dict[str, Any], resnet: dict[str, Any]) -> str:
         "",
         "Means over a method's seeds. \"As state.pt files\": the same round states saved as one "
         "torch.save file each, the earlier layout, less the optimizer state it also kept.",
+        "",
+        f"Bookkeeping at scale: copies of the quickstart's trials, {scale['epoch_rows_per_trial']}"
+        " epoch rows each (JSON files only).",
+        "",
+        "| trials | JSON (MB) | `plot` wall (s) | `plot` peak memory (GB) | disk guard: count of "
+        "the synced files (ms) | disk guard: round checkpoints found (ms) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    for trials, f in scale["trials"].items():
+        lines.append(f"| {trials} | {f['json_mb']:.0f} | {f['wall_s']:.1f} | "
+                     f"{f['peak_rss_gb']:.2f} | {1000 * f['synced_bytes_s']:.1f} | "
+                     f"{1000 * f['round_checkpoints_s']:.1f} |")
+    lines += ["", "`plot` wall includes its start (Python, pandas, matplotlib). The disk guard "
+              "counts the synced files once a minute (and when the free space nears them), "
+              "and finds the round checkpoints only when the disk fills."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the quickstart's --smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="the quickstart's --smoke run, seed 0; 24 trials at scale")
+    parser.add_argument("--epoch-rows", type=int, default=EPOCH_ROWS,
+                        help="epoch rows per trial in the scaled experiments")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         quickstart = quickstart_storage(Path(tmp), args.quick)
         resnet = resnet18_rounds(Path(tmp), args.quick)
+        sizes, epoch_rows = ((24,), 20) if args.quick else (SCALE_TRIALS, args.epoch_rows)
+        scale = analysis_at_scale(Path(quickstart.pop("experiment_dir")), Path(tmp), sizes,
+                                  epoch_rows)
     methods = quickstart["methods"]
     imp, snip = methods["imp"]["checkpoints_w"], methods["snip 0.992"]["checkpoints_w"]
     size = quickstart["experiment_mb"]
+    largest = scale["trials"][str(max(sizes))]
     common.emit(
         {
             "benchmark": "storage",
             "quick": args.quick,
             "quickstart": quickstart,
             "resnet18": resnet,
+            "scale": scale,
             "bars": [
                 common.bar("IMP trial with rewinding (quickstart), checkpoints", imp,
                            f"<= {IMP_BAR_W:g} W", imp <= IMP_BAR_W, "W"),
@@ -190,8 +324,11 @@ def main(argv: list[str] | None = None) -> None:
                            f"<= {SNIP_BAR_W:g} W", snip <= SNIP_BAR_W, "W"),
                 common.bar("whole quickstart experiment", size, f"<= {EXPERIMENT_BAR_MB:g} MB",
                            size <= EXPERIMENT_BAR_MB, "MB"),
+                common.bar(f"plot's peak memory, {max(sizes)} trials x {epoch_rows} epoch rows",
+                           largest["peak_rss_gb"], f"< {PLOT_BAR_GB:g} GB",
+                           largest["peak_rss_gb"] < PLOT_BAR_GB, "GB"),
             ],
-            "markdown": markdown(quickstart, resnet),
+            "markdown": markdown(quickstart, resnet, scale),
         },
         started,
     )

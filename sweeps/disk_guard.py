@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -124,6 +125,9 @@ class DiskGuard(Callback):
         self.every_s = every_s
         self.checked = 0.0
         self.largest_checkpoint = 0
+        self.synced = 0  # the bytes Ray copies at each experiment checkpoint, at the last count
+        self.counted = -math.inf
+        self.count_every_s = 60.0
         self.reason: str | None = None
         self.full_path: Path | None = None  # where a write failed, when the error says
         self.copied: dict[str, tuple[str, float]] = {}
@@ -152,9 +156,17 @@ class DiskGuard(Callback):
             return
         self.checked = now
         self._keep_state_copies()
+        if not self.largest_checkpoint:
+            return
         running = sum(1 for t in trials if t.status == "RUNNING")
-        need = running * self.largest_checkpoint + 2 * synced_bytes(self.directory) + MARGIN_BYTES
-        if self.largest_checkpoint and shutil.disk_usage(self.directory).free < need:
+        free = shutil.disk_usage(self.directory).free
+        checkpoints = running * self.largest_checkpoint + MARGIN_BYTES
+        # Summing the trials' files takes a stat per file, thousands in a large study: once a
+        # minute, and whenever the free space comes near twice what they took at the last count.
+        if now - self.counted >= self.count_every_s or free < checkpoints + 4 * self.synced:
+            self.synced, self.counted = synced_bytes(self.directory), now
+        need = checkpoints + 2 * self.synced
+        if free < need:
             self.stop(f"less free space than the {running} running trial(s) need for their "
                       f"next checkpoints ({_bytes(need)})")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.checkpoints import METRICS_FILE
+from trainables.round_store import StoreFormatError, read_index
 
 ROUNDS_INDEX = "rounds.json"
 #: The round row's fields the index repeats, beside the round and its checkpoint.
@@ -51,7 +52,8 @@ def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
     Removed: superseded progress markers; checkpoint directories no round row names that are
     a progress checkpoint (no metrics.json: left by a crash or a full disk) or a copy of a round
     already indexed (a restarted trial may report a round again, see `trainables.reporting`).
-    A round checkpoint whose round has no row stays: it is evidence, not litter.
+    A round checkpoint whose round has no row stays: it is evidence, not litter; so does one
+    whose tensors a kept checkpoint references (`trainables.round_store`).
     """
     results = trial_dir / "result.json"
     lines = results.read_text().splitlines() if results.is_file() else []
@@ -59,9 +61,10 @@ def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
              if (trial_dir / entry["checkpoint"]).is_dir()]
     indexed = {entry["checkpoint"] for entry in index}
     rounds = {entry["round"] for entry in index}
+    held = referenced_holders([trial_dir / name for name in indexed])
     for directory in trial_dir.glob("checkpoint_*"):
         # A superseded marker has no metrics.json, so it goes with the progress checkpoints.
-        if directory.is_dir() and directory.name not in indexed:
+        if directory.is_dir() and directory.name not in indexed | held:
             round_number = _round_of(directory)
             if round_number is None or round_number in rounds:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -69,6 +72,18 @@ def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
     staging.write_text(json.dumps(index, indent=1) + "\n")
     staging.replace(trial_dir / ROUNDS_INDEX)
     return index
+
+
+def referenced_holders(checkpoints: list[Path]) -> set[str]:
+    """The sibling checkpoint directories whose tensors `checkpoints` reference."""
+    names = set()
+    for checkpoint in checkpoints:
+        try:
+            tensors = read_index(checkpoint)["tensors"]
+        except StoreFormatError:  # the earlier layout (state.pt) references nothing
+            continue
+        names |= {meta["in"] for meta in tensors.values() if meta["in"] and "/" not in meta["in"]}
+    return names
 
 
 def _round_of(checkpoint_dir: Path) -> int | None:

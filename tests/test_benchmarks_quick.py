@@ -25,7 +25,7 @@ EXPECTED_KEYS = {
     "bench_startup": {"sides", "reps"},
     "bench_latency": {"models", "measuring_cost", "setup"},
     "bench_gpu_latency": {"models", "nm_2_4", "setup", "device"},
-    "bench_storage": {"quickstart", "resnet18"},
+    "bench_storage": {"quickstart", "resnet18", "scale"},
     "bench_round_cost": {"trials", "setup"},
     "bench_export": {"networks", "figures", "setup"},
     "bench_busy_machine": {"slowdowns", "speedups", "setup"},

@@ -84,6 +84,26 @@ def test_tidy_removes_leftovers_no_row_names_but_keeps_an_unlogged_round(tmp_pat
         "checkpoint_000000", "checkpoint_000003", "checkpoint_000006"]
 
 
+def test_tidy_keeps_an_unindexed_round_a_kept_checkpoint_references(tmp_path: Path) -> None:
+    """A restarted trial reported round 3 again (checkpoint_000005, indexed) as a copy that
+    references the tensors of the unlogged original (checkpoint_000004): the original stays."""
+    import torch
+
+    from trainables.checkpoints import save_round_checkpoint, stored_tensors
+
+    trial = _trial(tmp_path / "t")
+    original, copy = trial / "checkpoint_000004", trial / "checkpoint_000005"
+    state = {"round": 3, "model": {"w": torch.randn(8)}, "metrics": {"round": 3},
+             "layer_sparsity": {}}
+    save_round_checkpoint(original, state)
+    save_round_checkpoint(copy, state, stored_tensors([original]))
+    rows = [{"row_type": "round", "round": 3, "checkpoint_dir_name": copy.name}]
+    with (trial / "result.json").open("a") as stream:
+        stream.writelines(json.dumps(row) + "\n" for row in rows)
+    tidy_finished_trial(trial)
+    assert original.is_dir() and copy.is_dir()
+
+
 def test_logged_checkpoints_reads_the_names_rows_came_with(tmp_path: Path) -> None:
     from trainables.reporting import logged_checkpoints
 

@@ -280,3 +280,16 @@ def test_the_docs_recipe_reads_a_round_without_prunetune(tmp_path: Path, monkeyp
                               tensor.contiguous().reshape(-1).numpy().view(np.uint8)), name
     init = first["init_weights"]["w"]  # held by checkpoint_000000, referenced by the second
     assert np.array_equal(namespace["tensor"](second_dir, digest(init)), init.numpy())
+
+
+def test_only_the_entries_asked_for_are_read(tmp_path: Path):
+    """`only` decodes just those entries: with the round holding the init weights gone, the
+    later round's own model still loads, and the full state does not."""
+    _, second = trial_with_two_rounds(tmp_path)
+    (tmp_path / "checkpoint_000000" / TENSORS_FILE).unlink()
+    later = tmp_path / "checkpoint_000001"
+    partial = load_round_checkpoint(later, only=("model", "round"))
+    assert set(partial) == {"format_version", "model", "round"} and partial["round"] == 1
+    assert torch.equal(partial["model"]["w"], second["model"]["w"])
+    with pytest.raises(CheckpointError):
+        load_round_checkpoint(later)

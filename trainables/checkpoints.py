@@ -10,7 +10,7 @@ leaves no half-written file where a reader looks. Checkpoints of the earlier lay
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +73,14 @@ def save_round_checkpoint(directory: str | Path, state: dict[str, Any],
     return path
 
 
-def load_round_checkpoint(directory: str | Path) -> dict[str, Any]:
-    """Load a checkpoint's state (either layout); CheckpointError if unusable."""
+def load_round_checkpoint(directory: str | Path,
+                          only: Collection[str] | None = None) -> dict[str, Any]:
+    """Load a checkpoint's state (either layout); CheckpointError if unusable. `only`: just
+    these top-level entries (say `("masks",)`: the weights are then not read at all)."""
     directory = Path(directory)
     if (directory / INDEX_FILE).is_file():
         try:
-            state = round_store.read(directory)
+            state = round_store.read(directory, only)
         except StoreFormatError as error:
             raise CheckpointError(f"{directory / INDEX_FILE}: unreadable checkpoint "
                                   f"({error})") from None
@@ -92,6 +94,9 @@ def load_round_checkpoint(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__})") from None
     if not isinstance(state, dict) or state.get("format_version") != LEGACY_FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a prunetune round checkpoint")
+    if only is not None:
+        state = {key: value for key, value in state.items()
+                 if key in only or key == "format_version"}
     return state
 
 

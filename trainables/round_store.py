@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,8 +200,9 @@ def held_digests(directory: Path) -> dict[str, str]:
     return {key: meta["in"] or directory.name for key, meta in index["tensors"].items()}
 
 
-def read(directory: Path) -> dict[str, Any]:
-    """Decode a checkpoint written by `write`, following references to sibling checkpoints."""
+def read(directory: Path, only: Collection[str] | None = None) -> dict[str, Any]:
+    """Decode a checkpoint written by `write`, following references to sibling checkpoints;
+    `only`: decode just these top-level entries of the state (the others are not read)."""
     from safetensors import safe_open
 
     index = read_index(directory)
@@ -277,4 +278,7 @@ def read(directory: Path) -> dict[str, Any]:
             raise StoreFormatError(f"{directory}: unknown node {sorted(value)}")
         return value
 
-    return rebuild(index["state"])
+    tree = index["state"]
+    if only is not None:
+        tree = {"dict": [[key, value] for key, value in tree["dict"] if key in only]}
+    return rebuild(tree)
