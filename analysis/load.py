@@ -105,16 +105,25 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _json_rows(path: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
+#: How an epoch row's type reads in result.json (json.dumps's separators, as Ray writes rows):
+#: such a line is passed over unparsed where only round rows are wanted. Quotes inside a JSON
+#: string are escaped, so only the row's own field reads like this.
+_EPOCH_ROW = '"row_type": "epoch"'
+
+
+def _json_rows(path: Path, warn: bool = True,
+               epochs: bool = True) -> Iterator[dict[str, Any]]:
     """The rows of a JSON-lines file, one at a time (a study's files hold gigabytes of epoch
-    rows in all); with `warn`, lines that do not parse are reported once the file is read."""
+    rows in all); without `epochs`, complete epoch rows are skipped without parsing them (most
+    of the reading time); with `warn`, lines that do not parse are reported once the file is
+    read."""
     if not path.is_file():
         return
     bad, count = [], 0
     with open(path, encoding="utf-8") as f:
         for count, line in enumerate(f, start=1):  # noqa: B007 - the last count is the length
             line = line.strip()
-            if not line:
+            if not line or (not epochs and line.endswith("}") and _EPOCH_ROW in line):
                 continue
             try:
                 row = json.loads(line)
@@ -198,7 +207,7 @@ def load_trial(path: Path, experiment: str) -> Trial:
             warnings.warn(f"{params}: not valid JSON; config columns left empty", stacklevel=2)
     # Only the round rows are kept: memory stays flat however many epochs a trial ran.
     rounds, trial_id, row_config = [], None, None
-    for row in _json_rows(path / "result.json"):
+    for row in _json_rows(path / "result.json", epochs=False):
         if row.get("row_type") == "round":
             rounds.append(row)
         if trial_id is None and row.get("trial_id"):
@@ -378,8 +387,18 @@ def load_results(*experiment_dirs: str | Path, all_trials: bool = False) -> pd.D
     trials, keys = load_trials(*experiment_dirs, all_trials=all_trials)
     frame = _trials_frame(trials, keys)
     frame.attrs["swept_keys"] = keys
-    frame.attrs["trials"] = trial_table(trials).to_dict(orient="records")
+    frame.attrs["trials"] = TrialRecords(trial_table(trials).to_dict(orient="records"))
     return frame
+
+
+class TrialRecords(list):
+    """The per-trial table as a frame's attrs carry it (a list of records). pandas deep-copies
+    a frame's attrs into every frame derived from it, thousands of times in one analysis:
+    passed on as it is instead, so that one dict per trial is not copied each time (with 960
+    trials that copying was most of `plot`'s time). Treat it as read-only."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TrialRecords:
+        return self
 
 
 def trial_table(trials: list[Trial]) -> pd.DataFrame:

@@ -153,12 +153,15 @@ def resnet18_rounds(work: Path, quick: bool) -> dict[str, Any]:
 SCALE_TRIALS = (24, 240, 960)
 EPOCH_ROWS = 300
 PLOT_BAR_GB = 0.5
-#: Runs a script as __main__ and prints its own peak resident memory (KiB) when it ends.
-PEAK_PROBE = ("import resource, runpy, sys\n"
+#: Runs a script as __main__ and prints its own peak resident memory (KiB) when it ends: VmHWM
+#: of /proc/self/status, the high-water mark of this program's memory since its exec (getrusage's
+#: ru_maxrss would include the pages the child shared with this process when it was forked).
+PEAK_PROBE = ("import re, runpy, sys\n"
               "sys.argv = sys.argv[1:]\n"
               "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-              "finally:\n    print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF)"
-              ".ru_maxrss, file=sys.stderr)\n")
+              "finally:\n    status = open('/proc/self/status').read()\n"
+              "    print('peak_rss_kib', re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1),"
+              " file=sys.stderr)\n")
 
 
 def copy_trial(source: Path, target: Path, index: int, seed_offset: int, epoch_rows: int) -> None:

@@ -3,10 +3,10 @@
 `tensorboard` (prunetune's own events, sweeps/tensorboard_log.py), `ray_tensorboard` (Ray's
 TBXLoggerCallback: every row field under `ray/tune/`, on Ray's iteration counter; off unless
 asked for), `csv` (CSVLoggerCallback, progress.csv), `mlflow` (MLflowLoggerCallback) and `wandb`
-(WandbLoggerCallback). Ray's JsonLoggerCallback is always added: analysis reads the params.json
-and result.json it writes. MLflow and W&B are optional
-extras (`pip install 'prunetune[mlflow]'`, `'prunetune[wandb]'`) and are configured the way
-those tools configure themselves:
+(WandbLoggerCallback). Ray's JsonLoggerCallback is always added, without the config copy Ray
+puts in every row (sweeps/json_rows.py): analysis reads the params.json and result.json it
+writes. MLflow and W&B are optional extras (`pip install 'prunetune[mlflow]'`,
+`'prunetune[wandb]'`) and are configured the way those tools configure themselves:
 
 - MLflow: MLFLOW_TRACKING_URI (default: a local SQLite store, `<experiment dir>/mlflow.db`,
   for local storage), MLFLOW_EXPERIMENT_NAME (default: the sweep's name);
@@ -74,9 +74,9 @@ LOGGERS: Registry[LoggerFactory] = Registry("logger", error=ConfigError)
 
 def logger_callbacks(loggers: list[str], context: LoggerContext) -> list[Any]:
     """Ray Tune logger callbacks for `loggers` (JSON always first), configured but not set up."""
-    from ray.tune.logger import JsonLoggerCallback
+    from sweeps.json_rows import RowsJsonLogger
 
-    callbacks: list[Any] = [JsonLoggerCallback()]
+    callbacks: list[Any] = [RowsJsonLogger()]
     for logger in dict.fromkeys(loggers):  # each once, in the order given
         callbacks.append(LOGGERS.get(logger)(context))
     return callbacks

@@ -134,6 +134,9 @@ def test_grid_sweep_one_trial_per_point_and_one_row_per_round(grid_sweep: dict[s
         rounds = [row["round"] for row in rows(trial_dir)]
         assert sorted(rounds) == EXPECTED_GRID[_point(trial_dir)], trial_dir.name
         assert len(list(trial_dir.glob("events.out.tfevents.*"))) >= 1, trial_dir.name
+        # The config is in params.json once, not copied into every row (sweeps/json_rows.py).
+        assert trial_config(trial_dir)["seed"] in (0, 1)
+        assert not any("config" in row for row in rows(trial_dir) + rows(trial_dir, "epoch"))
     summary = json.loads((experiment / "prunetune_sweep.json").read_text())
     assert len(summary["trials"]) == len(EXPECTED_GRID)
     # The code the sweep ran: this checkout's commit, as git itself names it.
@@ -276,6 +279,12 @@ def test_imp_reuses_the_dense_model_of_its_seed(grid_sweep: dict[str, Any]) -> N
         assert len(round0) == 1, trial_dir.name
         if config["method"] == "imp":
             assert round0[0].get("reused_dense") is True, trial_dir.name
+        if config["method"] in ("dense", "imp"):
+            # Round 0 references the shared dense model: its checkpoint holds no tensors.
+            index = json.loads((trial_dir / round0[0]["checkpoint_dir_name"] / "index.json")
+                               .read_text())
+            holders = {meta["in"] for meta in index["tensors"].values()}
+            assert len(holders) == 1 and holders.pop().startswith("../dense_cache/"), holders
         if config["method"] in ("dense", "imp") and not round0[0].get("reused_dense"):
             trained_dense += 1
     seeds = 2
