@@ -11,7 +11,7 @@ copy of the network's state dict.
   finished rounds: the earlier figure here is a lower bound of what that layout took).
 * A real ResNet-18 (11.2 M parameters, torchvision's, 10 classes): a one-shot IMP trial to 90%
   on synthetic 32 px images, one training batch per phase, in-process: its dense and its pruned
-  round, over W.
+  round, over W; and the seconds to write and read its pruned round in either layout.
 
 * Bookkeeping at scale: experiments of 24, 240 and 960 trials made of copies of the quickstart's
   (each a seed and trial id of its own; its epoch rows repeated to `--epoch-rows` per trial, a
@@ -130,6 +130,40 @@ def quickstart_storage(work: Path, quick: bool) -> dict[str, Any]:
             "trials": len(trials), "methods": methods}
 
 
+def save_load_times(trial_dir: Path, reps: int) -> dict[str, float]:
+    """Seconds to write and to read back the last round of `trial_dir` in either layout: one
+    `torch.save` file, and this store (referencing the earlier rounds, as a trial writes it);
+    the median of `reps` repetitions, the four interleaved."""
+    import shutil
+
+    import torch
+
+    from trainables.checkpoints import (
+        load_round_checkpoint,
+        save_round_checkpoint,
+        stored_tensors,
+    )
+
+    *earlier, last = round_checkpoints(trial_dir)
+    state = load_round_checkpoint(last)
+    state.pop("format_version")
+    held = stored_tensors(earlier)
+    legacy, store = trial_dir / "timed.pt", trial_dir / "checkpoint_timed"
+    times: dict[str, list[float]] = {"save_state_pt_s": [], "save_store_s": [],
+                                     "load_state_pt_s": [], "load_store_s": []}
+    for _ in range(reps):
+        shutil.rmtree(store, ignore_errors=True)
+        times["save_state_pt_s"].append(common.timed(lambda: torch.save(state, legacy)))
+        times["save_store_s"].append(common.timed(
+            lambda: save_round_checkpoint(store, state, held)))
+        times["load_state_pt_s"].append(common.timed(
+            lambda: torch.load(legacy, map_location="cpu", weights_only=True)))
+        times["load_store_s"].append(common.timed(lambda: load_round_checkpoint(store)))
+    legacy.unlink()
+    shutil.rmtree(store)
+    return {key: common.median(values) for key, values in times.items()}
+
+
 def resnet18_rounds(work: Path, quick: bool) -> dict[str, Any]:
     from trainables.reporting import DirectoryReporter
     from trainables.resolve import parse_trial_config
@@ -149,7 +183,7 @@ def resnet18_rounds(work: Path, quick: bool) -> dict[str, Any]:
     checkpoints = round_checkpoints(trial_dir)
     w = weight_bytes(checkpoints[0])
     return {"w_bytes": w, "width": raw["model"]["width"],
-            **trial_figures(trial_dir, w)}
+            **trial_figures(trial_dir, w), **save_load_times(trial_dir, 1 if quick else 5)}
 
 
 #: Trials in the scaled experiments, and the epoch rows each trial gets there.
@@ -276,7 +310,11 @@ def markdown(quickstart: dict[str, Any], resnet: dict[str, Any], scale: dict[str
         "",
         f"ResNet-18 (width {resnet['width']}, W = {resnet['w_bytes'] / 1e6:.1f} MB), one-shot "
         f"IMP to 90%: checkpoints {resnet['checkpoints_w']:.2f} W (rounds: {rounds}); as "
-        f"state.pt files {resnet['legacy_w']:.2f} W (rounds: {legacy}).",
+        f"state.pt files {resnet['legacy_w']:.2f} W (rounds: {legacy}). Writing its pruned "
+        f"round takes {resnet['save_store_s']:.2f} s (as a state.pt file: "
+        f"{resnet['save_state_pt_s']:.2f} s), reading it back {resnet['load_store_s']:.2f} s "
+        f"(state.pt: {resnet['load_state_pt_s']:.2f} s), every tensor's digest computed on "
+        "both ways (medians of 5, interleaved).",
         "",
         "Means over a method's seeds. \"As state.pt files\": the same round states saved as one "
         "torch.save file each, the earlier layout, less the optimizer state it also kept.",
