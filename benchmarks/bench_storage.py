@@ -313,8 +313,8 @@ def markdown(quickstart: dict[str, Any], resnet: dict[str, Any], scale: dict[str
         f"state.pt files {resnet['legacy_w']:.2f} W (rounds: {legacy}). Writing its pruned "
         f"round takes {resnet['save_store_s']:.2f} s (as a state.pt file: "
         f"{resnet['save_state_pt_s']:.2f} s), reading it back {resnet['load_store_s']:.2f} s "
-        f"(state.pt: {resnet['load_state_pt_s']:.2f} s), every tensor's digest computed on "
-        "both ways (medians of 5, interleaved).",
+        f"(state.pt: {resnet['load_state_pt_s']:.2f} s); the store hashes every tensor when "
+        "writing and checks it when reading (medians of 5, interleaved).",
         "",
         "Means over a method's seeds. \"As state.pt files\": the same round states saved as one "
         "torch.save file each, the earlier layout, less the optimizer state it also kept.",
