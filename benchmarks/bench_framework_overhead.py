@@ -48,7 +48,6 @@ def trial_config(args: argparse.Namespace) -> dict[str, Any]:
 def bare_epochs(args: argparse.Namespace) -> list[float]:
     """A minimal PyTorch loop over the same data; returns per-epoch training times."""
     import torch
-    from torch import nn
 
     from trainables.batches import iterate_batches
     from trainables.datasets import batch_augment, load_dataset
@@ -68,7 +67,6 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
         model.to(memory_format=torch.channels_last)
     scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler else None
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    loss_fn = nn.CrossEntropyLoss()
     times = []
     for epoch in range(args.epochs):
         model.train()
@@ -84,16 +82,7 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
             drop_last=True,
             max_batches=args.max_batches,
         ):
-            with runtime.autocast():
-                loss = loss_fn(model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            common.train_step(model, optimizer, scaler, runtime, inputs, targets)
         runtime.synchronize()
         times.append(time.perf_counter() - started)
     return times

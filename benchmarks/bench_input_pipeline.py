@@ -128,7 +128,6 @@ def device_feed(image_size: int, device: str, root: str, steps: int, warmup: int
     """ResNet-18 training images/s on `device` fed by the cached pipeline vs by one batch
     already there, interleaved; the pipeline, model and step are set up as a trial's."""
     import torch
-    from torch import nn
 
     from pruning.latency import precision_name
     from trainables.batches import iterate_batches
@@ -155,26 +154,13 @@ def device_feed(image_size: int, device: str, root: str, steps: int, warmup: int
                 generator=torch.Generator().manual_seed(epoch), device=runtime.device,
                 augment=augment, drop_last=True)
 
-    def sync() -> None:
-        if runtime.device.type == "cuda":
-            torch.cuda.synchronize(runtime.device)
-
     def train(source: Iterator[tuple[Any, Any]], count: int) -> float:
         """Images/s of `count` training steps on batches from `source`."""
-        sync()
+        runtime.synchronize()
         started = time.perf_counter()
         for inputs, targets in itertools.islice(source, count):
-            with runtime.autocast():
-                loss = nn.functional.cross_entropy(model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-        sync()  # the host runs ahead of the GPU: the steps are done only here
+            common.train_step(model, optimizer, scaler, runtime, inputs, targets)
+        runtime.synchronize()  # the host runs ahead of the GPU: the steps are done only here
         return count * BATCH / (time.perf_counter() - started)
 
     pipeline = batches()

@@ -135,6 +135,25 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
+def train_step(model: Any, optimizer: Any, scaler: Any, runtime: Any, inputs: Any,
+               targets: Any) -> None:
+    """One training step as a trial takes it: the forward pass under the runtime's autocast,
+    cross-entropy, backward through `scaler` (fp16's grad scaler; None otherwise), the
+    optimizer step."""
+    from torch.nn import functional
+
+    with runtime.autocast():
+        loss = functional.cross_entropy(model(inputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def flowers_data(image_size: int, root: str | None = None) -> dict[str, Any]:
     """A DataConfig dict for Flowers-102 at `image_size` (in `root`, default the shared
     FLOWERS_ROOT), cache in CACHE_DIR."""

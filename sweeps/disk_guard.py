@@ -43,6 +43,9 @@ DISK_FULL_WORDS = ("No space left on device", "[Errno 28]", "ENOSPC")
 # Besides the running trials' next checkpoints and two copies of the driver's files (Ray's
 # state, the rows, the logs), a little room to spare.
 MARGIN_BYTES = 2**20
+# How often the guard sums the files Ray copies at each experiment checkpoint (a stat per file,
+# thousands in a large study), unless the free space comes near them first.
+SYNCED_COUNT_EVERY_S = 60.0
 # What Ray logs when a sweep stops early; wrong advice once the guard has said what to do.
 _NO_RESULTS_YET = "Failed to fetch metrics"
 _STOP_NOISE = ("Stop signal received", "has been interrupted", "Trials did not complete",
@@ -127,7 +130,6 @@ class DiskGuard(Callback):
         self.largest_checkpoint = 0
         self.synced = 0  # the bytes Ray copies at each experiment checkpoint, at the last count
         self.counted = -math.inf
-        self.count_every_s = 60.0
         self.reason: str | None = None
         self.full_path: Path | None = None  # where a write failed, when the error says
         self.copied: dict[str, tuple[str, float]] = {}
@@ -161,9 +163,8 @@ class DiskGuard(Callback):
         running = sum(1 for t in trials if t.status == "RUNNING")
         free = shutil.disk_usage(self.directory).free
         checkpoints = running * self.largest_checkpoint + MARGIN_BYTES
-        # Summing the trials' files takes a stat per file, thousands in a large study: once a
-        # minute, and whenever the free space comes near twice what they took at the last count.
-        if now - self.counted >= self.count_every_s or free < checkpoints + 4 * self.synced:
+        # Once a minute, and whenever the free space comes near twice the last count.
+        if now - self.counted >= SYNCED_COUNT_EVERY_S or free < checkpoints + 4 * self.synced:
             self.synced, self.counted = synced_bytes(self.directory), now
         need = checkpoints + 2 * self.synced
         if free < need:

@@ -24,8 +24,6 @@ from trainables.round_store import INDEX_FILE, StoreFormatError
 #: The earlier layout's one file (format version 1), still read.
 LEGACY_STATE_FILE = "state.pt"
 LEGACY_FORMAT_VERSION = 1
-#: The file whose presence marks a complete checkpoint of the current layout.
-STATE_FILE = INDEX_FILE
 METRICS_FILE = "metrics.json"
 FORMAT_VERSION = round_store.FORMAT_VERSION
 
@@ -42,8 +40,8 @@ def has_checkpoint(directory: Path) -> bool:
 def save_round_checkpoint(directory: str | Path, state: dict[str, Any],
                           stored: Mapping[str, str] | None = None) -> Path:
     """Write `state` (and its `metrics`, if any, as JSON) into `directory`; returns the index's
-    path. `stored`: the tensors earlier round checkpoints of the same trial hold (digest ->
-    sibling directory name, `stored_tensors`), referenced instead of written again.
+    path. `stored`: the tensors other checkpoints already hold (digest -> the holder's path
+    relative to the trial directory, `stored_tensors`), referenced instead of written again.
 
     A failed write (disk full, unwritable directory) raises CheckpointError naming the file and
     leaves no partial file behind; an earlier checkpoint elsewhere is untouched.

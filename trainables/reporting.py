@@ -144,10 +144,7 @@ class TrialLog:
     def _flush(self, state: dict[str, Any], shared: Path | None = None) -> None:
         started = time.perf_counter()
         rows, self.pending = self.pending, []
-        if shared is None:
-            self.reporter.report(rows, state)
-        else:
-            self.reporter.report(rows, state, shared)
+        self.reporter.report(rows, state, shared)
         self.cadence.written(time.perf_counter() - started)
 
     def latest_state(self) -> dict[str, Any] | None:
@@ -190,7 +187,7 @@ def held_for(trial_dir: Path | None, shared: Path | None = None) -> dict[str, st
     if shared is not None:
         relative = os.path.relpath(shared, trial_dir)
         if not relative.startswith(os.path.join(os.pardir, os.pardir)):
-            held = dict.fromkeys(stored_tensors([Path(shared)]), relative)
+            held = dict.fromkeys(stored_tensors([shared]), relative)
     return {**held, **stored_tensors(usable_checkpoint_dirs(trial_dir))}
 
 

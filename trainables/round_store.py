@@ -83,8 +83,8 @@ def _bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def encode(state: Mapping[str, Any], stored: Mapping[str, str] | None = None) -> Encoded:
-    """Encode `state`; `stored` maps the digests earlier round checkpoints of the same trial
-    hold to the name of the checkpoint directory holding each."""
+    """Encode `state`; `stored` maps the digests other checkpoints already hold to the
+    holder's path relative to the trial directory (a sibling checkpoint, or the dense cache)."""
     stored = stored or {}
     table: dict[str, dict[str, Any]] = {}
     tensors: dict[str, torch.Tensor] = {}
