@@ -28,6 +28,8 @@ from typing import Any
 
 import pandas as pd
 
+from trainables.schema import LEGACY_CHECKPOINT, ROUND_CHECKPOINT, row_checkpoint
+
 SWEEP_FILE = "prunetune_sweep.json"
 
 # Columns of the tidy table, in order; swept hyper-parameters (dotted names) follow them.
@@ -56,7 +58,7 @@ RESULT_COLUMNS = [
     "final_round",
     "round_time_s",
     "time_total_s",
-    "checkpoint_dir_name",
+    ROUND_CHECKPOINT,
     "trial_dir",
 ]
 
@@ -350,6 +352,8 @@ def _trials_frame(trials: list[Trial], keys: list[str]) -> pd.DataFrame:
             # Every field the trainable reported is kept (extra fields become columns), except
             # Ray's copy of the config: swept keys get their own columns below.
             record.update({k: v for k, v in row.items() if k not in record and k != "config"})
+            record[ROUND_CHECKPOINT] = row_checkpoint(row)  # either layout's field
+            record.pop(LEGACY_CHECKPOINT, None)
             for key, value in swept.items():
                 record.setdefault(key, value)
             records.append(record)
@@ -451,6 +455,8 @@ def load_epochs(*experiment_dirs: str | Path) -> pd.DataFrame:
             record = {"experiment": trial.experiment, "trial_id": trial.trial_id,
                       "trial_status": trial.status}
             record.update({k: v for k, v in row.items() if k not in record and k != "config"})
+            record[ROUND_CHECKPOINT] = row_checkpoint(row)  # either layout's field
+            record.pop(LEGACY_CHECKPOINT, None)
             records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -465,7 +471,7 @@ def load_layer_sparsity(rows: pd.DataFrame) -> pd.DataFrame:
     records = []
     missing = 0
     for _, row in rows.iterrows():
-        metrics = _find_metrics(Path(row["trial_dir"]), row.get("checkpoint_dir_name"),
+        metrics = _find_metrics(Path(row["trial_dir"]), row.get(ROUND_CHECKPOINT),
                                 row.get("round"))
         if metrics is None:
             missing += 1
@@ -502,13 +508,15 @@ def _find_metrics(trial_dir: Path, checkpoint: Any, round_index: Any) -> dict[st
 
 def round_checkpoint_dir(trial_dir: Path, checkpoint: Any, round_index: Any) -> Path | None:
     """The checkpoint directory of a result row's round: the one the row names
-    (``checkpoint_dir_name``), else the one whose metrics.json records that round."""
+    (``round_checkpoint``), else the one whose metrics.json records that round."""
     if isinstance(checkpoint, str) and checkpoint:
         path = trial_dir / checkpoint / "metrics.json"
         if path.is_file():
             return path.parent
     # Fall back to scanning the checkpoints for the one recording this round.
-    for path in sorted(trial_dir.glob("checkpoint_*/metrics.json")):
+    candidates = [*trial_dir.glob("round_*/metrics.json"),
+                  *trial_dir.glob("checkpoint_*/metrics.json")]  # the earlier layout's
+    for path in sorted(candidates):
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:

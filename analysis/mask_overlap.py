@@ -26,6 +26,7 @@ import pandas as pd
 from analysis.aggregate import _level_frame, is_missing, line_keys
 from analysis.load import round_checkpoint_dir
 from analysis.report import line_id, line_labels
+from trainables.schema import ROUND_CHECKPOINT
 
 ALL_LAYERS = "(all prunable)"
 COLUMNS = ["target_sparsity", "a", "seed_a", "b", "seed_b", "layer", "kept_a", "kept_b",
@@ -44,7 +45,7 @@ def round_masks(results: pd.DataFrame, agg: pd.DataFrame) -> list[dict[str, Any]
     for _, row in rows.iterrows():
         if is_missing(row["target_sparsity"]):
             continue
-        directory = round_checkpoint_dir(Path(row["trial_dir"]), row.get("checkpoint_dir_name"),
+        directory = round_checkpoint_dir(Path(row["trial_dir"]), row.get(ROUND_CHECKPOINT),
                                          row["round"])
         if directory is None or not has_checkpoint(directory):
             continue

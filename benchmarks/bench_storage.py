@@ -4,7 +4,7 @@ copy of the network's state dict.
 * The quickstart (`sweeps/quickstart.yaml`: dense, IMP with rewinding, SNIP and random at 80%,
   96% and 99.2%, 3 seeds; `--quick`: dense, IMP, SNIP at 99.2%, seed 0, `--smoke`) run through
   `sweeps/run_sweep.py`: per method and level, a trial's checkpoint bytes (every file under
-  its `checkpoint_*` directories) and its whole directory's bytes, over W; per round, one round
+  its `round_*` directories) and its whole directory's bytes, over W; per round, one round
   checkpoint's bytes over W; the whole experiment directory in MB.
 * Beside each figure, what the same round states take as one `torch.save` file each (the earlier
   layout's `state.pt`, which also held the optimizer state this layout no longer keeps in
@@ -70,8 +70,9 @@ def weight_bytes(checkpoint: Path) -> int:
 
 
 def round_checkpoints(trial_dir: Path) -> list[Path]:
-    return sorted(path for path in trial_dir.glob("checkpoint_*")
-                  if (path / "metrics.json").is_file())
+    from trainables.trial_store import round_dirs
+
+    return round_dirs(trial_dir)
 
 
 def trial_label(trial_dir: Path) -> str:
@@ -83,7 +84,7 @@ def trial_label(trial_dir: Path) -> str:
 
 def trial_figures(trial_dir: Path, w: int) -> dict[str, Any]:
     checkpoints = round_checkpoints(trial_dir)
-    stored = sum(tree_bytes(path) for path in trial_dir.glob("checkpoint_*"))
+    stored = sum(tree_bytes(path) for path in checkpoints)
     return {
         "checkpoints_w": stored / w,
         "trial_dir_w": tree_bytes(trial_dir) / w,
@@ -227,7 +228,7 @@ def copy_trial(source: Path, target: Path, index: int, seed_offset: int, epoch_r
             if isinstance(row.get("config"), dict) and "trial" in row["config"]:
                 row["config"] = {**row["config"], "trial": params["trial"]}
             stream.write(json.dumps(row) + "\n")
-    for path in [*source.glob("checkpoint_*/metrics.json"), source / "rounds.json"]:
+    for path in [*source.glob("round_*/metrics.json"), source / "rounds.json"]:
         if path.is_file():
             copied = directory / path.relative_to(source)
             copied.parent.mkdir(parents=True, exist_ok=True)

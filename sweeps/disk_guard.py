@@ -37,6 +37,7 @@ from ray.tune import Callback
 
 from sweeps.state_files import keep_good_copies
 from trainables.ray_adapter import stop_experiment
+from trainables.trial_store import read_pointer, round_dirs
 
 # How a full disk reads in an error, as Python, pyarrow and the checkpoint writer word it.
 DISK_FULL_WORDS = ("No space left on device", "[Errno 28]", "ENOSPC")
@@ -111,9 +112,9 @@ def synced_bytes(directory: Path) -> int:
 
 
 def round_checkpoint_dirs(directory: Path) -> list[Path]:
-    """The round checkpoints of an experiment directory's trials (progress ones have no
-    metrics.json)."""
-    return [path.parent for path in directory.glob("*/checkpoint_*/metrics.json")]
+    """The round checkpoints of an experiment directory's trials."""
+    return [path for trial in directory.iterdir() if trial.is_dir()
+            for path in round_dirs(trial)]
 
 
 class DiskGuard(Callback):
@@ -142,8 +143,10 @@ class DiskGuard(Callback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
                       **info: Any) -> None:
-        path = Path(checkpoint.path)
-        if self.directory is not None and path.is_dir():
+        # Ray's checkpoint names the slot the trial wrote beside it (trainables/trial_store.py).
+        slot = read_pointer(checkpoint.filesystem, checkpoint.path)
+        path = Path(checkpoint.path).parent / slot if slot is not None else None
+        if self.directory is not None and path is not None and path.is_dir():
             self.largest_checkpoint = max(self.largest_checkpoint, _size(path))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -1,14 +1,14 @@
 """A finished trial's directory, made readable: its round checkpoints, an index, nothing else.
 
-While a sweep runs, a superseded progress checkpoint stays as a `SUPERSEDED` marker directory
-(see `trainables.reporting`): the driver's saved state may still name it. Once the sweep is over
-and the trial finished, nothing will restore it, so the markers go, and `rounds.json` maps each
-round to its checkpoint:
+While a sweep runs, a trial's directory also holds its progress slot and Ray's small checkpoint
+naming the newest slot (see `trainables.reporting`). Once the sweep is over and the trial
+finished, nothing will restore them, so they go, and `rounds.json` maps each round to its
+checkpoint:
 
-    [{"round": 0, "checkpoint": "checkpoint_000000", "sparsity": 0.0, "test_acc": 0.986,
+    [{"round": 0, "checkpoint": "round_000000", "sparsity": 0.0, "test_acc": 0.986,
       "val_acc": 0.989, "params_prunable": 698768, "status": "ok"}, ...]
 
-Errored trials keep their markers (`--resume` continues them).
+Errored trials keep them (`--resume` continues them).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 
 from trainables.checkpoints import METRICS_FILE
 from trainables.round_store import StoreFormatError, read_index
+from trainables.schema import row_checkpoint
+from trainables.trial_store import LEGACY_PREFIX, PROGRESS_PREFIX
 
 ROUNDS_INDEX = "rounds.json"
 #: The round row's fields the index repeats, beside the round and its checkpoint.
@@ -37,9 +39,10 @@ def round_index(result_lines: list[str]) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if row.get("row_type") != "round" or not row.get("checkpoint_dir_name"):
+        checkpoint = row_checkpoint(row)
+        if row.get("row_type") != "round" or not checkpoint:
             continue
-        entry = {"round": row["round"], "checkpoint": row["checkpoint_dir_name"]}
+        entry = {"round": row["round"], "checkpoint": checkpoint}
         entry.update({field: row[field] for field in INDEX_FIELDS if field in row})
         rounds[row["round"]] = entry
     return [rounds[number] for number in sorted(rounds)]
@@ -49,11 +52,11 @@ def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
     """Remove what no one will restore from a finished trial and write its `rounds.json`;
     returns the index. A round whose checkpoint directory is missing is left out of it.
 
-    Removed: superseded progress markers; checkpoint directories no round row names that are
-    a progress checkpoint (no metrics.json: left by a crash or a full disk) or a copy of a round
-    already indexed (a restarted trial may report a round again, see `trainables.reporting`).
-    A round checkpoint whose round has no row stays: it is evidence, not litter; so does one
-    whose tensors a kept checkpoint references (`trainables.round_store`).
+    Removed: the progress slot, what a crash left half-written (hidden staging directories),
+    Ray's checkpoint naming the newest slot, and, in the earlier layout, checkpoint directories
+    no round row names that are a progress checkpoint or a copy of a round already indexed. A
+    round checkpoint whose round has no row stays: it is evidence, not litter; so does one whose
+    tensors a kept checkpoint references (`trainables.round_store`).
     """
     results = trial_dir / "result.json"
     lines = results.read_text().splitlines() if results.is_file() else []
@@ -61,10 +64,14 @@ def tidy_finished_trial(trial_dir: Path) -> list[dict[str, Any]]:
              if (trial_dir / entry["checkpoint"]).is_dir()]
     indexed = {entry["checkpoint"] for entry in index}
     rounds = {entry["round"] for entry in index}
-    held = referenced_holders([trial_dir / name for name in indexed])
-    for directory in trial_dir.glob("checkpoint_*"):
-        # A superseded marker has no metrics.json, so it goes with the progress checkpoints.
-        if directory.is_dir() and directory.name not in indexed | held:
+    kept = indexed | referenced_holders([trial_dir / name for name in indexed])
+    for directory in trial_dir.iterdir():
+        name = directory.name
+        if not directory.is_dir() or name in kept:
+            continue
+        if name.startswith((PROGRESS_PREFIX, ".")):
+            shutil.rmtree(directory, ignore_errors=True)
+        elif name.startswith(LEGACY_PREFIX):
             round_number = _round_of(directory)
             if round_number is None or round_number in rounds:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -96,7 +103,8 @@ def _round_of(checkpoint_dir: Path) -> int | None:
 
 def tidy_finished_trials(results: Any) -> int:
     """`tidy_finished_trial` for every trial of a ResultGrid that finished without an error and
-    lies on a local disk (on cloud storage the markers stay); returns how many were tidied."""
+    lies on a local disk (on cloud storage the progress slots stay); returns how many were
+    tidied."""
     tidied = 0
     for result in results:
         path = Path(str(result.path))

@@ -400,7 +400,8 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
             name=launch.name,
             storage_path=launch.storage,
             failure_config=tune.FailureConfig(max_failures=launch.plan.spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            # Ray's checkpoint only names the trial's newest slot (trainables/trial_store.py).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[callback for callback in callbacks if callback is not None],
             verbose=0,
             log_to_file=True,

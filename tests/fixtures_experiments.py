@@ -9,7 +9,8 @@ are the real writer's, and planting a field the real rows lack is an error, so t
 tests never read files the trainable could not write. Ray's own fields (`timestamp`,
 `checkpoint_dir_name`, `training_iteration`, `config`, ...) are added as Ray adds them
 (checked against a real run), and so are its experiment-level files (`experiment_state-*.json`,
-`tuner.pkl`). Each round gets a `checkpoint_00000k/` holding its `metrics.json`.
+`tuner.pkl`). Each round gets its slot `round_00000k/` holding its `metrics.json`, named by the
+round row's `round_checkpoint` (trainables/trial_store.py).
 
 The numbers are chosen by the caller, so tests can compare aggregates with hand-computed values.
 """
@@ -23,6 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trainables.schema import ROUND_CHECKPOINT
 
 PRUNABLE_DENSE = 1_000_000
 TOTAL_DENSE = 1_010_000  # 10,000 non-prunable parameters (biases, batch norm)
@@ -226,7 +229,8 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
             extra = spec.round_fields[round_index - first]
             round_row = _planted(round_row, extra, allowed=measured_fields())
         iteration += 1
-        name = f"checkpoint_{round_index:06d}"  # one checkpoint per round, numbered from 0
+        name = f"round_{round_index:06d}"  # the round's slot
+        round_row[ROUND_CHECKPOINT] = name
         ckpt = trial_dir / name
         ckpt.mkdir()
         # As trainables/checkpoints.py writes it: the row, with the per-layer counts.
@@ -234,7 +238,9 @@ def write_trial(exp_dir: Path, index: int, spec: TrialSpec, exp_id: str = "a1b2c
             json.dumps({**round_row, "layer_sparsity": layer_sparsity}, indent=1)
         )
         (ckpt / "state.pt").write_bytes(b"not a real torch file: analysis must never read it")
-        rows.append(_ray_fields(round_row, trial_id, config, iteration, total_time, name))
+        # Ray's checkpoint beside it only names the slot (and is kept for the newest only).
+        rows.append(_ray_fields(round_row, trial_id, config, iteration, total_time,
+                                f"checkpoint_{iteration:06d}"))
 
     with open(trial_dir / "result.json", "w") as f:
         for row in rows:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 import pruning
-from trainables.checkpoints import has_checkpoint, load_round_checkpoint
+from trainables.checkpoints import load_round_checkpoint
 from trainables.config import TrialConfig
 from trainables.datasets import load_dataset
 from trainables.loop import eval_batches, evaluate
@@ -42,6 +42,7 @@ from trainables.models import build_model
 from trainables.resolve import parse_trial_config
 from trainables.runtime import resolve_runtime
 from trainables.trial_data import TrialData
+from trainables.trial_store import TrialStore
 
 _DATA_CACHE: dict[str, Any] = {}
 
@@ -60,8 +61,8 @@ def _splits(config: TrialConfig) -> Any:
 
 
 def _checkpoints(trial_dir: Path) -> list[Path]:
-    found = [p for p in trial_dir.glob("checkpoint_*") if has_checkpoint(p)]
-    return sorted(found, key=lambda p: p.name)
+    """Every complete round and progress slot, oldest first."""
+    return [trial_dir / name for name in TrialStore.for_directory(trial_dir).slots()]
 
 
 def check_trial(trial_dir: Path) -> int:
@@ -203,12 +204,13 @@ def check_experiment(directory: str | Path) -> int:
 
 
 def check_finished_layout(directory: str | Path) -> int:
-    """Each Tune trial directory under `directory` holds round checkpoints only, each listed in
-    its `rounds.json` with the round, sparsity and test accuracy of its own metrics.json; the
-    number of checkpoints indexed."""
+    """Each Tune trial directory under `directory` holds round checkpoints only (no progress
+    slot, no Ray checkpoint, nothing half-written), each listed in its `rounds.json` with the
+    round, sparsity and test accuracy of its own metrics.json; the number of checkpoints
+    indexed."""
     indexed = 0
     for trial_dir in sorted(p.parent for p in Path(directory).glob("*/params.json")):
-        on_disk = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+        on_disk = sorted(p.name for p in trial_dir.iterdir() if p.is_dir())
         assert all((trial_dir / name / "metrics.json").is_file() for name in on_disk), (
             f"{trial_dir}: a checkpoint that is not a round checkpoint was left: {on_disk}")
         index = json.loads((trial_dir / "rounds.json").read_text())

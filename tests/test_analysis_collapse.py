@@ -27,7 +27,7 @@ def plant_dead_layer(experiment, method: str, seed: int, target: float, param: s
         config = json.loads((trial_dir / "params.json").read_text())["trial"]
         if config["prune"]["target_sparsity"] != target:
             continue
-        metrics_file = sorted(trial_dir.glob("checkpoint_*/metrics.json"))[-1]
+        metrics_file = sorted(trial_dir.glob("round_*/metrics.json"))[-1]
         metrics = json.loads(metrics_file.read_text())
         metrics["layer_sparsity"][param].update(remaining=0, sparsity=1.0)
         metrics_file.write_text(json.dumps(metrics))

@@ -35,7 +35,7 @@ def experiment(tmp_path):
     for (method, seed), masks in MASKS.items():
         (trial_dir,) = root.glob(f"*method={method},seed={seed}_*")
         state = {"masks": {k: torch.tensor(v, dtype=torch.bool) for k, v in masks.items()}}
-        save_round_checkpoint(next(trial_dir.glob("checkpoint_*")), state)
+        save_round_checkpoint(next(trial_dir.glob("round_*")), state)
     return root
 
 

@@ -70,7 +70,7 @@ def test_speedups_stay_true_with_a_load_beside_half_the_sweep(tmp_path: Path) ->
         assert 0.85 <= row["speedup_b1"] <= 1.15, (row["method"], row["round"], row)
 
     # The structured round's network, measured again now, against a fresh dense reference.
-    (checkpoint,) = [path for path in sorted((tmp_path / "channels").glob("checkpoint_*"))
+    (checkpoint,) = [path for path in sorted((tmp_path / "channels").glob("round_*"))
                      if json.loads((path / "metrics.json").read_text())["round"] == 1]
     state = load_round_checkpoint(checkpoint)
     network = build_model(ModelConfig(**MODEL), 10, 1)

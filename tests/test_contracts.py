@@ -96,7 +96,7 @@ def test_every_method_runs_and_reports_what_it_promises(
     assert len(rounds) == method.round_checkpoints(config)
     assert [row["final_round"] for row in rounds] == [False] * (len(rounds) - 1) + [True]
     assert [row["round"] for row in rounds] == sorted({row["round"] for row in rounds})
-    checkpoints = sorted((tmp_path / "trial").glob("checkpoint_*"))
+    checkpoints = sorted((tmp_path / "trial").glob("round_*"))
     assert len(checkpoints) == len(rounds)
     for row, directory in zip(rounds, checkpoints, strict=True):
         tags = method.row_tags(config)

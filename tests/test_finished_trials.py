@@ -1,4 +1,5 @@
-"""A finished trial's directory: round checkpoints and rounds.json, no superseded markers."""
+"""A finished trial's directory: round checkpoints and rounds.json, no progress slot, no leftovers
+(in this layout and in the earlier one, whose experiments a resumed sweep may still finish)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from sweeps.finished_trials import round_index, tidy_finished_trial, tidy_finished_trials
-from trainables.reporting import SUPERSEDED
+from trainables.schema import ROUND_CHECKPOINT
+from trainables.trial_store import POINTER_FILE, TrialStore
+
+#: The earlier layout's superseded progress checkpoint: a directory holding only this file.
+SUPERSEDED = "SUPERSEDED"
 
 
 def _round(number: int, checkpoint: str, test_acc: float) -> dict:
@@ -104,10 +109,48 @@ def test_tidy_keeps_an_unindexed_round_a_kept_checkpoint_references(tmp_path: Pa
     assert original.is_dir() and copy.is_dir()
 
 
-def test_logged_checkpoints_reads_the_names_rows_came_with(tmp_path: Path) -> None:
-    from trainables.reporting import logged_checkpoints
+def _slot_state(round_number: int, epochs_done: int | None = None) -> dict:
+    import torch
 
-    trial = _trial(tmp_path / "t")
-    assert logged_checkpoints(trial) == {
-        "checkpoint_000000", "checkpoint_000001", "checkpoint_000002", "checkpoint_000003"}
-    assert logged_checkpoints(tmp_path) == set()
+    if epochs_done is not None:
+        return {"kind": "progress", "round": round_number, "phase": {"epochs_done": epochs_done},
+                "model": {"w": torch.ones(4)}}
+    return {"kind": "round", "round": round_number, "metrics": {"round": round_number},
+            "layer_sparsity": {}, "model": {"w": torch.full((4,), float(round_number))}}
+
+
+def _slot_trial(directory: Path) -> Path:
+    """Rounds 0 and 1 in slots, round 2's progress slot, a staging directory a crash left, Ray's
+    pointer, and rows naming the round slots."""
+    store = TrialStore.for_directory(directory)
+    for state in (_slot_state(0), _slot_state(1), _slot_state(2, epochs_done=3)):
+        store.write(state)
+    (directory / ".round_000002.tmp-0a1b2c3d").mkdir()
+    (directory / "checkpoint_000007").mkdir()
+    pointer = directory / "checkpoint_000007" / POINTER_FILE
+    pointer.write_text(json.dumps({"slot": "progress_000002_000003"}))
+    rows = []
+    for number in (0, 1):
+        row = _round(number, "", 0.5)
+        del row["checkpoint_dir_name"]  # the earlier layout's field
+        rows.append({**row, ROUND_CHECKPOINT: f"round_{number:06d}"})
+    (directory / "result.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return directory
+
+
+def test_tidy_leaves_a_slot_trial_its_round_slots_and_index(tmp_path: Path) -> None:
+    trial = _slot_trial(tmp_path / "t")
+    index = tidy_finished_trial(trial)
+    assert [(e["round"], e["checkpoint"]) for e in index] == [
+        (0, "round_000000"), (1, "round_000001")]
+    assert sorted(p.name for p in trial.iterdir()) == [
+        "result.json", "round_000000", "round_000001", "rounds.json"]
+
+
+def test_logged_round_checkpoints_reads_the_slots_round_rows_name(tmp_path: Path) -> None:
+    from trainables.reporting import logged_round_checkpoints
+
+    trial = _slot_trial(tmp_path / "t")
+    assert logged_round_checkpoints(TrialStore.for_directory(trial)) == {
+        "round_000000", "round_000001"}
+    assert logged_round_checkpoints(TrialStore.for_directory(tmp_path)) == set()

@@ -64,12 +64,12 @@ def test_no_module_but_the_adapter_touches_rays_internals_or_sets_its_environmen
     assert _private_uses(ADAPTER)  # the check can see them: the adapter has some
 
 
-def test_the_checkpoint_index_the_trial_numbers_past_is_where_the_adapter_sets_it() -> None:
-    from ray.train._internal.session import get_session
+def test_the_trial_storage_is_read_where_the_adapter_reads_it() -> None:
     from ray.train._internal.storage import StorageContext
+    from ray.tune.context import TuneContext
 
-    assert callable(get_session)
-    for attribute in ("current_checkpoint_index", "trial_fs_path", "storage_filesystem"):
+    assert callable(TuneContext.get_storage)
+    for attribute in ("trial_fs_path", "storage_filesystem"):
         assert attribute in inspect.getsource(StorageContext), attribute
 
 

@@ -18,10 +18,11 @@ from trainables.checkpoints import (
     load_round_checkpoint,
     save_round_checkpoint,
 )
-from trainables.reporting import DirectoryReporter, load_latest_usable
+from trainables.reporting import DirectoryReporter
 from trainables.resolve import parse_trial_config
 from trainables.round_store import INDEX_FILE, TENSORS_FILE
 from trainables.trial import run_trial
+from trainables.trial_store import TrialStore
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def trial_copy(imp_trial_dir, tmp_path) -> Path:
 
 def round_dirs(trial_dir: Path) -> list[Path]:
     """The round checkpoints, oldest first (progress checkpoints are gone once a trial ends)."""
-    dirs = sorted(trial_dir.glob("checkpoint_*"))
+    dirs = sorted(trial_dir.glob("round_*"))
     assert [load_round_checkpoint(d)["round"] for d in dirs] == [0, 1, 2]
     return dirs
 
@@ -83,11 +84,12 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(trial_copy, damage, pa
 
 
 def test_every_checkpoint_corrupt_gives_none_never_garbage(trial_copy):
-    for state_file in trial_copy.glob(f"checkpoint_*/{TENSORS_FILE}"):
+    for state_file in trial_copy.glob(f"round_*/{TENSORS_FILE}"):
         state_file.write_bytes(state_file.read_bytes()[:100])
     warnings: list[str] = []
-    dirs = sorted(trial_copy.glob("checkpoint_*"))
-    assert load_latest_usable(dirs, warn=warnings.append) is None
+    dirs = sorted(trial_copy.glob("round_*"))
+    assert TrialStore.for_directory(trial_copy).newest_usable(warn=warnings.append) is None
+    assert len(warnings) == len(dirs) == 3
     assert all(str(d) in w for d, w in zip(reversed(dirs), warnings, strict=True))
 
 
@@ -118,6 +120,19 @@ def test_disk_full_while_saving_names_path_and_keeps_previous(trial_copy, monkey
     assert str(directory / INDEX_FILE) in message and "No space left on device" in message
     # No partial file left; the previous checkpoint in place is untouched.
     assert {path.name: path.read_bytes() for path in directory.iterdir()} == before
+
+
+def test_disk_full_while_writing_a_slot_leaves_no_slot_and_keeps_the_others(trial_copy,
+                                                                           monkeypatch):
+    newest = round_dirs(trial_copy)[-1]
+    state = load_round_checkpoint(newest)
+    state = {**{k: v for k, v in state.items() if k != "format_version"}, "round": 3}
+    before = sorted(path.name for path in trial_copy.iterdir())
+    monkeypatch.setenv(faults.ENV_VAR, "enospc")
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        TrialStore.for_directory(trial_copy).write(state)
+    assert sorted(path.name for path in trial_copy.iterdir()) == before
+    assert DirectoryReporter(trial_copy).latest_state()["round"] == 2
 
 
 def test_fault_spec_parsing_and_once_markers(tmp_path, monkeypatch):

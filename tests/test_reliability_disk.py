@@ -23,6 +23,9 @@ from sweep_helpers import (
     write_sweep,
 )
 
+from trainables.checkpoints import load_round_checkpoint
+from trainables.trial_store import TrialStore
+
 IMP = {"rounds": 2, "rate": 0.5, "rewind": "init"}
 COMPARED = ("val_acc", "test_acc", "sparsity", "params_total", "params_prunable", "best_epoch")
 ONE_LINE = re.compile(
@@ -74,7 +77,7 @@ def test_a_write_failing_with_enospc_stops_the_sweep_and_resume_finishes_it(data
     done = sum(len(rows(d)) for d in trial_dirs(storage / "full").values())
     assert done < 6
     # 2 trials x 3 rounds, minus the round checkpoints already written.
-    written = list((storage / "full").glob("*/checkpoint_*/metrics.json"))
+    written = list((storage / "full").glob("*/round_*/metrics.json"))
     assert int(match.group(3)) == 6 - len(written)
 
     resumed = run_sweep(str(sweep), "--storage", str(storage), "--resume", fault=fault)
@@ -108,6 +111,10 @@ def test_a_real_full_disk_stops_the_sweep_and_resume_finishes_it(data_root, tmp_
     match = ONE_LINE.match(last)
     assert match and match.group(1) == str(small_tmpfs), last
     assert "Traceback" not in first.stdout
+    # Whatever the full disk cut off was never under a checkpoint's name: every one loads.
+    slots = [trial_dir / name for trial_dir in trial_dirs(small_tmpfs / "tmpfs").values()
+             for name in TrialStore.for_directory(trial_dir).slots()]
+    assert slots and all(load_round_checkpoint(slot) for slot in slots)
 
     subprocess.run(["mount", "-o", "remount,size=256m", str(small_tmpfs)], check=True)
     resumed = run_sweep(str(sweep), "--storage", str(small_tmpfs), "--resume")

@@ -103,7 +103,7 @@ def dense_checkpoint(tiny_trial, tmp_path_factory) -> Path:
     raw = tiny_trial(method="dense", train={"max_eval_batches": 2, "epochs": 1})
     directory = tmp_path_factory.mktemp("dense")
     run_trial(parse_trial_config(raw), DirectoryReporter(directory), cpus=1)
-    (checkpoint,) = directory.glob("checkpoint_*")
+    (checkpoint,) = directory.glob("round_*")
     return checkpoint
 
 

@@ -100,7 +100,7 @@ def test_diverged_trial_stops_cleanly_with_last_good_metrics(fault_sweep):
     assert round_rows[-1]["final_round"] is True
     assert all(math.isfinite(round_rows[-1][key]) for key in ("val_acc", "test_acc"))
     # The diverged round's checkpoint holds the last good (finite) weights.
-    newest = sorted(trial_dir.glob("checkpoint_*"))[-1]
+    newest = sorted(trial_dir.glob("round_*"))[-1]
     state = load_round_checkpoint(newest)
     assert state["round"] == 1
     for key in ("model", "best_model"):

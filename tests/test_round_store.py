@@ -128,28 +128,28 @@ def trial_with_two_rounds(trial: Path) -> tuple[dict, dict]:
     second = {"kind": "round", "round": 1, "init_weights": init,
               "model": {"w": sparse_weight((50, 50), 0.2, 3)},
               "metrics": {"round": 1}, "layer_sparsity": {}}
-    save_round_checkpoint(trial / "checkpoint_000000", first)
-    held = stored_tensors([trial / "checkpoint_000000"])
-    save_round_checkpoint(trial / "checkpoint_000001", second, held)
+    save_round_checkpoint(trial / "round_000000", first)
+    held = stored_tensors([trial / "round_000000"])
+    save_round_checkpoint(trial / "round_000001", second, held)
     return first, second
 
 
 def test_tensors_an_earlier_round_holds_are_referenced_not_written_again(tmp_path: Path):
     first, second = trial_with_two_rounds(tmp_path)
-    index = json.loads((tmp_path / "checkpoint_000001" / INDEX_FILE).read_text())
+    index = json.loads((tmp_path / "round_000001" / INDEX_FILE).read_text())
     init_key = digest(first["init_weights"]["w"])
-    assert index["tensors"][init_key]["in"] == "checkpoint_000000"
-    with safe_open(str(tmp_path / "checkpoint_000001" / TENSORS_FILE), framework="pt") as own:
+    assert index["tensors"][init_key]["in"] == "round_000000"
+    with safe_open(str(tmp_path / "round_000001" / TENSORS_FILE), framework="pt") as own:
         assert not any(key.startswith(init_key) for key in own.keys())  # noqa: SIM118
-    loaded = load_round_checkpoint(tmp_path / "checkpoint_000001")
+    loaded = load_round_checkpoint(tmp_path / "round_000001")
     assert torch.equal(loaded["init_weights"]["w"], first["init_weights"]["w"])
     assert torch.equal(loaded["model"]["w"], second["model"]["w"])
 
 
 def test_a_progress_checkpoint_is_never_referenced(tmp_path: Path):
     """Progress checkpoints are deleted once superseded: what they hold must be written again."""
-    save_round_checkpoint(tmp_path / "checkpoint_000000", {"kind": "progress", "w": torch.ones(9)})
-    assert stored_tensors([tmp_path / "checkpoint_000000"]) == {}
+    save_round_checkpoint(tmp_path / "round_000000", {"kind": "progress", "w": torch.ones(9)})
+    assert stored_tensors([tmp_path / "round_000000"]) == {}
 
 
 def test_changed_bytes_in_a_tensor_file_are_refused_not_loaded(tmp_path: Path):
@@ -165,9 +165,9 @@ def test_changed_bytes_in_a_tensor_file_are_refused_not_loaded(tmp_path: Path):
 
 def test_a_missing_referenced_round_is_a_checkpoint_error_naming_it(tmp_path: Path):
     trial_with_two_rounds(tmp_path)
-    (tmp_path / "checkpoint_000000" / TENSORS_FILE).unlink()
-    with pytest.raises(CheckpointError, match="checkpoint_000000") as raised:
-        load_round_checkpoint(tmp_path / "checkpoint_000001")
+    (tmp_path / "round_000000" / TENSORS_FILE).unlink()
+    with pytest.raises(CheckpointError, match="round_000000") as raised:
+        load_round_checkpoint(tmp_path / "round_000001")
     assert "\n" not in str(raised.value)
 
 
@@ -228,7 +228,7 @@ def test_every_round_of_a_trial_loads_bit_for_bit_and_the_dense_round_is_referen
     run_trial(parse_trial_config(raw), reporter, cpus=1)
 
     rounds = [state for state in reporter.states if state["kind"] == "round"]
-    directories = sorted(p for p in trial_dir.glob("checkpoint_*")
+    directories = sorted(p for p in trial_dir.glob("round_*")
                          if (p / "metrics.json").is_file())
     assert [state["round"] for state in rounds] == [0, 1, 2] and len(directories) == 3
     for state, directory in zip(rounds, directories, strict=True):
@@ -254,7 +254,7 @@ def test_every_round_of_a_trial_loads_bit_for_bit_and_the_dense_round_is_referen
     other_dir.mkdir()
     (other_dir / "params.json").write_text(json.dumps({"trial": other}))
     run_trial(parse_trial_config(other), CapturingReporter(other_dir), cpus=1)
-    first = min(other_dir.glob("checkpoint_*"))
+    first = min(other_dir.glob("round_*"))
     reused = json.loads((first / INDEX_FILE).read_text())["tensors"]
     assert {meta["in"] for meta in reused.values()} == {f"../dense_cache/{entry.name}"}
     reused_state, trained_state = map(load_round_checkpoint, (first, directories[0]))
@@ -269,16 +269,16 @@ def test_the_docs_recipe_reads_a_round_without_prunetune(tmp_path: Path, monkeyp
     text = docs.read_text().split("Reading a round without prunetune")[1]
     snippet = text.split("```python")[1].split("```")[0]
     first, second = trial_with_two_rounds(tmp_path)
-    second_dir = tmp_path / "checkpoint_000001"
+    second_dir = tmp_path / "round_000001"
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(snippet.replace("checkpoint_000002", second_dir.name), namespace)  # noqa: S102
+    exec(snippet.replace("round_000002", second_dir.name), namespace)  # noqa: S102
     weights = namespace["weights"]
     assert sorted(weights) == sorted(second["model"])
     for name, tensor in second["model"].items():
         assert np.array_equal(weights[name].reshape(-1).view(np.uint8),
                               tensor.contiguous().reshape(-1).numpy().view(np.uint8)), name
-    init = first["init_weights"]["w"]  # held by checkpoint_000000, referenced by the second
+    init = first["init_weights"]["w"]  # held by round_000000, referenced by the second
     assert np.array_equal(namespace["tensor"](second_dir, digest(init)), init.numpy())
 
 
@@ -286,8 +286,8 @@ def test_only_the_entries_asked_for_are_read(tmp_path: Path):
     """`only` decodes just those entries: with the round holding the init weights gone, the
     later round's own model still loads, and the full state does not."""
     _, second = trial_with_two_rounds(tmp_path)
-    (tmp_path / "checkpoint_000000" / TENSORS_FILE).unlink()
-    later = tmp_path / "checkpoint_000001"
+    (tmp_path / "round_000000" / TENSORS_FILE).unlink()
+    later = tmp_path / "round_000001"
     partial = load_round_checkpoint(later, only=("model", "round"))
     assert set(partial) == {"format_version", "model", "round"} and partial["round"] == 1
     assert torch.equal(partial["model"]["w"], second["model"]["w"])

@@ -22,6 +22,9 @@ import pytest
 import yaml
 from sweep_helpers import RUN_SWEEP, run_sweep, subprocess_env
 
+from trainables.schema import ROUND_CHECKPOINT
+from trainables.trial_store import round_dirs
+
 REPO = Path(__file__).resolve().parents[1]
 
 FLOWERS_ROOT = (REPO / ".." / "shared" / "data").resolve()
@@ -281,7 +284,7 @@ def test_imp_reuses_the_dense_model_of_its_seed(grid_sweep: dict[str, Any]) -> N
             assert round0[0].get("reused_dense") is True, trial_dir.name
         if config["method"] in ("dense", "imp"):
             # Round 0 references the shared dense model: its checkpoint holds no tensors.
-            index = json.loads((trial_dir / round0[0]["checkpoint_dir_name"] / "index.json")
+            index = json.loads((trial_dir / round0[0][ROUND_CHECKPOINT] / "index.json")
                                .read_text())
             holders = {meta["in"] for meta in index["tensors"].values()}
             assert len(holders) == 1 and holders.pop().startswith("../dense_cache/"), holders
@@ -372,9 +375,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) 
     before = {
         name: (
             line_counts(experiment)[name],
-            # The round checkpoints: the killed sweep never ended, so superseded progress
-            # markers are still there; the resumed sweep's end removes them.
-            sorted(p.parent.name for p in (experiment / name).glob("checkpoint_*/metrics.json")),
+            # The round checkpoints: the killed sweep never ended, so Ray's checkpoint naming
+            # the newest slot is still there; the resumed sweep's end removes it.
+            sorted(p.name for p in round_dirs(experiment / name)),
         )
         for name in done
     }
@@ -391,7 +394,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) 
     for name, (count, checkpoints) in before.items():
         assert line_counts(experiment)[name] == count, name
         # The same round checkpoints, and nothing else left beside them.
-        assert sorted(p.name for p in (experiment / name).glob("checkpoint_*")) == checkpoints
+        assert sorted(p.name for p in (experiment / name).iterdir() if p.is_dir()) == checkpoints
 
 
 # ---- multi-node ----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def run(trial: dict[str, Any], directory: Path) -> DirectoryReporter:
 
 
 def round_states(directory: Path) -> list[dict[str, Any]]:
-    paths = sorted(path for path in directory.glob("checkpoint_*") if path.is_dir())
+    paths = sorted(path for path in directory.glob("round_*") if path.is_dir())
     states = [load_round_checkpoint(p) for p in paths]
     return [state for state in states if state["kind"] == "round"]
 
@@ -83,7 +83,7 @@ def test_a_round_reloads_from_tensors_and_ints_to_identical_outputs_and_its_test
     trial = tiny_trial(method="channels", prune={"target_sparsity": 0.6})
     reporter = run(trial, tmp_path)
     (row,) = [r for r in reporter.rows if r["row_type"] == "round" and r["round"] == 1]
-    directory = sorted(tmp_path.glob("checkpoint_*"))[-1]
+    directory = sorted(tmp_path.glob("round_*"))[-1]
     state = checkpoint_contract(directory, trial)
     # The network as trained in memory at the end of the round, and as reloaded from disk.
     trained = round_starts[-1]["model"].eval()

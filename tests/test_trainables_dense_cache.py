@@ -83,7 +83,7 @@ def test_reused_dense_gives_the_same_trial_as_training_it(tiny_trial, tmp_path):
 
 def test_dense_checkpoint_of_another_recipe_is_refused(tiny_trial, tmp_path):
     run(tiny_trial(method="dense", train={"lr": 0.1}), tmp_path / "dense")
-    (checkpoint,) = map(str, (tmp_path / "dense").glob("checkpoint_*"))
+    (checkpoint,) = map(str, (tmp_path / "dense").glob("round_*"))
     ok = tiny_trial(method="imp", train={"lr": 0.1}, dense_model={"checkpoint": checkpoint},
                     imp={"schedule": "oneshot"})
     assert run(ok, tmp_path / "ok")[0]["reused_dense"] is True

@@ -29,7 +29,7 @@ def run(trial: dict[str, Any], directory: Path, reporter_type=DirectoryReporter)
 
 
 def checkpoints(directory: Path) -> list[dict[str, Any]]:
-    paths = sorted(path for path in directory.glob("checkpoint_*") if path.is_dir())
+    paths = sorted(path for path in directory.glob("round_*") if path.is_dir())
     return [load_round_checkpoint(p) for p in paths]
 
 

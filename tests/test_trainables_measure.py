@@ -29,7 +29,7 @@ def run(trial: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
 
 
 def states(directory: Path) -> list[dict[str, Any]]:
-    paths = sorted(path for path in directory.glob("checkpoint_*") if path.is_dir())
+    paths = sorted(path for path in directory.glob("round_*") if path.is_dir())
     return [load_round_checkpoint(p) for p in paths]
 
 
@@ -113,7 +113,7 @@ def test_the_switch_turns_all_measuring_off(tiny_trial, tmp_path, monkeypatch):
     assert len(rows) == 2
     for row in rows:
         assert not [key for key in row if key.startswith(("latency", "flops", "measure"))], row
-    metrics = json.loads(sorted(tmp_path.glob("checkpoint_*"))[-1].joinpath(
+    metrics = json.loads(sorted(tmp_path.glob("round_*"))[-1].joinpath(
         "metrics.json").read_text())
     assert "flops" not in metrics
 

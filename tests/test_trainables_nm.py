@@ -22,7 +22,7 @@ from trainables.trial import run_trial
 def run(trial: dict[str, Any], directory: Path) -> tuple[list[dict[str, Any]], list[dict]]:
     reporter = DirectoryReporter(directory)
     run_trial(parse_trial_config(trial), reporter)
-    paths = sorted(path for path in directory.glob("checkpoint_*") if path.is_dir())
+    paths = sorted(path for path in directory.glob("round_*") if path.is_dir())
     states = [load_round_checkpoint(p) for p in paths]
     return [r for r in reporter.rows if r["row_type"] == "round"], states
 

@@ -43,7 +43,7 @@ def test_checkpoint_contract_and_test_accuracy(tiny_trial, tmp_path, checkpoint_
     splits = load_dataset(config.data)
     runtime = resolve_runtime(config.train)
     data = TrialData.build(splits, config, runtime)
-    directories = sorted(tmp_path.glob("checkpoint_*"))
+    directories = sorted(tmp_path.glob("round_*"))
     assert len(directories) == len(round_rows)
     for directory, row in zip(directories, round_rows, strict=True):
         state = checkpoint_contract(directory, trial)
@@ -87,6 +87,6 @@ def test_rows_survive_json_with_full_precision(tiny_trial, tmp_path):
         for key, value in row.items():
             if isinstance(value, float):
                 assert kept[key] == value, key  # no rounding on the way to disk
-    (checkpoint,) = tmp_path.glob("checkpoint_*")
+    (checkpoint,) = tmp_path.glob("round_*")
     state = load_round_checkpoint(checkpoint)
     assert state["metrics"]["val_acc"] == reporter.rows[-1]["val_acc"]

@@ -34,7 +34,7 @@ def run_snip(tiny_trial, directory: Path, method: str = "snip", **prune: Any) ->
     run_trial(parse_trial_config(trial), reporter)
     (row,) = [row for row in reporter.rows if row["row_type"] == "round"]
     assert row["round"] == 1 and row["final_round"] is True
-    (checkpoint,) = directory.glob("checkpoint_*")  # progress checkpoints are gone by now
+    (checkpoint,) = directory.glob("round_*")  # progress checkpoints are gone by now
     return load_round_checkpoint(checkpoint)
 
 

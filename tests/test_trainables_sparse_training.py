@@ -162,7 +162,7 @@ def test_dynamic_sparse_trials_keep_each_layers_count(tiny_trial, tmp_path, monk
     reporter = run(trial, tmp_path)
     # T = 8, T_end = floor(0.75 * 8) = 6: updates after 2, 4 and 6 steps.
     assert [step for step, _ in seen] == [2, 4, 6]
-    (checkpoint,) = tmp_path.glob("checkpoint_*")
+    (checkpoint,) = tmp_path.glob("round_*")
     state = load_round_checkpoint(checkpoint)
     final_counts = {name: int(keep.sum()) for name, keep in state["masks"].items()}
     assert all(counts == final_counts for _, counts in seen)

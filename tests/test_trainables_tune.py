@@ -1,5 +1,5 @@
 """The trainable through a real `ray.tune.Tuner`: rows per round and epoch, and the round
-checkpoints Tune keeps, checked against the checkpoint contract
+checkpoints the trial keeps, checked against the checkpoint contract
 (docs/results-and-checkpoints.md)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from trainables.reporting import SUPERSEDED, usable_checkpoint_dirs
 from trainables.resolve import parse_trial_config
+from trainables.schema import ROUND_CHECKPOINT
+from trainables.trial_store import POINTER_FILE, round_dirs
 
 EPOCH_FIELDS = {"train_loss", "train_acc", "val_acc", "lr", "epoch_time_s", "images_per_s"}
 
@@ -95,11 +96,13 @@ def test_every_round_checkpoint_is_kept_and_follows_the_contract(
 ):
     trial, trial_dir = tune_results[kind]
     round_rows = [row for row in read_rows(trial_dir) if row["row_type"] == "round"]
-    directories = usable_checkpoint_dirs(trial_dir)
-    assert len(directories) == len(round_rows)
-    # Every other checkpoint is a superseded progress checkpoint: its marker and nothing else.
-    for stub in set(trial_dir.glob("checkpoint_*")) - set(directories):
-        assert [p.name for p in stub.iterdir()] == [SUPERSEDED], stub
+    directories = round_dirs(trial_dir)
+    assert [row[ROUND_CHECKPOINT] for row in round_rows] == [p.name for p in directories]
+    # Every other directory is a checkpoint Ray keeps, naming a slot and holding nothing else;
+    # the progress slot went once the last round was reported.
+    for other in {p for p in trial_dir.iterdir() if p.is_dir()} - set(directories):
+        assert other.name.startswith("checkpoint_"), other
+        assert [p.name for p in other.iterdir()] == [POINTER_FILE], other
     for directory, row in zip(directories, round_rows, strict=True):
         state = checkpoint_contract(directory, trial)
         assert state["round"] == row["round"]

@@ -105,7 +105,7 @@ def stored_tensors(round_dirs: list[Path]) -> dict[str, str]:
     held: dict[str, str] = {}
     for directory in round_dirs:
         if not (directory / METRICS_FILE).is_file():
-            continue  # a progress checkpoint: deleted once superseded, so never referenced
+            continue  # a progress checkpoint: deleted once replaced, so never referenced
         try:
             held.update(round_store.held_digests(directory))
         except StoreFormatError:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,44 +84,17 @@ def classic_output() -> None:
 
 # ---- inside a trial --------------------------------------------------------------------------
 
-CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
+def trial_storage() -> tuple[Any, str]:
+    """Where this trial's directory lies on the sweep's storage: (pyarrow filesystem, path).
 
-
-def number_checkpoints_past_existing() -> bool:
-    """Make Ray's next checkpoint of this trial take a number past every `checkpoint_NNNNNN`
-    directory the trial already has; False when this Ray has no such index to set.
-
-    Ray numbers a trial's checkpoints on from the last one its driver logged; a restarted trial
-    could otherwise write into a directory an earlier attempt left. The index lives on the
-    session's storage context (ray.train._internal), which Ray documents overriding for custom
-    checkpoint names.
+    Read from `tune.get_context().get_storage()`, the storage context Ray documents as a
+    developer API on its public trial context (RunConfig's `storage_path` and
+    `storage_filesystem`, resolved).
     """
-    import pyarrow.fs
-    from ray.train._internal.session import get_session
+    from ray import tune
 
-    storage = getattr(get_session(), "storage", None)
-    if storage is None or not hasattr(storage, "current_checkpoint_index"):
-        return False
-    selector = pyarrow.fs.FileSelector(storage.trial_fs_path, allow_not_found=True)
-    numbers = [int(match.group(1))
-               for info in storage.storage_filesystem.get_file_info(selector)
-               if info.type == pyarrow.fs.FileType.Directory
-               and (match := CHECKPOINT_NAME.fullmatch(info.base_name))]
-    if numbers:
-        storage.current_checkpoint_index = max(storage.current_checkpoint_index, max(numbers))
-    return True
-
-
-def local_trial_dir() -> Path | None:
-    """Where Ray persists this trial's checkpoints, when that is a local or shared filesystem
-    (None on cloud storage, or on a Ray without the storage context)."""
-    import pyarrow.fs
-    from ray.train._internal.session import get_session
-
-    storage = getattr(get_session(), "storage", None)
-    if storage is None or not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return None
-    return Path(storage.trial_fs_path)
+    storage = tune.get_context().get_storage()
+    return storage.storage_filesystem, storage.trial_fs_path
 
 
 # ---- in the driver ---------------------------------------------------------------------------

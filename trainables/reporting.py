@@ -1,16 +1,13 @@
 """Where a trial's rows and checkpoints go: Ray Tune inside a sweep, or a plain directory when a
 method is run directly (notebooks, unit tests). The methods see only `TrialLog`.
 
-Two kinds of checkpoint:
+Two kinds of checkpoint, both written by prunetune into the trial's own directory
+(`trainables.trial_store`):
 
 * a **round** checkpoint at the end of every round (all are kept; the contract is in
   docs/results-and-checkpoints.md);
 * a **progress** checkpoint inside a long round, so that a crash loses at most about an epoch.
-  Only the newest progress checkpoint is kept: once a newer checkpoint exists, an older one is
-  emptied down to a `SUPERSEDED` marker file. Its directory stays, because the sweep's driver may
-  have saved its experiment state while that checkpoint was the newest and be killed before
-  saving again: a resumed sweep then restores the marked checkpoint, and the trial follows the
-  marker to the newest usable checkpoint beside it.
+  A trial keeps one: each checkpoint reported removes the progress checkpoint before it.
 
 Rows are reported together with the checkpoint that covers them: an epoch row is held back until
 the next checkpoint is written and then reported just before it. A trial restarted from that
@@ -18,43 +15,33 @@ checkpoint therefore never reports a (round, epoch) row a second time, in `resul
 TensorBoard or any other logger. The cost is that rows arrive in bursts when checkpoints are
 spaced out (see `CheckpointCadence`).
 
-A restarted trial also guards against two things a crash can leave behind in its directory:
-
-* Ray numbers a trial's checkpoints on from the last one its driver logged, so a new checkpoint
-  could land in (and mix its files with) a directory an earlier attempt wrote after that, e.g.
-  a progress checkpoint already emptied to its marker. `TuneReporter` numbers on past every
-  checkpoint directory that exists.
-* A trial that reported a round checkpoint and crashed before the driver logged it loses that
-  round's row; restored from an older checkpoint, it follows the marker to the round checkpoint
-  and reports the round's row again, with a copy of the checkpoint, so the row is not lost.
+Ray Tune is told of each checkpoint through its public API, with a checkpoint of one small file
+(`trial_store.POINTER_FILE`) naming the slot, and keeps only the newest of these
+(`CheckpointConfig(num_to_keep=1)` in the sweep), so its experiment state does not grow with a
+trial's checkpoints. A restarted trial resumes from the slot Ray's checkpoint names when that
+slot is there. When it is not (the driver was killed after the trial had replaced that progress
+slot, and before saving its state again), the trial resumes from its newest slot; if that is a
+round checkpoint whose row the driver never logged, the row is reported again, so it is not
+lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from trainables.checkpoints import (
-    CheckpointError,
-    load_round_checkpoint,
-    save_round_checkpoint,
-    stored_tensors,
-)
-from trainables.ray_adapter import local_trial_dir, number_checkpoints_past_existing
+from trainables.schema import ROUND_CHECKPOINT
+from trainables.trial_store import POINTER_FILE, TrialStore, is_round_slot, read_pointer
 
 PROGRESS = "progress"
 #: `row_type` (and key, holding the one-line error) of the row a trial reports just before it
 #: fails with an error a retry cannot fix (trainables/tune_trainable.py, sweeps/fatal_errors.py).
 FATAL_ROW = "fatal"
-#: The one file left in a superseded progress checkpoint (see the module docstring).
-SUPERSEDED = "SUPERSEDED"
 
 
 class Reporter(Protocol):
@@ -151,52 +138,21 @@ class TrialLog:
         return self.reporter.latest_state()
 
 
-def is_superseded(checkpoint_dir: Path) -> bool:
-    """True for a progress checkpoint emptied because a newer checkpoint exists."""
-    return (checkpoint_dir / SUPERSEDED).is_file()
-
-
-def usable_checkpoint_dirs(trial_dir: Path) -> list[Path]:
-    """A trial directory's checkpoints, oldest first, without superseded progress stubs."""
-    return sorted(path for path in trial_dir.glob("checkpoint_*")
-                  if path.is_dir() and not is_superseded(path))
-
-
-def load_latest_usable(
-    candidates: list[Path], warn: Callable[[str], None] = print
-) -> tuple[Path, dict[str, Any]] | None:
-    """The newest loadable checkpoint among `candidates` (oldest first) and its directory; a
-    corrupt one is reported with its path and skipped, never loaded."""
-    for directory in reversed(candidates):
-        try:
-            return directory, load_round_checkpoint(directory)
-        except CheckpointError as error:
-            warn(f"prunetune: skipping unusable checkpoint: {error}")
-    return None
-
-
-def held_for(trial_dir: Path | None, shared: Path | None = None) -> dict[str, str]:
-    """The tensors a new checkpoint of the trial in `trial_dir` can reference: those its round
-    checkpoints hold, and those `shared` holds (named by its path relative to `trial_dir`) when
-    it lies in the same experiment directory, so that the experiment stays whole when moved.
-    None for `trial_dir` (storage that is not a filesystem here): nothing, every checkpoint
-    stands alone."""
-    if trial_dir is None:
-        return {}
-    held = {}
-    if shared is not None:
-        relative = os.path.relpath(shared, trial_dir)
-        if not relative.startswith(os.path.join(os.pardir, os.pardir)):
-            held = dict.fromkeys(stored_tensors([shared]), relative)
-    return {**held, **stored_tensors(usable_checkpoint_dirs(trial_dir))}
-
-
 class TuneReporter:
-    """Reports through `ray.tune.report`; resumes from `ray.tune.get_checkpoint()`."""
+    """Reports through `ray.tune.report`, writing checkpoints into the trial's directory on the
+    sweep's storage; resumes from the slot `ray.tune.get_checkpoint()` names."""
 
-    def __init__(self) -> None:
-        self._superseded: Any = None  # the last progress checkpoint, removed by the next one
-        number_checkpoints_past_existing()
+    def __init__(self, store: TrialStore | None = None) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> TrialStore:
+        """The trial's store, found on first use (inside the Tune session)."""
+        if self._store is None:
+            from trainables.ray_adapter import trial_storage
+
+            self._store = TrialStore(*trial_storage())
+        return self._store
 
     def report(self, rows: list[dict[str, Any]], state: dict[str, Any] | None = None,
                shared: Path | None = None) -> None:
@@ -213,29 +169,22 @@ class TuneReporter:
     def _report_with_checkpoint(self, last: dict[str, Any], state: dict[str, Any],
                                 shared: Path | None = None) -> None:
         import ray
-        from ray import tune
 
         if last.get("row_type") == "round" and ray.is_initialized():
             # Which Ray node ran the round (multi-node sweeps).
             last = {**last, "node_id": ray.get_runtime_context().get_node_id()}
-        with tempfile.TemporaryDirectory(prefix="prunetune-ckpt-") as directory:
-            save_round_checkpoint(directory, state, held_for(local_trial_dir(), shared))
-            tune.report(last, checkpoint=tune.Checkpoint.from_directory(directory))
-        self._remove_superseded()
-        if is_progress(state):
-            self._superseded = tune.get_checkpoint()  # the persisted copy just reported
+        name = self.store.write(state, shared)
+        if not is_progress(state):
+            last = {**last, ROUND_CHECKPOINT: name}
+        self._report_pointing_to(last, name)
+        self.store.keep_only(name)
 
-    def _remove_superseded(self) -> None:
-        checkpoint, self._superseded = self._superseded, None
-        if checkpoint is not None:
-            try:  # empty it, keep the directory with its marker (see the module docstring)
-                checkpoint.filesystem.delete_dir_contents(checkpoint.path)
-                with checkpoint.filesystem.open_output_stream(
-                    f"{checkpoint.path}/{SUPERSEDED}"
-                ) as marker:
-                    marker.write(b"a newer checkpoint of this trial replaced this one\n")
-            except OSError as error:  # a leftover costs disk, not correctness
-                print(f"prunetune: could not empty old progress checkpoint: {error}")
+    def _report_pointing_to(self, row: dict[str, Any], name: str) -> None:
+        from ray import tune
+
+        with tempfile.TemporaryDirectory(prefix="prunetune-pointer-") as directory:
+            (Path(directory) / POINTER_FILE).write_text(json.dumps({"slot": name}) + "\n")
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
 
     def latest_state(self) -> dict[str, Any] | None:
         from ray import tune
@@ -243,35 +192,49 @@ class TuneReporter:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
-        with checkpoint.as_directory() as directory:
-            latest = Path(directory)
-            siblings = usable_checkpoint_dirs(latest.parent) if latest.parent.is_dir() else []
-            if is_superseded(latest):
-                # The driver's saved state predates the checkpoint that replaced this one.
-                candidates = siblings
-            else:
-                # Fall back to earlier checkpoints (siblings) if the newest is corrupt.
-                candidates = [path for path in siblings if path.name <= latest.name] or [latest]
-                if latest not in candidates:
-                    candidates.append(latest)
-            found = load_latest_usable(candidates)
-            if (is_superseded(latest) and found is not None and found[0].name > latest.name
-                    and found[1].get("metrics")
-                    and found[0].name not in logged_checkpoints(latest.parent)):
+        named = pointed_slot(checkpoint)
+        if isinstance(named, dict):
+            return named  # a checkpoint of the layout before the trial store
+        slots = self.store.slots()
+        if named in slots:
+            # The newest the driver knows of; an earlier one if it is unusable.
+            found = self.store.newest_usable(slots[: slots.index(named) + 1])
+        else:
+            found = self.store.newest_usable(slots)
+            if (found is not None and is_round_slot(found[0]) and found[1].get("metrics")
+                    and found[0] not in logged_round_checkpoints(self.store)):
                 # A round checkpoint whose row the driver never logged (see the docstring).
-                self._report_with_checkpoint(found[1]["metrics"], found[1])
-        state = found[1] if found else None
-        if is_progress(state):
-            # Superseded in turn by this trial's next checkpoint.
-            self._superseded = (checkpoint if found[0] == latest
-                                else tune.Checkpoint.from_directory(str(found[0])))
-        return state
+                self._report_pointing_to({**found[1]["metrics"], ROUND_CHECKPOINT: found[0]},
+                                         found[0])
+        return found[1] if found else None
+
+
+def pointed_slot(checkpoint: Any) -> str | dict[str, Any] | None:
+    """The slot a Ray checkpoint of this trial names; the state itself for a checkpoint of the
+    earlier layout (the whole checkpoint inside Ray's); None when it is gone or unreadable."""
+    from trainables.checkpoints import CheckpointError, has_checkpoint, load_round_checkpoint
+
+    name = read_pointer(checkpoint.filesystem, checkpoint.path)
+    if name is not None:
+        return name
+    try:
+        with checkpoint.as_directory() as directory:
+            if has_checkpoint(Path(directory)):
+                return load_round_checkpoint(directory)
+    except (OSError, CheckpointError) as error:
+        print(f"prunetune: skipping unusable checkpoint: {error}")
+    return None
 
 
 def reported_rows(trial_dir: Path) -> Iterator[dict[str, Any]]:
     """The rows in the trial's `result.json`, in order; lines a crash cut off are passed over."""
     path = trial_dir / "result.json"
-    for line in path.read_text().splitlines() if path.is_file() else []:
+    yield from parse_rows(path.read_text() if path.is_file() else "")
+
+
+def parse_rows(text: str) -> Iterator[dict[str, Any]]:
+    """The rows of a `result.json` text; lines a crash cut off are passed over."""
+    for line in text.splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -280,21 +243,27 @@ def reported_rows(trial_dir: Path) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def logged_checkpoints(trial_dir: Path) -> set[str]:
-    """The checkpoint directory names that rows in the trial's `result.json` came with."""
-    return {name for row in reported_rows(trial_dir) if (name := row.get("checkpoint_dir_name"))}
+def logged_round_checkpoints(store: TrialStore) -> set[str]:
+    """The round slots named by round rows in the trial's `result.json` (as the driver last
+    saved it to the storage)."""
+    try:
+        with store.filesystem.open_input_stream(f"{store.path}/result.json") as stream:
+            text = stream.read().decode(errors="replace")
+    except OSError:
+        return set()
+    return {name for row in parse_rows(text) if (name := row.get(ROUND_CHECKPOINT))}
 
 
 class DirectoryReporter:
-    """Writes rows to `result.json` (one JSON per line) and checkpoints to `checkpoint_NNNNNN`
-    in a directory, the same layout a Tune trial directory has."""
+    """Writes rows to `result.json` (one JSON per line) and checkpoints to the slots of
+    `trainables.trial_store` in a directory, the layout a Tune trial directory has."""
 
     def __init__(self, directory: str | Path, echo: bool = False) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.store = TrialStore.for_directory(self.directory)
         self.rows: list[dict[str, Any]] = []
         self.echo = echo
-        self._superseded: Path | None = None
 
     def _append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -310,22 +279,12 @@ class DirectoryReporter:
         for row in earlier:
             self._append(row)
         if state is not None:
-            existing = usable_checkpoint_dirs(self.directory)
-            index = int(existing[-1].name.split("_")[1]) + 1 if existing else 0
-            target = self.directory / f"checkpoint_{index:06d}"
-            with tempfile.TemporaryDirectory(dir=self.directory, prefix=".ckpt-") as staging:
-                save_round_checkpoint(staging, state, held_for(self.directory, shared))
-                shutil.copytree(staging, target)
-            if self._superseded is not None:
-                shutil.rmtree(self._superseded, ignore_errors=True)
-            self._superseded = target if is_progress(state) else None
+            name = self.store.write(state, shared)
+            if not is_progress(state):
+                last = {**last, ROUND_CHECKPOINT: name}
+            self.store.keep_only(name)
         self._append(last)
 
     def latest_state(self) -> dict[str, Any] | None:
-        found = load_latest_usable(usable_checkpoint_dirs(self.directory))
-        if found is None:
-            return None
-        directory, state = found
-        if is_progress(state):
-            self._superseded = directory
-        return state
+        found = self.store.newest_usable()
+        return found[1] if found else None

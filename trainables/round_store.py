@@ -17,9 +17,10 @@ masks, the weights a method carries from round to round). It is written as
 
 A tensor already held by an earlier round checkpoint of the trial (the init and rewind weights,
 the unchanged masks of layers a round did not prune, `best_model` where it equals `model`) is
-referenced, not written again. Only round checkpoints are referenced: progress checkpoints are
-deleted once superseded. Decoding is exact (bit for bit, -0.0 included). The index is written
-last, under a temporary name and renamed: a directory without `index.json` holds no checkpoint.
+referenced, not written again. Only round checkpoints are referenced: a progress checkpoint is
+deleted once a newer one is reported. Decoding is exact (bit for bit, -0.0 included). The index
+is written last, under a temporary name and renamed: a directory without `index.json` holds no
+checkpoint.
 
 Reading without prunetune: `json.load(index.json)`, then `safetensors.safe_open` on the file
 named by each digest's `"in"`; docs/results-and-checkpoints.md has the recipe.

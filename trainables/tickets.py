@@ -23,12 +23,13 @@ from torch import nn
 
 import pruning
 from pruning.registry import did_you_mean
-from trainables.checkpoints import CheckpointError, has_checkpoint, load_round_checkpoint
+from trainables.checkpoints import CheckpointError, load_round_checkpoint
 from trainables.config import ModelConfig, TrialConfig
 from trainables.datasets.common import resolved_image_size
 from trainables.errors import PrunetuneError
 from trainables.models import build_model
 from trainables.resolve import parse_trial_config
+from trainables.trial_store import round_dirs
 
 #: A Tune trial directory is `<readable name>_<experiment id>_<trial index>`.
 _TRIAL_ID = re.compile(r"_[0-9a-f]{5}_\d{5}$")
@@ -91,13 +92,12 @@ def round_checkpoints(trial_dir: Path) -> dict[int, Path]:
         return {entry["round"]: trial_dir / entry["checkpoint"]
                 for entry in json.loads(index.read_text())}
     rounds: dict[int, Path] = {}
-    for directory in sorted(trial_dir.glob("checkpoint_*")):
+    for directory in round_dirs(trial_dir):
         try:
             metrics = json.loads((directory / "metrics.json").read_text())
         except (OSError, json.JSONDecodeError):
-            continue  # a progress checkpoint, a superseded marker or a cut-off copy
-        if has_checkpoint(directory):
-            rounds[int(metrics["round"])] = directory
+            continue  # a cut-off copy
+        rounds[int(metrics["round"])] = directory
     return rounds
 
 
