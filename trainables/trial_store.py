@@ -210,7 +210,10 @@ class TrialStore:
             except OSError as error:
                 raise CheckpointError(f"{self.path}/{name}: unreadable checkpoint "
                                       f"({error})") from None
-            return load_round_checkpoint(local, only)
+            try:
+                return load_round_checkpoint(local, only)
+            except CheckpointError as error:  # named by where it lies, not by the local copy
+                raise CheckpointError(str(error).replace(local, f"{self.path}/{name}")) from None
 
     def newest_usable(self, names: list[str] | None = None,
                       warn: Callable[[str], None] = print) -> tuple[str, dict[str, Any]] | None:
