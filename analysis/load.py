@@ -28,35 +28,18 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.schema import LEGACY_CHECKPOINT, ROUND_CHECKPOINT, row_checkpoint
+from trainables.schema import ROUND_CHECKPOINT, ROUND_ROW, SchemaVersionError, check_version
 
 SWEEP_FILE = "prunetune_sweep.json"
 
-# Columns of the tidy table, in order; swept hyper-parameters (dotted names) follow them.
+# Columns of the tidy table, in order; swept hyper-parameters (dotted names) follow them. The
+# round row's own are its declared fields (trainables/schema.py), by the names the code uses.
 RESULT_COLUMNS = [
     "experiment",
     "trial_id",
     "trial_status",
-    "method",
-    "label",
-    "level_by",
-    "scorer",
-    "schedule",
-    "seed",
-    "round",
-    "target_sparsity",
-    "sparsity",
-    "params_total",
-    "params_prunable",
-    "params_total_dense",
-    "params_prunable_dense",
-    "val_acc",
-    "test_acc",
-    "epochs",
-    "best_epoch",
-    "status",
-    "final_round",
-    "round_time_s",
+    *(key for key in ROUND_ROW.by_key if key not in ("row_type", "schema_version",
+                                                     "layer_sparsity", ROUND_CHECKPOINT)),
     "time_total_s",
     ROUND_CHECKPOINT,
     "trial_dir",
@@ -211,7 +194,11 @@ def load_trial(path: Path, experiment: str) -> Trial:
     rounds, trial_id, row_config = [], None, None
     for row in _json_rows(path / "result.json", epochs=False):
         if row.get("row_type") == "round":
-            rounds.append(row)
+            try:
+                check_version(row, str(path / "result.json"))
+            except SchemaVersionError as error:
+                raise AnalysisInputError(str(error)) from None
+            rounds.append(ROUND_ROW.read(row))
         if trial_id is None and row.get("trial_id"):
             trial_id = str(row["trial_id"])
         if row_config is None and isinstance(row.get("config"), dict):
@@ -352,8 +339,6 @@ def _trials_frame(trials: list[Trial], keys: list[str]) -> pd.DataFrame:
             # Every field the trainable reported is kept (extra fields become columns), except
             # Ray's copy of the config: swept keys get their own columns below.
             record.update({k: v for k, v in row.items() if k not in record and k != "config"})
-            record[ROUND_CHECKPOINT] = row_checkpoint(row)  # either layout's field
-            record.pop(LEGACY_CHECKPOINT, None)
             for key, value in swept.items():
                 record.setdefault(key, value)
             records.append(record)
@@ -455,8 +440,6 @@ def load_epochs(*experiment_dirs: str | Path) -> pd.DataFrame:
             record = {"experiment": trial.experiment, "trial_id": trial.trial_id,
                       "trial_status": trial.status}
             record.update({k: v for k, v in row.items() if k not in record and k != "config"})
-            record[ROUND_CHECKPOINT] = row_checkpoint(row)  # either layout's field
-            record.pop(LEGACY_CHECKPOINT, None)
             records.append(record)
     return pd.DataFrame.from_records(records)
 

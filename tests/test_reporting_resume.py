@@ -154,7 +154,8 @@ def test_a_round_checkpoint_the_driver_never_logged_is_reported_again(fake_tune,
     shutil.copytree(fake_tune.current.path, kept)
     first.report([{"row_type": "round", "round": 1, "test_acc": 0.5}], round_state(1))
     if logged:
-        rows = [{"row_type": "epoch"}, {"round": 1, ROUND_CHECKPOINT: "round_000001"}]
+        rows = [{"row_type": "epoch"},
+                {"row_type": "round", "round": 1, ROUND_CHECKPOINT: "round_000001"}]
         (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     fake_tune.current, fake_tune.rows = tune.Checkpoint.from_directory(str(kept)), []
 

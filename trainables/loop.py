@@ -23,6 +23,7 @@ from trainables.config import TrialConfig
 from trainables.datasets import DatasetSplits
 from trainables.lr_schedule import lr_at_epoch
 from trainables.runtime import Runtime
+from trainables.schema import EPOCH_ROW
 from trainables.trial_data import TrialData
 
 
@@ -376,20 +377,18 @@ class EpochRun:
 
     def row(self, round_index: int, epoch: int, val_acc: float, lr: float,
             mask: pruning.Mask | None) -> dict[str, Any]:
-        row = {
-            "row_type": "epoch",
-            "round": round_index,
-            "epoch": epoch,
-            "train_loss": self.train_loss,
-            "train_acc": float(self.correct) / max(self.seen, 1),
-            "val_acc": val_acc,
-            "lr": lr,
-            "epoch_time_s": self.seconds,
-            "images_per_s": self.seen / self.seconds if self.seconds > 0 else float("nan"),
-        }
-        if mask is not None:
-            row["sparsity"] = pruning.mask_sparsity(mask)
-        return row
+        return EPOCH_ROW.row(
+            row_type="epoch",
+            round=round_index,
+            epoch=epoch,
+            train_loss=self.train_loss,
+            train_acc=float(self.correct) / max(self.seen, 1),
+            val_acc=val_acc,
+            lr=lr,
+            epoch_time_s=self.seconds,
+            images_per_s=self.seen / self.seconds if self.seconds > 0 else float("nan"),
+            **({} if mask is None else {"sparsity": pruning.mask_sparsity(mask)}),
+        )
 
 
 def run_epoch(stepper: Stepper, data: TrialData, round_index: int, epoch: int, lr: float,

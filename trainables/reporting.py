@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from trainables.schema import ROUND_CHECKPOINT
+from trainables.schema import ROUND_CHECKPOINT, ROUND_ROW, row_checkpoint
 from trainables.trial_store import POINTER_FILE, TrialStore, is_round_slot, read_pointer
 
 PROGRESS = "progress"
@@ -175,7 +175,7 @@ class TuneReporter:
             last = {**last, "node_id": ray.get_runtime_context().get_node_id()}
         name = self.store.write(state, shared)
         if not is_progress(state):
-            last = {**last, ROUND_CHECKPOINT: name}
+            last = {**last, ROUND_ROW.name(ROUND_CHECKPOINT): name}
         self._report_pointing_to(last, name)
         self.store.keep_only(name)
 
@@ -204,8 +204,8 @@ class TuneReporter:
             if (found is not None and is_round_slot(found[0]) and found[1].get("metrics")
                     and found[0] not in logged_round_checkpoints(self.store)):
                 # A round checkpoint whose row the driver never logged (see the docstring).
-                self._report_pointing_to({**found[1]["metrics"], ROUND_CHECKPOINT: found[0]},
-                                         found[0])
+                row = {**found[1]["metrics"], ROUND_ROW.name(ROUND_CHECKPOINT): found[0]}
+                self._report_pointing_to(row, found[0])
         return found[1] if found else None
 
 
@@ -251,7 +251,8 @@ def logged_round_checkpoints(store: TrialStore) -> set[str]:
             text = stream.read().decode(errors="replace")
     except OSError:
         return set()
-    return {name for row in parse_rows(text) if (name := row.get(ROUND_CHECKPOINT))}
+    return {name for row in parse_rows(text)
+            if row.get("row_type") == "round" and (name := row_checkpoint(row))}
 
 
 class DirectoryReporter:
@@ -281,7 +282,7 @@ class DirectoryReporter:
         if state is not None:
             name = self.store.write(state, shared)
             if not is_progress(state):
-                last = {**last, ROUND_CHECKPOINT: name}
+                last = {**last, ROUND_ROW.name(ROUND_CHECKPOINT): name}
             self.store.keep_only(name)
         self._append(last)
 

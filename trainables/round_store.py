@@ -189,8 +189,10 @@ def read_index(directory: Path) -> dict[str, Any]:
         raise StoreFormatError(f"{path}: unreadable index ({type(error).__name__})") from None
     version = index.get("format_version") if isinstance(index, dict) else None
     if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        advice = ": written by a newer prunetune, upgrade to read it" if newer else ""
         raise StoreFormatError(f"{path}: checkpoint format version {version!r}; this prunetune "
-                               f"reads version {FORMAT_VERSION}")
+                               f"reads version {FORMAT_VERSION}{advice}")
     return index
 
 

@@ -29,6 +29,7 @@ from trainables.datasets.common import resolved_image_size
 from trainables.errors import PrunetuneError
 from trainables.models import build_model
 from trainables.resolve import parse_trial_config
+from trainables.schema import ROUND_ROW, SchemaVersionError, check_version
 from trainables.trial_store import round_dirs
 
 #: A Tune trial directory is `<readable name>_<experiment id>_<trial index>`.
@@ -123,7 +124,8 @@ def load_round(
     checkpoint = rounds[round]
     try:
         state = load_round_checkpoint(checkpoint)
-    except CheckpointError as error:
+        check_version(state["metrics"], str(checkpoint / "metrics.json"))
+    except (CheckpointError, SchemaVersionError) as error:
         raise RoundNotFoundError(str(error)) from None
     params = json.loads((trial_dir / "params.json").read_text())
     raw = params.get("trial", params)  # run_sweep nests the trial config under "trial"
@@ -140,8 +142,8 @@ def load_round(
     model.eval()
     side = resolved_image_size(config.data)
     info = RoundInfo(trial_dir=trial_dir, name=readable_name(trial_dir), round=round,
-                     checkpoint=checkpoint, row=state["metrics"], config=config, masks=masks,
-                     weights=weights, layer_widths=state.get("layer_widths"),
+                     checkpoint=checkpoint, row=ROUND_ROW.read(state["metrics"]), config=config,
+                     masks=masks, weights=weights, layer_widths=state.get("layer_widths"),
                      input_shape=(counts[1], side, side))
     return model, info
 

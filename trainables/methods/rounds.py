@@ -23,6 +23,7 @@ from trainables.methods.context import TrialContext
 from trainables.methods.penalties import phase_hooks
 from trainables.reporting import PROGRESS
 from trainables.runtime import DEVICE_FIELDS, device_fields
+from trainables.schema import PROGRESS_STATE, ROUND_ROW, ROUND_STATE, SCHEMA_VERSION
 
 Carry = dict[str, Any]
 """State a method carries from round to round inside its checkpoints (CPU tensors)."""
@@ -104,16 +105,16 @@ def run_round(
         if row["epoch"] == plan.epochs[-1]:
             context.log.epoch(row, None)  # the round checkpoint follows at once
             return
-        context.log.epoch(row, lambda: {
-            "kind": PROGRESS,
-            "config": context.config.model_dump(mode="json"),
-            "recipe_hash": context.recipe,
-            "round": plan.round_index,
-            "target_sparsity": plan.target_sparsity,
-            "elapsed_s": time.perf_counter() - started,
-            "phase": snapshot(),
-            "carry": carry,
-        })
+        context.log.epoch(row, lambda: PROGRESS_STATE.row(
+            kind=PROGRESS,
+            config=context.config.model_dump(mode="json"),
+            recipe_hash=context.recipe,
+            round=plan.round_index,
+            target_sparsity=plan.target_sparsity,
+            elapsed_s=time.perf_counter() - started,
+            phase=snapshot(),
+            carry=carry,
+        ))
 
     result = train_phase(
         context.model,
@@ -140,26 +141,30 @@ def round_row(
     """The round's row (with the method's tags) and its per-layer counts."""
     config = context.config
     counts, layer_counts = parameter_counts(context)
-    row = {
-        "row_type": "round",
-        "method": config.method,
+    extra = {
         **row_tags(context),
-        "seed": config.seed,
-        "round": plan.round_index,
-        "target_sparsity": plan.target_sparsity,
         **counts,
-        "val_acc": result.best_val_acc,
-        "test_acc": result.test_acc,
-        "best_epoch": result.best_epoch,
-        "epochs": result.epochs_run,
         **(plan.row_fields(carry) if plan.row_fields is not None else {}),
         **cost_fields(context),
         **device_fields(context.runtime),
-        "round_time_s": time.perf_counter() - started,
-        "status": "diverged" if result.diverged else "ok",
-        "final_round": plan.final or result.diverged,
-        "layer_sparsity": {name: layer["sparsity"] for name, layer in layer_counts.items()},
     }
+    row = ROUND_ROW.row(
+        extra,
+        row_type="round",
+        schema_version=SCHEMA_VERSION,
+        method=config.method,
+        seed=config.seed,
+        round=plan.round_index,
+        target_sparsity=plan.target_sparsity,
+        val_acc=result.best_val_acc,
+        test_acc=result.test_acc,
+        best_epoch=result.best_epoch,
+        epochs=result.epochs_run,
+        round_time_s=time.perf_counter() - started,
+        status="diverged" if result.diverged else "ok",
+        final_round=plan.final or result.diverged,
+        layer_sparsity={name: layer["sparsity"] for name, layer in layer_counts.items()},
+    )
     return row, layer_counts
 
 
@@ -223,20 +228,20 @@ def finish_round(
     mask = result.mask
     if mask is None:
         mask = pruning.full_mask(context.model, context.prunable)
-    state = {
-        "kind": "round",
-        "config": context.config.model_dump(mode="json"),
-        "recipe_hash": context.recipe,
-        "round": plan.round_index,
-        "target_sparsity": plan.target_sparsity,
-        "sparsity": row["sparsity"],
-        "model": cpu_state(result.final_state),
-        "best_model": cpu_state(result.best_state),
-        "masks": cpu_state(mask),
-        "layer_sparsity": layer_counts,
-        "metrics": row,
-        **carry,
-    }
+    state = ROUND_STATE.row(
+        carry,
+        kind="round",
+        config=context.config.model_dump(mode="json"),
+        recipe_hash=context.recipe,
+        round=plan.round_index,
+        target_sparsity=plan.target_sparsity,
+        sparsity=row[ROUND_ROW.name("sparsity")],
+        model=cpu_state(result.final_state),
+        best_model=cpu_state(result.best_state),
+        masks=cpu_state(mask),
+        layer_sparsity=layer_counts,
+        metrics=row,
+    )
     context.log.round(row, state)
     return state
 
