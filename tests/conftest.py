@@ -125,9 +125,13 @@ def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[st
 
     config = parse_trial_config(trial, check_ignored=False)
     state = load_round_checkpoint(directory)
-    for key in ("kind", "round", "sparsity", "model", "best_model", "masks", "init_weights"):
+    for key in ("kind", "round", "sparsity", "best_model", "masks", "init_weights"):
         assert key in state, key
     assert state["kind"] == "round"
+    # The weights a round ended with are kept for the next round (and round 0's for the trials
+    # that start from the dense model); a trial's last pruned round keeps one set only.
+    last_pruned = state["round"] > 0 and state["metrics"]["final_round"]
+    assert ("model" in state) != last_pruned, (state["round"], sorted(state))
     # Every stream is derived from the seed (trainables/random_streams.py): no RNG state saved;
     # a finished round is never resumed mid-way, so it carries no optimizer state either.
     assert "rng" not in state and "optimizer" not in state
@@ -149,7 +153,7 @@ def check_checkpoint_contract(directory: Path, trial: dict[str, Any]) -> dict[st
         assert widths != pruning.layer_widths(fresh()), "a structured round removed nothing"
         for key in ("original_channels", "channel_counts"):
             assert all(isinstance(count, int) for count in state[key].values()), key
-    for name in ("model", "best_model"):
+    for name in ("model", "best_model")[last_pruned:]:
         keys = list(state[name])
         assert not [k for k in keys if "weight_orig" in k or "weight_mask" in k], keys
         assert not [k for k in keys if "parametrizations" in k], keys

@@ -60,6 +60,12 @@ def _splits(config: TrialConfig) -> Any:
     return _DATA_CACHE[key]
 
 
+def round_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights to count in a round checkpoint: those it ended with, or, in a trial's last
+    pruned round (which keeps one weight set), its selected ones, under the same mask."""
+    return state["model"] if "model" in state else state["best_model"]
+
+
 def _checkpoints(trial_dir: Path) -> list[Path]:
     """Every complete round and progress slot, oldest first."""
     return [trial_dir / name for name in TrialStore.for_directory(trial_dir).slots()]
@@ -99,14 +105,14 @@ def check_trial(trial_dir: Path) -> int:
             for layer, fields in widths.items():
                 for key, value in fields.items():
                     assert value <= dense_widths[layer][key], f"{where}: {layer}.{key} grew"
-            model = pruning.rebuild(fresh_model(), {"state_dict": state["model"],
+            model = pruning.rebuild(fresh_model(), {"state_dict": round_weights(state),
                                                     "layer_widths": widths})
         masks = state["masks"]
         assert sorted(masks) == sorted(prunable), f"{where}: masks cover {sorted(masks)}"
         parameters = dict(model.named_parameters())
         for name, keep in masks.items():
             assert keep.shape == parameters[name].shape, f"{where}: mask of {name}"
-        for key in ("model", "best_model"):
+        for key in [key for key in ("model", "best_model") if key in state]:
             weights = state[key]
             for name, keep in masks.items():
                 pruned = weights[name][~keep]
@@ -127,9 +133,9 @@ def check_trial(trial_dir: Path) -> int:
                 assert not grew.any(), f"{where}: mask of {name} regrew {int(grew.sum())}"
         previous_masks = masks
 
-        # Independent accounting: zeros (and entries) in the saved final weights, against the
+        # Independent accounting: zeros (and entries) in the saved weights, against the
         # unpruned network's counts.
-        weights = state["model"]
+        weights = round_weights(state)
         saved_total = sum(weights[name].numel() for name in parameters)
         saved_prunable = sum(weights[name].numel() for name in prunable)
         prunable_nonzero = sum(int(weights[name].count_nonzero()) for name in prunable)

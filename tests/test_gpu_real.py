@@ -38,6 +38,6 @@ def test_a_pruned_trial_trains_on_the_gpu_and_keeps_its_mask() -> None:
     run_trial(config, reporter, cpus=2, grant=GpuGrant(share=1.0, ids=("0",)))
     state = reporter.latest_state()
     for name, keep in state["masks"].items():
-        assert not state["model"][name][~keep].any(), name
+        assert not state["best_model"][name][~keep].any(), name
     [row] = [row for row in reporter.rows if row.get("row_type") == "round"]
     assert row["latency_device"].startswith("cuda")

@@ -214,7 +214,7 @@ def test_every_round_of_a_trial_loads_bit_for_bit_and_the_dense_round_is_referen
     checkpoint decodes to exactly the state the trial handed over, `load_round` rebuilds its
     weights exactly, and the trial's round 0 holds none of the dense model's tensors itself."""
     from trainables.resolve import parse_trial_config
-    from trainables.tickets import load_round
+    from trainables.tickets import RoundNotFoundError, load_round
     from trainables.trial import run_trial
 
     experiment = tmp_path / "experiment"
@@ -235,7 +235,12 @@ def test_every_round_of_a_trial_loads_bit_for_bit_and_the_dense_round_is_referen
         loaded = load_round_checkpoint(directory)
         loaded.pop("format_version")
         assert_same_tree(state, loaded)
-        for weights, key in (("best", "best_model"), ("last", "model")):
+        # The last round keeps one weight set: asking for the other is refused in one line.
+        if "model" not in state:
+            assert state["round"] == 2
+            with pytest.raises(RoundNotFoundError, match="keeps only its best-validation"):
+                load_round(experiment, trial_dir.name, 2, weights="last")
+        for weights, key in (("best", "best_model"), ("last", "model"))[:1 + ("model" in state)]:
             model, _ = load_round(experiment, trial_dir.name, state["round"], weights=weights)
             for name, tensor in model.state_dict().items():
                 assert torch.equal(bits(tensor), bits(state[key][name])), (state["round"], name)

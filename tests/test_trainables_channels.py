@@ -71,6 +71,7 @@ def round_starts(monkeypatch) -> list[dict[str, Any]]:
                        "start": {k: v.detach().clone() for k, v in model.state_dict().items()}})
         result = real(model, *args, **kwargs)
         starts[-1]["model"] = copy.deepcopy(model)
+        starts[-1]["best_state"] = copy.deepcopy(result.best_state)
         return result
 
     monkeypatch.setattr(trainables.methods.rounds, "train_phase", spy)
@@ -85,9 +86,12 @@ def test_a_round_reloads_from_tensors_and_ints_to_identical_outputs_and_its_test
     (row,) = [r for r in reporter.rows if r["row_type"] == "round" and r["round"] == 1]
     directory = sorted(tmp_path.glob("round_*"))[-1]
     state = checkpoint_contract(directory, trial)
-    # The network as trained in memory at the end of the round, and as reloaded from disk.
-    trained = round_starts[-1]["model"].eval()
-    reloaded = rebuilt(trial, state["model"], state["layer_widths"]).eval()
+    # The network as trained in memory, with the round's best weights (the trial's last round
+    # keeps only those), and as reloaded from disk.
+    trained = round_starts[-1]["model"]
+    trained.load_state_dict(round_starts[-1]["best_state"])
+    trained.eval()
+    reloaded = rebuilt(trial, state["best_model"], state["layer_widths"]).eval()
     inputs = torch.randn(8, CHANNELS, 32, 32)
     with torch.no_grad():
         assert torch.equal(reloaded(inputs), trained(inputs))
@@ -213,7 +217,7 @@ def test_resume_of_a_crashed_structured_trial_equals_an_uninterrupted_run(
         assert [(r["round"], r["epoch"]) for r in resumed if r["row_type"] == "epoch"] == [(2, 2)]
     for a, b in zip(round_states(tmp_path / "whole"), round_states(tmp_path / "crashed"),
                     strict=True):
-        assert a.get("layer_widths") == b.get("layer_widths")
+        assert a.get("layer_widths") == b.get("layer_widths") and a.keys() == b.keys()
         for key in ("model", "best_model", "rewind_weights"):
             for name, tensor in (a.get(key) or {}).items():
                 assert torch.equal(tensor, b[key][name]), (a["round"], key, name)

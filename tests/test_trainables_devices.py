@@ -57,7 +57,7 @@ def test_compiled_training_keeps_the_mask_and_reports_like_eager(
         run_trial(config, reporter, cpus=1)
         state = reporter.latest_state()
         for name, keep in state["masks"].items():
-            assert not state["model"][name][~keep].any(), name
+            assert not state["best_model"][name][~keep].any(), name
         results[compiled] = reporter.rows[-1]
         assert len(compiled_models) == int(compiled)  # train.compile really compiles
     assert results[True]["sparsity"] == results[False]["sparsity"]

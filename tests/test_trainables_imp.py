@@ -85,7 +85,9 @@ def test_iterative_imp_sparsity_masks_and_rewinding(tiny_trial, tmp_path, spy_tr
     total = sum(states[0]["model"][name].numel() for name in names)
     for k, state in enumerate(states):
         expected_pruned = (1 - (1 - RATE) ** k) * total
-        for weights in (state["model"], state["best_model"]):
+        # Every round keeps the weights it ended with but the last, which keeps one set.
+        assert ("model" in state) == (k < ROUNDS)
+        for weights in (state.get("model", state["best_model"]), state["best_model"]):
             assert abs(zero_count(weights, names) - expected_pruned) <= 1
             for name in names:  # pruned positions exactly zero; zeros exactly there
                 assert torch.equal(weights[name] == 0, ~state["masks"][name])
@@ -179,8 +181,10 @@ def test_resume_after_a_crash_continues_exactly(tiny_trial, tmp_path):
         checkpoints(tmp_path / "crashed"),
     )
     for a, b in zip(whole_states, resumed_states, strict=True):
-        for key in a["model"]:
-            assert torch.equal(a["model"][key], b["model"][key]), (a["round"], key)
+        assert a.keys() == b.keys()
+        for weights in ("model", "best_model"):
+            for key in a.get(weights, {}):
+                assert torch.equal(a[weights][key], b[weights][key]), (a["round"], key)
 
 
 def test_same_config_twice_gives_identical_metrics(tiny_trial, tmp_path):
@@ -196,8 +200,8 @@ def test_oneshot_prunes_once_to_the_target(tiny_trial, tmp_path):
     states = checkpoints(tmp_path)
     assert [state["round"] for state in states] == [0, 1]
     names = list(states[1]["masks"])
-    total = sum(states[1]["model"][name].numel() for name in names)
-    assert zero_count(states[1]["model"], names) == round(0.65 * total)
+    total = sum(states[1]["best_model"][name].numel() for name in names)
+    assert zero_count(states[1]["best_model"], names) == round(0.65 * total)
 
 
 # ---- divergence ---------------------------------------------------------------------------
@@ -258,7 +262,7 @@ def test_dense_divergence_ends_with_last_good_weights(
     assert all(math.isfinite(row["train_loss"]) for row in epoch_rows)
     assert [row["epoch"] for row in epoch_rows] == [0]
     (state,) = checkpoints(tmp_path)
-    assert all_finite(state["model"]) and all_finite(state["best_model"])
+    assert all_finite(state["model"]) and all_finite(state["best_model"])  # round 0 keeps both
 
 
 def test_imp_divergence_in_a_later_round_stops_the_trial(tiny_trial, tmp_path, monkeypatch):
@@ -272,10 +276,11 @@ def test_imp_divergence_in_a_later_round_stops_the_trial(tiny_trial, tmp_path, m
     ]
     assert all(math.isfinite(round_rows[1][key]) for key in ("val_acc", "test_acc"))
     states = checkpoints(tmp_path)
-    assert all_finite(states[1]["model"]) and all_finite(states[1]["best_model"])
+    # The diverged round ends the trial: it keeps its last good weights as its one set.
+    assert "model" not in states[1] and all_finite(states[1]["best_model"])
     names = list(states[1]["masks"])
     for name in names:
-        assert torch.equal(states[1]["model"][name] == 0, ~states[1]["masks"][name])
+        assert torch.equal(states[1]["best_model"][name] == 0, ~states[1]["masks"][name])
     # A restart of the finished (diverged) trial does nothing more.
     run(trial, tmp_path)
     assert len(checkpoints(tmp_path)) == 2

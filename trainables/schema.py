@@ -165,7 +165,8 @@ ROUND_STATE = Record("round checkpoint", (
     Field("round", (int,), "as in the round row"),
     Field("target_sparsity", (float, int, type(None)), "as in the round row"),
     Field("sparsity", NUMBER, "as in the round row"),
-    Field("model", (dict,), "the weights the round ended with"),
+    Field("model", (dict,), "the weights the round ended with; absent from a trial's last "
+          "pruned round, which keeps only the selected ones", required=False),
     Field("best_model", (dict,), "the best-validation weights (the test accuracy's)"),
     Field("masks", (dict,), "parameter name -> bool mask of its kept weights"),
     Field("layer_sparsity", (dict,), "parameter name -> numel, remaining, sparsity"),

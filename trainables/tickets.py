@@ -5,7 +5,8 @@
 The network is rebuilt exactly as the round ended: the smaller network after a structured
 (`channels`) round, the unpruned architecture with the round's masks applied (pruned weights
 exactly zero) otherwise, in eval mode, on the CPU. Its weights are the round's best-validation
-weights (`best_model`, the ones its reported test accuracy is from) unless `weights="last"`.
+weights (`best_model`, the ones its reported test accuracy is from) unless `weights="last"`
+(the weights it ended with: every round but a trial's last pruned one keeps them).
 Everything is loaded with `torch.load(weights_only=True)`; no code is unpickled, and no data
 or pretrained weights are needed.
 """
@@ -131,6 +132,10 @@ def load_round(
     raw = params.get("trial", params)  # run_sweep nests the trial config under "trial"
     config = parse_trial_config(raw, source=f"{trial_dir}/params.json",
                                 check_ignored=False)
+    if _WEIGHTS[weights] not in state:
+        raise RoundNotFoundError(
+            f"{trial_dir.name}: round {round} keeps only its best-validation weights (a trial's "
+            "last pruned round stores one weight set); load it with weights='best'")
     weights_state = state[_WEIGHTS[weights]]
     counts = network_counts(config.model, weights_state)
     model = _built(config.model, weights_state, state.get("layer_widths"), counts)

@@ -228,15 +228,19 @@ def finish_round(
     mask = result.mask
     if mask is None:
         mask = pruning.full_mask(context.model, context.prunable)
+    # The weights the round ended with are what the next round starts from, and round 0's
+    # are the dense model other trials start from; a trial's last pruned round has no next,
+    # so it keeps only the selected (best-validation) weights.
+    last_pruned = (plan.final or result.diverged) and plan.round_index > 0
+    ended_with = {} if last_pruned else {"model": cpu_state(result.final_state)}
     state = ROUND_STATE.row(
-        carry,
+        {**ended_with, **carry},
         kind="round",
         config=context.config.model_dump(mode="json"),
         recipe_hash=context.recipe,
         round=plan.round_index,
         target_sparsity=plan.target_sparsity,
         sparsity=row[ROUND_ROW.name("sparsity")],
-        model=cpu_state(result.final_state),
         best_model=cpu_state(result.best_state),
         masks=cpu_state(mask),
         layer_sparsity=layer_counts,
