@@ -202,9 +202,12 @@ PEAK_PROBE = ("import re, runpy, sys\n"
               " file=sys.stderr)\n")
 
 
-def copy_trial(source: Path, target: Path, index: int, seed_offset: int, epoch_rows: int) -> None:
+def copy_trial(source: Path, target: Path, index: int, seed_offset: int, epoch_rows: int,
+               template: list[dict[str, Any]]) -> None:
     """The JSON files of `source` as another trial: trial id, seed and name its own, its epoch
-    rows repeated (epoch numbers continued) to `epoch_rows` in all."""
+    rows repeated (epoch numbers continued) to `epoch_rows` in all; a trial that trained no
+    epoch itself (its dense round reused from the cache, its only round) repeats `template`'s,
+    another trial's, as the trial that trained the shared dense model would have them."""
     params = json.loads((source / "params.json").read_text())
     params["trial"]["seed"] += seed_offset
     seed = params["trial"]["seed"]
@@ -214,7 +217,7 @@ def copy_trial(source: Path, target: Path, index: int, seed_offset: int, epoch_r
     directory.mkdir(parents=True)
     (directory / "params.json").write_text(json.dumps(params))
     rows = [json.loads(line) for line in (source / "result.json").read_text().splitlines()]
-    epochs = [row for row in rows if row.get("row_type") == "epoch"]
+    epochs = [row for row in rows if row.get("row_type") == "epoch"] or template
     extra = []
     for number in range(max(0, epoch_rows - len(epochs))):
         row = dict(epochs[number % len(epochs)])
@@ -235,11 +238,18 @@ def copy_trial(source: Path, target: Path, index: int, seed_offset: int, epoch_r
             copied.write_bytes(path.read_bytes())
 
 
+def epoch_rows_of(trial_dir: Path) -> list[dict[str, Any]]:
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    return [row for row in map(json.loads, lines) if row.get("row_type") == "epoch"]
+
+
 def scaled_experiment(source: Path, target: Path, trials: int, epoch_rows: int) -> Path:
     originals = sorted(path.parent for path in source.glob("*/params.json"))
+    template = next(rows for trial in originals if (rows := epoch_rows_of(trial)))
     for index in range(trials):
         copy = index // len(originals)
-        copy_trial(originals[index % len(originals)], target, index, 1000 * copy, epoch_rows)
+        copy_trial(originals[index % len(originals)], target, index, 1000 * copy, epoch_rows,
+                   template)
     for path in source.iterdir():  # the sweep's own files (prunetune_sweep.json, ...)
         if path.is_file() and path.suffix == ".json" and not path.name.startswith(
                 ("experiment_state", "basic-variant")):
