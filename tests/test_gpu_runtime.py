@@ -232,3 +232,32 @@ def test_a_cuda_runtime_waits_for_the_gpu_and_a_cpu_runtime_does_not(
     assert waited == []
     Runtime(torch.device("cuda:0"), torch.bfloat16, True, gpu_share=0.25).synchronize()
     assert waited == [torch.device("cuda:0")]
+
+
+# ---- an epoch's time covers the steps a GPU still had queued -------------------------------
+
+
+def test_every_epoch_waits_for_the_device_inside_its_timed_window(tiny_trial, tmp_path,
+                                                                  monkeypatch) -> None:
+    """On a GPU the host runs ahead of the queued steps: each epoch ends with
+    `Runtime.synchronize`, inside the time it reports. A synchronize that takes 0.2 s stands for
+    the queue here; every epoch row's time must include it."""
+    import time
+
+    from trainables.reporting import DirectoryReporter
+    from trainables.resolve import parse_trial_config
+    from trainables.runtime import Runtime
+    from trainables.trial import run_trial
+
+    calls = []
+
+    def slow_synchronize(self: Runtime) -> None:
+        calls.append(self.device)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(Runtime, "synchronize", slow_synchronize)
+    reporter = DirectoryReporter(tmp_path)
+    run_trial(parse_trial_config(tiny_trial(train={"epochs": 3})), reporter, cpus=1)
+    epochs = [row for row in reporter.rows if row["row_type"] == "epoch"]
+    assert len(epochs) == 3 and len(calls) >= 3
+    assert all(row["epoch_time_s"] >= 0.2 for row in epochs), [r["epoch_time_s"] for r in epochs]
