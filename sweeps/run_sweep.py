@@ -33,12 +33,12 @@ from sweeps.plan import (  # noqa: E402
     PlannedTrial,
     PlanningProgress,
     SweepPlan,
-    config_text,
     load_sweep,
 )
 from sweeps.provenance import SWEEP_SUMMARY_FILE, code_source  # noqa: E402
 from sweeps.spec import shipped_sweeps, sweep_path  # noqa: E402
 from sweeps.state_files import repair_experiment  # noqa: E402
+from sweeps.trial_names import TrialNamer  # noqa: E402
 from trainables import ray_adapter  # noqa: E402
 from trainables.errors import ConfigError, PrunetuneError  # noqa: E402
 from trainables.files import atomic_write  # noqa: E402
@@ -231,20 +231,6 @@ def _check_local_gpus(gpus_per_trial: float) -> None:
         )
 
 
-class TrialNamer:
-    """Readable trial (and TensorBoard run) names: the planned trials' names, found by the
-    config Ray hands over (`PlannedTrial.raw`)."""
-
-    def __init__(self, plan: SweepPlan) -> None:
-        self.names = {config_text(trial.raw): trial.name for trial in plan.trials}
-
-    def name(self, trial: Any) -> str:
-        return self.names[config_text(trial.config.get("trial", {}))]
-
-    def dirname(self, trial: Any) -> str:
-        return f"{self.name(trial)}_{trial.trial_id}"
-
-
 def _check_start_weights(plan: SweepPlan) -> None:
     """Pretrained or local starting weights must load (ImageNet weights are fetched once here,
     into the torch hub cache the local trials then read)."""
@@ -375,6 +361,7 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
         ),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
+    namer = TrialNamer(launch.plan)  # the names the restored name creators look up too
     if launch.resume:
         # The restored run config brings its own logger callbacks (Ray's defaults stay off).
         return tune.Tuner.restore(
@@ -382,7 +369,6 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
             resume_errored=True,
         )
     trials = launch.run_trials
-    namer = TrialNamer(launch.plan)
     callbacks = [CompactProgress(total_trials=len(trials)), NoRetryOnFatalErrors(), guard,
                  *checked.loggers]
     return tune.Tuner(

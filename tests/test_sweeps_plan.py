@@ -191,3 +191,26 @@ def test_max_trials_lets_a_large_grid_through_when_asked(
     assert run_sweep.main([str(path), "--max-trials", "3", "--dry-run",
                            "--storage", str(tmp_path / "out")]) == 0
     assert "dry run: 3 trials valid" in capsys.readouterr().out
+
+
+def test_the_name_creators_tune_pickles_into_every_trial_hold_no_names(tmp_path: Path) -> None:
+    """Tune pickles the trial name creators into each trial of its experiment state: a namer
+    carrying every trial's config made that state grow with the square of the trials."""
+    import pickle
+    from types import SimpleNamespace
+
+    from sweeps.trial_names import TrialNamer
+
+    sizes = {}
+    for seeds in (2, 200):
+        raw = {"name": "names", "grid": {"seed": list(range(seeds))},
+               "experiments": [{"config": {"method": "dense"}}]}
+        plan = plan_sweep(raw, "n.yaml", launch_dir=tmp_path)
+        namer = TrialNamer(plan)
+        pickled = pickle.dumps((namer.name, namer.dirname))
+        sizes[seeds] = len(pickled)
+        name, dirname = pickle.loads(pickled)
+        trial = SimpleNamespace(config={"trial": plan.trials[-1].raw}, trial_id="ab12c_00001")
+        assert name(trial) == f"dense_s{seeds - 1}"
+        assert dirname(trial) == f"dense_s{seeds - 1}_ab12c_00001"
+    assert sizes[2] == sizes[200] < 300

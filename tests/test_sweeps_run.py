@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,6 +119,26 @@ def grid_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "seconds": time.time() - started,
         "counts": line_counts(experiment) if experiment.is_dir() else {},
     }
+
+
+@pytest.mark.slow
+def test_the_experiment_state_holds_no_copy_of_the_plan_per_trial(grid_sweep) -> None:
+    """Tune's experiment state pickles each trial's name creators, and keeps a record of each
+    checkpoint it is told of: neither may grow with the number of trials or of checkpoints.
+    The name creators (run_sweep runs as `__main__`, whose classes cloudpickle copies) once
+    carried every trial's config, in every trial."""
+    (state_file,) = grid_sweep["experiment"].glob("experiment_state-*.json")
+    trials = json.loads(state_file.read_text())["trial_data"]
+    assert len(trials) == len(EXPECTED_GRID)
+    for described, run in trials:
+        fields = json.loads(described)
+        for creator in ("trial_name_creator", "trial_dirname_creator"):
+            size = len(json.dumps(fields[creator]))
+            assert size < 1000, (creator, size)
+        # One checkpoint on record per trial (CheckpointConfig(num_to_keep=1)), however many
+        # it reported: the state Tune pickled names one checkpoint directory.
+        pickled = bytes.fromhex(json.loads(run)["checkpoint_manager"]["value"])
+        assert len(set(re.findall(rb"checkpoint_\d{6}", pickled))) == 1
 
 
 def _point(trial_dir: Path) -> tuple[str, int, float | None]:
