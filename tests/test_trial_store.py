@@ -66,7 +66,7 @@ def remote(tmp_path: Path) -> TrialStore:
 
 def test_on_cloud_storage_slots_are_uploaded_whole_and_stand_alone(tmp_path: Path) -> None:
     store = remote(tmp_path)
-    assert store.directory is None and not store.local
+    assert not store.local
     store.write(round_state(0, torch.ones(4)))
     store.write(progress_state(1, 1))
     store.write(progress_state(1, 2))

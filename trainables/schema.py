@@ -83,6 +83,13 @@ class Record:
         return {self.by_key[key].name if key in self.by_key else key: value
                 for key, value in values.items()}
 
+    def get(self, row: Mapping[str, Any], key: str) -> Any:
+        """The value of field `key` in `row` as written: under its name, else under the first
+        earlier alias that holds one (None when neither does)."""
+        spec = self.by_key[key]
+        return next((row[name] for name in (spec.name, *spec.aliases)
+                     if row.get(name) is not None), None)
+
     def read(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """`row` as the code reads it: declared fields under their keys (from their name or an
         earlier alias); every other field as it is."""
@@ -158,10 +165,15 @@ ROUND_ROW = Record("round", (
           required=False, aliases=("checkpoint_dir_name",)),
 ))
 
-ROUND_STATE = Record("round checkpoint", (
-    Field("kind", (str,), '"round"'),
+#: What every checkpoint state records of the trial that wrote it.
+_TRIAL_FIELDS = (
     Field("config", (dict,), "the trial's config, in full"),
     Field("recipe_hash", (str,), "what decides the dense model (trainables/identity.py)"),
+)
+
+ROUND_STATE = Record("round checkpoint", (
+    Field("kind", (str,), '"round"'),
+    *_TRIAL_FIELDS,
     Field("round", (int,), "as in the round row"),
     Field("target_sparsity", (float, int, type(None)), "as in the round row"),
     Field("sparsity", NUMBER, "as in the round row"),
@@ -175,8 +187,7 @@ ROUND_STATE = Record("round checkpoint", (
 
 PROGRESS_STATE = Record("progress checkpoint", (
     Field("kind", (str,), '"progress"'),
-    Field("config", (dict,), "the trial's config, in full"),
-    Field("recipe_hash", (str,), "as in the round checkpoint"),
+    *_TRIAL_FIELDS,
     Field("round", (int,), "the round in progress"),
     Field("target_sparsity", (float, int, type(None)), "the level the round aims at"),
     Field("elapsed_s", NUMBER, "the round's time so far"),
@@ -203,5 +214,5 @@ ROUND_CHECKPOINT = "round_checkpoint"
 def row_checkpoint(row: Mapping[str, Any]) -> str | None:
     """The checkpoint directory a round row names, relative to its trial directory (either
     layout); None when it names none."""
-    name = ROUND_ROW.read(row).get(ROUND_CHECKPOINT)
+    name = ROUND_ROW.get(row, ROUND_CHECKPOINT)
     return name if isinstance(name, str) and name else None

@@ -111,7 +111,7 @@ def held_for(trial_dir: Path | None, shared: Path | None = None,
 
 class TrialStore:
     """The slots of one trial directory on a pyarrow filesystem (`for_directory` for a local
-    one). `before_write(target)` runs before each file is written (the fault-injection hook)."""
+    one)."""
 
     def __init__(self, filesystem: pyarrow.fs.FileSystem, path: str) -> None:
         self.filesystem = filesystem
@@ -121,11 +121,6 @@ class TrialStore:
     @classmethod
     def for_directory(cls, directory: str | Path) -> TrialStore:
         return cls(pyarrow.fs.LocalFileSystem(), str(Path(directory).absolute()))
-
-    @property
-    def directory(self) -> Path | None:
-        """The trial directory as a local path (None on cloud storage)."""
-        return Path(self.path) if self.local else None
 
     # ---- listing ------------------------------------------------------------------------
 
@@ -153,8 +148,8 @@ class TrialStore:
     def keep_only(self, name: str) -> None:
         """Remove every progress slot but `name`: once the slot written last is known to the
         driver, nothing will resume from an older one."""
-        for other in self._progress_slots():
-            if other != name:
+        for other in self.slots():
+            if other != name and other.startswith(PROGRESS_PREFIX):
                 self._delete(other)
 
     def _write_local(self, name: str, state: dict[str, Any], shared: Path | None) -> None:
@@ -187,11 +182,6 @@ class TrialStore:
                                           destination_filesystem=self.filesystem)
             except OSError as error:
                 raise CheckpointError(f"{target}: could not write checkpoint: {error}") from error
-
-    def _progress_slots(self) -> list[str]:
-        selector = pyarrow.fs.FileSelector(self.path, allow_not_found=True)
-        return [info.base_name for info in self.filesystem.get_file_info(selector)
-                if info.base_name.startswith(PROGRESS_PREFIX)]
 
     def _delete(self, name: str) -> None:
         with contextlib.suppress(OSError):  # a leftover costs disk, not correctness
