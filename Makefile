@@ -16,11 +16,11 @@ venv: $(VENV)/.installed
 
 # constraints.txt pins torch and torchvision as a pair: PyPI's torchvision wheels are CUDA builds
 # that import only against their own torch.
-# The mlflow, wandb and export extras are optional for users; the test suite exercises them all.
+# The mlflow, wandb, export and search extras are optional for users; the test suite exercises them all.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,mlflow,wandb,export]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,mlflow,wandb,export,search]'
 	touch $@
 
 quickstart: venv

@@ -123,11 +123,15 @@ def paired_comparison(results: pd.DataFrame, agg: pd.DataFrame, a: str, b: str,
     return frame[COLUMNS]
 
 
-def comparisons_markdown(frames: list[pd.DataFrame], metric: str, ci: float) -> str:
+def comparisons_markdown(frames: list[pd.DataFrame], metric: str, ci: float,
+                         tuned: list[str] | None = None) -> str:
+    """comparisons.md; `tuned`: the lines saying the recipes were tuned (report.tuned_lines)."""
     out = ["# Paired comparisons", "",
            f"Per level both lines have: {metric} differences A - B in points, paired by seed "
            f"(same initialisation and data order); mean ± {ci:.0%} Student-t interval of the "
            "differences; two-sided paired t-test, Holm-corrected across the pair's levels.", ""]
+    for line in tuned or []:
+        out += [line, ""]
     for frame in frames:
         a, b = frame["a"].iloc[0], frame["b"].iloc[0]
         out += [f"## {a} - {b}", ""]

@@ -10,9 +10,12 @@ Trial status (one value per trial, column ``trial_status``):
 - ``finished``: a round row has ``final_round: true``. A leftover ``error.txt`` from a failure
   that Ray recovered from does not disqualify a trial that reached its final round;
 - ``errored``: ``error.txt`` exists and the final round was never reported;
-- ``unfinished``: none of the above (still running, killed, or stopped early).
+- ``unfinished``: none of the above (still running, killed, or stopped early);
+- ``search``: a search trial of a tuned sweep (``search/<unit>/``), loaded only with
+  ``all_trials``: it tuned a recipe on its own seed and is never a result.
 
 Only ``finished`` trials enter aggregates; the others are listed by :func:`excluded_trials`.
+A tuned sweep's results say so (``df.attrs["tuned"]``, see :func:`tuned_recipes`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pandas as pd
 from trainables.schema import ROUND_CHECKPOINT, ROUND_ROW, SchemaVersionError, check_version
 
 SWEEP_FILE = "prunetune_sweep.json"
+SEARCH_DIR = "search"  # a tuned sweep's search trials, one folder per unit (sweeps/search/stage.py)
 
 # Columns of the tidy table, in order; swept hyper-parameters (dotted names) follow them. The
 # round row's own are its declared fields (trainables/schema.py), by the names the code uses.
@@ -291,7 +295,50 @@ def load_experiment(experiment_dir: str | Path,
     name = str(sweep["name"]) if sweep and sweep.get("name") else path.resolve().name
     removed = set() if all_trials or not sweep else set(sweep.get("removed_trials") or [])
     trials = [load_trial(d, name) for d in dirs if d.name not in removed]
-    return name, trials, swept_keys(trials, sweep)
+    keys = swept_keys(trials, sweep)
+    if all_trials:
+        trials += search_trials(path, name)
+    return name, trials, keys
+
+
+def _search_trial_dirs(experiment_dir: Path) -> list[Path]:
+    directory = experiment_dir / SEARCH_DIR
+    if not directory.is_dir():
+        return []
+    return [trial for unit in sorted(directory.iterdir()) if unit.is_dir()
+            for trial in trial_dirs(unit)]
+
+
+def search_trials(experiment_dir: Path, name: str) -> list[Trial]:
+    """A tuned sweep's search trials, with status ``search``: visible, never aggregated."""
+    trials = []
+    for trial_dir in _search_trial_dirs(experiment_dir):
+        trial = load_trial(trial_dir, name)
+        config = trial.config.get("trial") if isinstance(trial.config.get("trial"), dict) else {}
+        trial.config = config or trial.config
+        trial.reason = (f"search trial of unit {trial_dir.parent.name} ({trial.status}): it "
+                        "tuned the recipe, see search_report.md")
+        trial.status = "search"
+        trials.append(trial)
+    return trials
+
+
+def tuned_recipes(*experiment_dirs: str | Path) -> list[dict[str, Any]]:
+    """For each tuned sweep among `experiment_dirs`: its name, its search report and how many
+    search trials chose its recipes (none for a sweep without `search:`)."""
+    tuned = []
+    for directory in map(Path, experiment_dirs):
+        sweep = read_sweep(directory)
+        search = (sweep or {}).get("search")
+        if not isinstance(search, dict):
+            continue
+        tuned.append({
+            "experiment": str(sweep.get("name") or directory.name) if sweep else directory.name,
+            "report": str(directory / str(search.get("report", "search_report.md"))),
+            "units": search.get("units"),
+            "search_trials": len(_search_trial_dirs(directory)),
+        })
+    return tuned
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -371,12 +418,14 @@ def load_results(*experiment_dirs: str | Path, all_trials: bool = False) -> pd.D
     of records so that attrs stay JSON-serialisable).
 
     Raises :class:`AnalysisInputError` for a missing directory or one without trials. A grown
-    experiment's removed grid points are left out unless ``all_trials``.
+    experiment's removed grid points are left out unless ``all_trials``, which also lists a
+    tuned sweep's search trials (status ``search``; they enter no aggregate).
     """
     trials, keys = load_trials(*experiment_dirs, all_trials=all_trials)
     frame = _trials_frame(trials, keys)
     frame.attrs["swept_keys"] = keys
     frame.attrs["trials"] = TrialRecords(trial_table(trials).to_dict(orient="records"))
+    frame.attrs["tuned"] = tuned_recipes(*experiment_dirs)
     return frame
 
 

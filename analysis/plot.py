@@ -44,6 +44,7 @@ from analysis.report import (  # noqa: E402
     summary_markdown,
     summary_table,
     terminal_text,
+    tuned_lines,
 )
 from analysis.stats import INTERVALS  # noqa: E402
 
@@ -90,7 +91,8 @@ def parse_args(argv: list[str] | None = None,
                              "mask_overlap.csv and mask_overlap.png")
     parser.add_argument("--all", action="store_true",
                         help="also the trials a grown experiment's sweep file no longer has "
-                             "(kept on disk; left out by default)")
+                             "(kept on disk; left out by default) and a tuned sweep's search "
+                             "trials, listed among the excluded trials")
     args = parser.parse_args(argv)
     if not 0.0 < args.ci < 1.0:
         parser.error(f"--ci must be in (0, 1), got {args.ci}")
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     written.append(out_dir / "excluded_trials.csv")
 
     agg = aggregate(results, metric=args.metric, ci=args.ci, interval=args.interval)
+    agg.attrs["tuned"] = results.attrs.get("tuned", [])
     if agg.empty:
         print(terminal_excluded(excluded), file=sys.stderr)
         raise AnalysisInputError(
@@ -135,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     matching = matching_sparsity(agg, tolerance=args.tolerance)
     summary = summary_table(agg, matching)
     title = " + ".join(dict.fromkeys(results["experiment"].astype(str)))
+    if agg.attrs["tuned"]:
+        title += " (recipes tuned on validation)"
     params_column = f"params_{args.params}"
     summary.to_csv(out_dir / "summary.csv", index=False)
     collapses = collapsed_rounds(results)
@@ -161,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     comparisons = [paired_comparison(results, agg, a, b, metric=args.metric, ci=args.ci)
                    for a, b in args.compare]
     if comparisons:
-        written += write_comparisons(comparisons, out_dir, args)
+        written += write_comparisons(comparisons, out_dir, args,
+                                     tuned_lines(agg.attrs["tuned"]))
 
     print(terminal_text(summary, matching, excluded, agg, args.tolerance))
     for frame in comparisons:
@@ -175,12 +181,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_comparisons(frames: list, out_dir: Path, args: argparse.Namespace) -> list[Path]:
+def write_comparisons(frames: list, out_dir: Path, args: argparse.Namespace,
+                      tuned: list[str]) -> list[Path]:
     import pandas as pd
 
     pd.concat(frames, ignore_index=True).to_csv(out_dir / "comparisons.csv", index=False)
-    (out_dir / "comparisons.md").write_text(comparisons_markdown(frames, args.metric, args.ci),
-                                            encoding="utf-8")
+    (out_dir / "comparisons.md").write_text(
+        comparisons_markdown(frames, args.metric, args.ci, tuned), encoding="utf-8")
     written = [out_dir / "comparisons.csv", out_dir / "comparisons.md"]
     for frame in frames:
         written += plot_comparison(frame, out_dir)

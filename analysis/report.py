@@ -245,6 +245,17 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def tuned_lines(tuned: list[dict[str, Any]]) -> list[str]:
+    """What a reader must know of tuned recipes: they were chosen on validation accuracy by
+    search trials that are not among the results, and where the report is."""
+    return [
+        f"Recipes tuned ({t['experiment']}): each unit's training recipe was chosen on "
+        f"validation accuracy by {t['search_trials']} search trials on their own seeds, which "
+        f"are not in these results (`--all` lists them); see {t['report']}."
+        for t in tuned
+    ]
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     matching: pd.DataFrame,
@@ -269,6 +280,9 @@ def summary_markdown(
         "the prunable weights (mean over seeds); params = remaining nonzero parameters."
     )
     out.append("")
+    tuned = tuned_lines(agg.attrs.get("tuned") or [])
+    if tuned:
+        out += [*tuned, ""]
     out.append("Dense reference: " + "; ".join(
         f"{exp}: {src}" for exp, src in agg.attrs.get("dense_sources", {}).items()) + ".")
     if not agg.attrs.get("dense_sources"):
@@ -382,6 +396,7 @@ def terminal_text(summary: pd.DataFrame, matching: pd.DataFrame, excluded: pd.Da
                      f"{signed_text(row['delta_vs_dense_points']):>7}" + cells)
     lines.append("")
     lines.append(f"interval: {interval_legend(agg)}")
+    lines += tuned_lines(agg.attrs.get("tuned") or [])
     lines.append("dense reference: " + ("; ".join(
         f"{e}: {s}" for e, s in agg.attrs.get("dense_sources", {}).items()) or "none"))
     labels = line_labels(agg)

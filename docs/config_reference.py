@@ -119,6 +119,7 @@ def _shared_sections() -> list[tuple[str, type[BaseModel]]]:
 
 def render() -> str:
     """The whole of docs/config.md."""
+    from sweeps.search.spec import Distribution, ExperimentSearch, SearchSpec
     from sweeps.spec import Experiment, Resources, SweepSpec
     from trainables.config import TrialConfig
     from trainables.methods import METHODS
@@ -129,6 +130,9 @@ def render() -> str:
     parts.append(section_table("sweep file", SweepSpec, top, roles=False))
     parts.append(section_table("resources", Resources, roles=False))
     parts.append(section_table("experiments[]", Experiment, roles=False))
+    parts.append(section_table("search", SearchSpec, roles=False))
+    parts.append(section_table("experiments[].search", ExperimentSearch, roles=False))
+    parts.append(section_table("search.space.FIELD (one of)", Distribution, roles=False))
     parts.append("# A trial\n")
     parts.append(section_table("trial", TrialConfig, "The top level of a trial config; the "
                                "method's own section sits beside these under the method's name."))

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 from sweeps.controls import CONTROLS
 from sweeps.data_workers import check_data_workers
 from sweeps.layers import Layer, SharedFieldUse, check_layer, compose_trial, nested, overrides_layer
+from sweeps.search.spec import SearchSpec
+from sweeps.search.units import SearchUnit, UnitPoint, asha_leaves_room, build_units
 from sweeps.spec import Experiment, SweepSpec, validate_spec
 from trainables.config import TrialConfig, apply_overrides, read_yaml
 from trainables.errors import ConfigError
@@ -135,9 +137,26 @@ def planned(config: TrialConfig, label: str) -> PlannedTrial:
     return PlannedTrial(config, label, trial_key(config), name)
 
 
+Chosen = dict[str, dict[str, Any]]
+"""A search's selection: unit name -> searched field -> the value chosen for it."""
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """The search stage of a tuned sweep (`search:`): its settings as this run uses them
+    (`--smoke` shrinks them), its units, and, once selected, what each unit chose."""
+
+    spec: SearchSpec
+    units: tuple[SearchUnit, ...]
+    chosen: Chosen | None = None
+    notes: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class SweepPlan:
-    """A sweep file expanded into its trials, in the order they should run."""
+    """A sweep file expanded into its trials, in the order they should run. A tuned sweep's
+    trials are its final trials: on the values its search chose once `search.chosen` is set,
+    else on the file's own values (what --dry-run shows before a search)."""
 
     spec: SweepSpec
     trials: tuple[PlannedTrial, ...]
@@ -145,6 +164,7 @@ class SweepPlan:
     source: str
     output: Output
     plugins: tuple[Plugin, ...] = ()
+    search: SearchPlan | None = None
 
     @property
     def raw_trials(self) -> list[dict[str, Any]]:
@@ -152,12 +172,18 @@ class SweepPlan:
 
     def summary(self) -> dict[str, Any]:
         """What run_sweep saves beside the results (and analysis reads back)."""
-        return {
+        summary = {
             "name": self.spec.name,
             "grid_keys": list(self.grid_keys),
             "sweep": self.spec.model_dump(mode="json"),
             "trials": [{"label": trial.label, "trial": trial.raw} for trial in self.trials],
         }
+        if self.search is not None:
+            from sweeps.search.report import REPORT_FILE
+
+            summary["search"] = {"report": REPORT_FILE, "units": len(self.search.units),
+                                 "chosen": self.search.chosen or {}}
+        return summary
 
 
 def smoke_layer(config: TrialConfig, epochs: int) -> dict[str, Any]:
@@ -284,6 +310,7 @@ def plan_sweep(
     name: str | None = None,
     max_trials: int = MAX_TRIALS,
     progress: Progress | None = None,
+    chosen: Chosen | None = None,
 ) -> SweepPlan:
     """Validate a sweep mapping and expand it into trials; ConfigError (one line) if invalid.
 
@@ -319,15 +346,29 @@ def plan_sweep(
         for point in _grid_points({**spec.grid, **experiment.grid})
     ]
     again = bool(user_overrides or smoke)
-    counter = _Counter(size * (2 if again else 1), progress)
+    counter = _Counter(size * (2 if again or chosen else 1), progress)
     written_use = SharedFieldUse()
     for point in points:
         point.written = compose_trial(point.layers(spec), point.context(source), written_use)
         counter.step()
     written_use.check(source)
+    epochs = _smoke_epochs(points) if smoke else 0
     configs = [point.written for point in points]
     if again:
-        configs = _with_command_line(spec, points, user_overrides, smoke, source, counter)
+        configs = _with_command_line(spec, points, user_overrides, smoke, epochs, source,
+                                     counter)
+    search = None
+    if spec.search is not None:
+        search, point_units = _plan_search(spec, points, configs, user_overrides, smoke, epochs,
+                                           source, launch_dir)
+        if chosen is not None:
+            search = replace(search, chosen=chosen)
+            extra = [None if unit is None or unit not in chosen else
+                     Layer("search", overrides_layer([_as_override(k, v)
+                                                      for k, v in chosen[unit].items()]))
+                     for unit in point_units]
+            configs = _with_command_line(spec, points, user_overrides, smoke, epochs, source,
+                                         counter, extra, note=" (with the search's choice)")
 
     trials: list[PlannedTrial] = []
     seen: set[str] = set()
@@ -362,26 +403,71 @@ def plan_sweep(
     for experiment in spec.experiments:
         grid_keys += [key for key in experiment.grid if key not in grid_keys]
     return SweepPlan(spec=spec, trials=tuple(trials), grid_keys=tuple(grid_keys),
-                     source=source, output=output, plugins=tuple(plugins))
+                     source=source, output=output, plugins=tuple(plugins), search=search)
+
+
+def _smoke_epochs(points: list[_Point]) -> int:
+    return max(METHODS.get(p.written.method).smoke_epochs(p.written) for p in points
+               if p.written is not None)
+
+
+def _run_layers(spec: SweepSpec, point: _Point, overrides: list[str], smoke: bool, epochs: int,
+                extra: Layer | None = None) -> list[Layer]:
+    """The layers of a trial as it runs: the file's, a search's choice, --set, --smoke."""
+    layers = point.layers(spec) + ([extra] if extra is not None else [])
+    layers.append(Layer("--set", overrides_layer(overrides)))
+    if smoke:
+        layers.append(Layer("--smoke", smoke_layer(point.written, epochs)))
+    return layers
 
 
 def _with_command_line(spec: SweepSpec, points: list[_Point], overrides: list[str], smoke: bool,
-                       source: str, counter: _Counter) -> list[TrialConfig]:
-    """Rule 2 of sweeps/layers.py: the trials again, with --set and --smoke applied."""
-    written = [point.written for point in points]
-    epochs = max(METHODS.get(c.method).smoke_epochs(c) for c in written) if smoke else 0
+                       epochs: int, source: str, counter: _Counter,
+                       extra: list[Layer | None] | None = None, note: str = ""
+                       ) -> list[TrialConfig]:
+    """Rule 2 of sweeps/layers.py: the trials again, with --set and --smoke applied (and a
+    search's choice, `extra`, per point)."""
     applied = [name for name, on in (("--set", overrides), ("--smoke", smoke)) if on]
-    note = f" (with {' and '.join(applied)})"
+    note = note or f" (with {' and '.join(applied)})"
     use = SharedFieldUse()
     configs = []
-    for point in points:
-        layers = point.layers(spec) + [Layer("--set", overrides_layer(overrides))]
-        if smoke:
-            layers.append(Layer("--smoke", smoke_layer(point.written, epochs)))
+    for index, point in enumerate(points):
+        layers = _run_layers(spec, point, overrides, smoke, epochs,
+                             extra[index] if extra is not None else None)
         configs.append(compose_trial(layers, point.context(source, note), use))
         counter.step()
     use.check(source)
     return configs
+
+
+def _plan_search(spec: SweepSpec, points: list[_Point], configs: list[TrialConfig],
+                 overrides: list[str], smoke: bool, epochs: int, source: str,
+                 launch_dir: Path) -> tuple[SearchPlan, list[str | None]]:
+    """The units of a tuned sweep, checked (sweeps/search/units.py). `--smoke` runs two
+    samples per unit, and without ASHA where its trials leave it no rung."""
+    assert spec.search is not None
+    search_spec, notes = spec.search, []
+    if smoke:
+        search_spec = search_spec.model_copy(update={"samples": min(2, search_spec.samples)})
+    unit_points = [
+        UnitPoint(point.index, point.label(point.written), point.written,
+                  with_absolute_paths(config, launch_dir),
+                  frozenset({**spec.grid, **point.experiment.grid}),
+                  tuple(_run_layers(spec, point, overrides, smoke, epochs)), point.context(source))
+        for point, config in zip(points, configs, strict=True)
+    ]
+    experiments_search = [experiment.search for experiment in spec.experiments]
+    final_seeds = {config.seed for config in configs}
+    if smoke and search_spec.scheduler == "asha":
+        lenient = search_spec.model_copy(update={"scheduler": "none"})
+        units, _ = build_units(lenient, experiments_search, unit_points, final_seeds, source)
+        if not all(asha_leaves_room(unit, search_spec) for unit in units):
+            search_spec = lenient
+            notes.append("--smoke: the trials are too short for ASHA to stop any; the search "
+                         "runs every sample to the end")
+    units, point_units = build_units(search_spec, experiments_search, unit_points, final_seeds,
+                                     source)
+    return SearchPlan(search_spec, tuple(units), notes=tuple(notes)), point_units
 
 
 def _import_plugins(spec: SweepSpec, source: str, sweep_dir: Path,

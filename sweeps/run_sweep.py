@@ -17,8 +17,9 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,6 +31,7 @@ from sweeps.grow import Growth, archive_previous_run, grown_summary, plan_growth
 from sweeps.loggers import LoggerContext, check_reachable, logger_callbacks  # noqa: E402
 from sweeps.plan import (  # noqa: E402
     MAX_TRIALS,
+    Chosen,
     PlannedTrial,
     PlanningProgress,
     SweepPlan,
@@ -64,6 +66,10 @@ SCRIPT_COMMANDS = Commands("python sweeps/run_sweep.py", "python analysis/plot.p
 CONSOLE_COMMANDS = Commands("prunetune run", "prunetune plot", "prunetune tensorboard")
 
 
+class Replan(Protocol):
+    def __call__(self, chosen: Chosen) -> SweepPlan: ...
+
+
 @dataclass(frozen=True)
 class Launch:
     """A planned sweep, where it goes and how it meets what is already there: what the
@@ -78,6 +84,8 @@ class Launch:
     growth: Growth | None = None  # a grown sweep: what it runs, reuses, leaves out
     earlier: dict[str, Any] = field(default_factory=dict)
     """What prunetune_sweep.json says of earlier runs of a grown experiment (`EARLIER_KEYS`)."""
+    replan: Replan | None = None
+    """A tuned sweep's final trials on what its search chose (None: no search, or planned)."""
 
     @property
     def name(self) -> str:
@@ -178,14 +186,36 @@ def prepare(args: argparse.Namespace, commands: Commands = SCRIPT_COMMANDS) -> L
     side effects; ConfigError (one line) if the sweep is bad or cannot go there."""
     progress = PlanningProgress(lambda line: print(f"run_sweep: {line}", file=sys.stderr,
                                                    flush=True))
-    plan = load_sweep(sweep_path(args.file), args.set, smoke=args.smoke, storage=args.storage,
-                      name=args.name, max_trials=args.max_trials, progress=progress)
+    replan = partial(load_sweep, sweep_path(args.file), args.set, smoke=args.smoke,
+                     storage=args.storage, name=args.name, max_trials=args.max_trials)
+    plan = replan(progress=progress)
     launch = Launch(plan, resume=args.resume,
                     address=args.address or os.environ.get("RAY_ADDRESS"), commands=commands,
                     explicit_storage=args.storage is not None)
+    if plan.search is not None:
+        # The final trials are known once the search has chosen (`with_search_choice`).
+        from sweeps.search.stage import check_earlier_search
+
+        if not plan.output.is_uri:
+            _check_writable(Path(launch.experiment_dir))
+            check_earlier_search(plan.search, launch.experiment_dir, plan.source)
+        return replace(launch, replan=lambda chosen: replan(chosen=chosen))
     if plan.output.is_uri:
         return launch
     return _meet_existing_experiment(launch, Path(launch.experiment_dir))
+
+
+def with_search_choice(launch: Launch, checked: Preflight, chosen: Chosen
+                       ) -> tuple[Launch, Preflight]:
+    """A tuned sweep after its search: its final trials on the values chosen, meeting the
+    experiment already there as any sweep does (continued, grown), and their loggers."""
+    assert launch.replan is not None
+    final = replace(launch, plan=launch.replan(chosen), replan=None, resume=False)
+    if not final.plan.output.is_uri:
+        final = _meet_existing_experiment(final, Path(final.experiment_dir))
+    context = LoggerContext(final.name, final.experiment_dir, tuple(final.plan.trials))
+    loggers = logger_callbacks(final.plan.spec.loggers, context)
+    return final, replace(checked, loggers=tuple(loggers))
 
 
 def _meet_existing_experiment(launch: Launch, directory: Path) -> Launch:
@@ -353,14 +383,7 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
     from sweeps.progress import CompactProgress
     from trainables.tune_trainable import prunetune_trainable
 
-    resources = launch.plan.spec.resources
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            prunetune_trainable, datasets=checked.datasets, methods=_methods_of(launch.plan),
-            plugins=list(launch.plan.plugins),
-        ),
-        {"cpu": resources.cpu, "gpu": resources.gpu},
-    )
+    trainable = _trainable(launch, checked, prunetune_trainable)
     namer = TrialNamer(launch.plan)  # the names the restored name creators look up too
     if launch.resume:
         # The restored run config brings its own logger callbacks (Ray's defaults stay off).
@@ -393,6 +416,44 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
             log_to_file=True,
         ),
     )
+
+
+def _trainable(launch: Launch, checked: Preflight, function: Any) -> Any:
+    """`function` as the sweep's trials run it: with the sweep's datasets, methods, plug-ins
+    and resources."""
+    from ray import tune
+
+    resources = launch.plan.spec.resources
+    return tune.with_resources(
+        tune.with_parameters(function, datasets=checked.datasets,
+                             methods=_methods_of(launch.plan), plugins=list(launch.plan.plugins)),
+        {"cpu": resources.cpu, "gpu": resources.gpu},
+    )
+
+
+def _search_stage(launch: Launch, checked: Preflight) -> tuple[Launch, Preflight]:
+    """Run (or reuse) a tuned sweep's search, then plan its final stage on the choice."""
+    from sweeps.fatal_errors import NoRetryOnFatalErrors
+    from sweeps.json_rows import RowsJsonLogger
+    from sweeps.progress import CompactProgress
+    from sweeps.search.stage import run_search, search_trainable
+
+    search = launch.plan.search
+    assert search is not None
+    for note in search.notes:
+        print(f"run_sweep: {note}")
+    print(f"run_sweep: search stage: {len(search.units)} unit(s) -> "
+          f"{launch.experiment_dir}/search", flush=True)
+    spec = launch.plan.spec
+
+    def callbacks(total: int) -> list[Any]:
+        return [CompactProgress(total_trials=total), NoRetryOnFatalErrors(), RowsJsonLogger()]
+
+    with _only_the_sweeps_loggers():
+        chosen = run_search(search, launch.experiment_dir, launch.name,
+                            _trainable(launch, checked, search_trainable),
+                            spec.max_concurrent_trials, spec.max_failures, callbacks)
+    return with_search_choice(launch, checked, chosen)
 
 
 def _methods_of(plan: SweepPlan) -> dict[str, Any]:
@@ -482,6 +543,14 @@ def _print_plan(launch: Launch) -> int:
         done = f", reused: {reused[index].name}" if index in reused else ""
         print(f"  {index:4d}  {trial.name}  (method={trial.method}, "
               f"seed={trial.config.seed}{done})")
+    if plan.search is not None:
+        spec = plan.search.spec
+        print(f"run_sweep: search stage first: {len(plan.search.units)} unit(s), each "
+              f"{spec.samples} sample(s) x seeds {spec.seeds}; the trials above then run on "
+              "each unit's chosen values")
+        for unit in plan.search.units:
+            space = ", ".join(f"{key} {d.as_json()}" for key, d in sorted(unit.space.items()))
+            print(f"  search  {unit.name}  (per {unit.per}: {space})")
     print(f"run_sweep: dry run: {len(plan.trials)} trials valid; nothing was started")
     return 0
 
@@ -526,6 +595,23 @@ def run(launch: Launch, checked: Preflight) -> int:
         except PrunetuneError as error:
             print(f"run_sweep: error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        if launch.replan is not None:
+            from sweeps.search.stage import SearchFailedError
+
+            try:
+                launch, checked = _search_stage(launch, checked)
+            except SearchFailedError as error:
+                print(f"run_sweep: error: search stage: {error}", file=sys.stderr)
+                return EXIT_TRIALS_FAILED
+            if launch.resume_note:
+                print(f"run_sweep: {launch.resume_note}")
+            if launch.growth is not None and not launch.growth.to_run:
+                _write_sweep_files(launch)
+                print(f"run_sweep: final stage: nothing to run: every trial of the sweep is in "
+                      f"{launch.experiment_dir}")
+                return 0
+            print(f"run_sweep: final stage: {launch.planned} trials on the chosen recipes -> "
+                  f"{launch.experiment_dir}", flush=True)
         if launch.growth is not None:
             archive_previous_run(Path(launch.experiment_dir))
         _write_sweep_files(launch)
@@ -556,7 +642,8 @@ def _only_the_sweeps_loggers() -> Iterator[None]:
     as well: a resumed sweep keeps the callbacks it was saved with, without Ray's TensorBoard
     dump beside prunetune's events. Restored after, so that other Tuners in this process keep
     Ray's defaults."""
-    with ray_adapter.environment(ray_adapter.NO_DEFAULT_LOGGERS):
+    with ray_adapter.environment({**ray_adapter.NO_DEFAULT_LOGGERS,
+                                  **ray_adapter.NO_SNAPSHOT_WARNING}):
         yield
 
 

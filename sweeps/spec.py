@@ -19,10 +19,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sweeps.controls import CONTROLS
 from sweeps.loggers import DEFAULT_LOGGERS, LOGGERS, check_installed
+from sweeps.search.spec import ExperimentSearch, SearchSpec
 from trainables.config import did_you_mean, fields_at, format_validation_error, names_in
 from trainables.errors import ConfigError
 
@@ -54,6 +62,8 @@ class Experiment(_Strict):
     label: str | None = Field(None, min_length=1, description="name in plots and trial names")
     config: dict[str, Any] = Field(default_factory=dict, description="TrialConfig fields")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values")
+    search: ExperimentSearch | None = Field(
+        None, description="this experiment's own search space or `per` (see `search`)")
 
 
 class SweepSpec(_Strict):
@@ -92,6 +102,19 @@ class SweepSpec(_Strict):
         "raw dump); Ray's JSON logger always",
         json_schema_extra=names_in("logger"),
     )
+
+    search: SearchSpec | None = Field(
+        None, description="tune each experiment's recipe on validation accuracy before the "
+        "grid's seeds run on the chosen one (docs/sweeps.md, 'Tuned recipes')",
+    )
+
+    @model_validator(mode="after")
+    def _search_where_declared(self) -> SweepSpec:
+        for index, experiment in enumerate(self.experiments):
+            if experiment.search is not None and self.search is None:
+                raise ValueError(f"experiments[{index}].search needs the sweep's own `search:` "
+                                 "section (samples, seeds, ...)")
+        return self
 
     @field_validator("loggers")
     @classmethod

@@ -506,6 +506,8 @@ SHIPPED_TRIALS = {
     # 3 seeds x (dense + IMP + 5 methods at 3 levels + dense at IMP's budget); smoke-run in
     # test_flowers_cpu.py.
     "flowers_cpu.yaml": 3 * (1 + 1 + 5 * 3 + 1),
+    # 2 seeds x (dense + IMP + SNIP at one level), after a search of 3 units
+    "tuned_digits.yaml": 2 * 3,
 }
 
 

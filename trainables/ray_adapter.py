@@ -27,6 +27,10 @@ RAY_VERSION = "2.60.0"
 #: Ray Tune adds its default loggers (JSON, CSV, TensorBoard) to the callbacks of a Tuner unless
 #: this is set; a sweep's `loggers:` are exactly what it asked for.
 NO_DEFAULT_LOGGERS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+#: Tune warns when trials checkpoint within seconds of each other with `num_to_keep` set, and
+#: advises keeping more checkpoints: a sweep keeps one pointer per trial by design
+#: (trainables/trial_store.py), and short search trials checkpoint every epoch.
+NO_SNAPSHOT_WARNING = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 #: A starting raylet connects to its own object store while another of its threads is still
 #: creating it; on a miss it retries after raylet_client_connect_timeout_milliseconds (1000 ms
 #: by default), so a local ray.init often took a whole second longer (benchmarks/README.md,
