@@ -550,7 +550,7 @@ def _print_plan(launch: Launch) -> int:
               "each unit's chosen values")
         for unit in plan.search.units:
             space = ", ".join(f"{key} {d.as_json()}" for key, d in sorted(unit.space.items()))
-            print(f"  search  {unit.name}  (per {unit.per}: {space})")
+            print(f"run_sweep: search unit {unit.name} (per {unit.per}: {space})")
     print(f"run_sweep: dry run: {len(plan.trials)} trials valid; nothing was started")
     return 0
 

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,48 @@ def run_sweep(
         text=True,
         timeout=timeout,
     )
+
+
+def _descendants(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_sweep_when(until: Callable[[], bool], *args: str, cwd: Path,
+                    timeout: float = 240) -> None:
+    """Start `python sweeps/run_sweep.py ARGS`, SIGKILL it and every Ray process it started once
+    `until()` holds (polled), as a crash of the machine would; AssertionError if the sweep ends
+    first, `until` never holds within `timeout`, or a Ray process outlives the kill."""
+    import psutil
+
+    driver = subprocess.Popen([sys.executable, str(RUN_SWEEP), *args], cwd=cwd,
+                              env=subprocess_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    ray_processes: dict[int, Any] = {}
+    deadline = time.time() + timeout
+    try:
+        while not until():
+            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.time() < deadline, "the sweep never reached the point to kill it at"
+            ray_processes.update({p.pid: p for p in _descendants(driver.pid)})
+            time.sleep(0.2)
+        ray_processes.update({p.pid: p for p in _descendants(driver.pid)})
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        # Ray's daemons may have left the group (or outlive the driver): stop exactly ours.
+        for process in ray_processes.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        _, alive = psutil.wait_procs(list(ray_processes.values()), timeout=30)
+    assert ray_processes, "the driver started no Ray processes"
+    assert not alive, f"Ray processes left running: {alive}"
 
 
 def run_plot(*args: str) -> subprocess.CompletedProcess[str]:

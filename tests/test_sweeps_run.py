@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sweep_helpers import RUN_SWEEP, run_sweep, subprocess_env
+from sweep_helpers import kill_sweep_when, run_sweep, subprocess_env
 
 from trainables.schema import ROUND_CHECKPOINT
 from trainables.trial_store import round_dirs
@@ -340,19 +339,8 @@ def test_same_sweep_again_reruns_nothing_and_a_different_one_is_refused(
 # ---- interrupted and resumed -------------------------------------------------------------------
 
 
-def _descendants(pid: int) -> list[Any]:
-    import psutil
-
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) -> None:
-    import psutil
-
     path = write_sweep(
         tmp_path,
         "killed",
@@ -362,35 +350,8 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) 
         max_concurrent_trials=1,
     )
     experiment = tmp_path / "out" / "killed"
-    driver = subprocess.Popen(
-        [sys.executable, str(RUN_SWEEP), str(path), "--storage", str(tmp_path / "out")],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    ray_processes: dict[int, Any] = {}
-    deadline = time.time() + 240
-    try:
-        while not any(finished(d) for d in trial_dirs(experiment)):
-            assert driver.poll() is None, "the sweep ended before it could be interrupted"
-            assert time.time() < deadline, "no trial finished in time"
-            ray_processes.update({p.pid: p for p in _descendants(driver.pid)})
-            time.sleep(0.2)
-        ray_processes.update({p.pid: p for p in _descendants(driver.pid)})
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        # Ray's daemons may have left the group (or outlive the driver): stop exactly ours.
-        for process in ray_processes.values():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-        _, alive = psutil.wait_procs(list(ray_processes.values()), timeout=30)
-    assert ray_processes, "the driver started no Ray processes"
-    assert not alive, f"Ray processes left running: {alive}"
+    kill_sweep_when(lambda: any(finished(d) for d in trial_dirs(experiment)),
+                    str(path), "--storage", str(tmp_path / "out"), cwd=tmp_path)
 
     done = {d.name for d in trial_dirs(experiment) if finished(d)}
     before = {
