@@ -29,6 +29,7 @@ BENCHMARKS = (
     "bench_latency",
     "bench_gpu_latency",
     "bench_storage",
+    "bench_search",
     "bench_round_cost",
     "bench_busy_machine",
     "bench_export",

@@ -39,9 +39,11 @@ class CompactProgress(Callback):
 
     def __init__(
         self, total_trials: int, names: dict[str, str] | None = None, every_s: float = 10.0,
-        stream: TextIO | None = None, settle_s: float = 1.0,
+        stream: TextIO | None = None, settle_s: float = 1.0, metric: str = "test_acc",
     ) -> None:
         self.total = total_trials
+        # A search stage shows its trials' best validation accuracy: the one that chooses.
+        self.metric = metric
         self.names = names or {}
         self.every_s = every_s
         self.settle_s = settle_s
@@ -73,7 +75,7 @@ class CompactProgress(Callback):
     ) -> None:
         if result.get("row_type") != "round":
             return
-        accuracy = result.get("test_acc")
+        accuracy = result.get(self.metric)
         if accuracy is not None and (self.best is None or accuracy > self.best[0]):
             where = f"{trial}, round {result.get('round')}"
             self.best = (float(accuracy), where)
@@ -120,7 +122,8 @@ class CompactProgress(Callback):
             f"{errored} errored"
         ]
         if self.best is not None:
-            parts.append(f"best test acc {100 * self.best[0]:.2f}% ({self.best[1]})")
+            name = self.metric.replace("_acc", " acc").replace("_", " ")
+            parts.append(f"best {name} {100 * self.best[0]:.2f}% ({self.best[1]})")
         # The rate of this run's trials only: trials restored finished took no time here.
         done_here = len(self.finished | self.errored)
         left = self.total - finished - errored

@@ -447,7 +447,8 @@ def _search_stage(launch: Launch, checked: Preflight) -> tuple[Launch, Preflight
     spec = launch.plan.spec
 
     def callbacks(total: int) -> list[Any]:
-        return [CompactProgress(total_trials=total), NoRetryOnFatalErrors(), RowsJsonLogger()]
+        return [CompactProgress(total_trials=total, metric=search.spec.metric),
+                NoRetryOnFatalErrors(), RowsJsonLogger()]
 
     with _only_the_sweeps_loggers():
         chosen = run_search(search, launch.experiment_dir, launch.name,

@@ -29,6 +29,7 @@ EXPECTED_KEYS = {
     "bench_round_cost": {"trials", "setup"},
     "bench_export": {"networks", "figures", "setup"},
     "bench_busy_machine": {"slowdowns", "speedups", "setup"},
+    "bench_search": {"asha", "none"},
 }
 
 

@@ -181,8 +181,11 @@ def _tuner(unit: SearchUnit, search: SearchPlan, directory: Path, trainable: Any
         space["seed"] = tune.grid_search(list(spec.seeds))
         samples = 1
     else:
+        import optuna
         from ray.tune.search import Repeater
         from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created
 
         space[SEARCH_KEY] = {key: unit.space[key].tune_domain() for key in sorted(unit.space)}
         searcher = OptunaSearch(metric=spec.metric, mode="max", seed=seed)
