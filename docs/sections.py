@@ -172,6 +172,32 @@ def flowers_table(analysed: Analysed) -> str:
                                   ("IMP iterative", "dense, imp's budget (117 epochs)")))
 
 
+def tuned_table(analysed: Analysed) -> str:
+    """`method_table` of the final trials, then what each unit's search chose and cost (the
+    experiment's search_report.csv, sweeps/search/report.py)."""
+    import csv
+
+    tuned = analysed.results.attrs.get("tuned") or []
+    lines = [method_table(analysed)]
+    for entry in tuned:
+        report = Path(entry["report"]).with_name("search_report.csv")
+        with report.open(newline="", encoding="utf-8") as handle:
+            units = list(csv.DictReader(handle))
+        fields = [key.removeprefix("chosen.") for key in units[0] if key.startswith("chosen.")]
+        rows = [[unit["unit"], *(f"{float(unit['chosen.' + f]):.3g}" for f in fields),
+                 f"{100 * float(unit['score']):.2f}", f"{unit['stopped']} of {unit['trials']}",
+                 f"{unit['epochs_run']} / {unit['epochs_full']}"] for unit in units]
+        run = sum(int(unit["epochs_run"]) for unit in units)
+        full = sum(int(unit["epochs_full"]) for unit in units)
+        lines += ["", f"Chosen by {entry['search_trials']} search trials on validation "
+                  "accuracy (their own seeds; not in the table above):", ""]
+        lines += markdown_table(["unit", *(f"`{f}`" for f in fields), "val acc %",
+                                 "stopped by ASHA", "trial-epochs run / to the end"], rows)
+        lines += ["", f"The search ran {run} of {full} trial-epochs "
+                  f"({100 * run / full:.0f}%)."]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Section:
     """A generated block: a shipped sweep, its figures and its table."""
@@ -206,6 +232,8 @@ SECTIONS: tuple[Section, ...] = (
             page="docs/methods.md"),
     Section(name="structured", sweep="sweeps/structured_digits.yaml", title="structured_digits",
             figures=(ACCURACY_VS_SPEEDUP,), table=cost_table, page="docs/methods.md"),
+    Section(name="tuned", sweep="sweeps/tuned_digits.yaml", title="tuned_digits",
+            table=tuned_table, page="docs/sweeps.md"),
     Section(name="flowers_cpu", sweep="sweeps/flowers_cpu.yaml", title="flowers_cpu",
             table=flowers_table, on_demand=True, command="make docs-flowers"),
 )

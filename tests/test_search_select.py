@@ -204,3 +204,22 @@ def test_a_changed_search_is_named_field_by_field():
         'space: {"train.lr": {"loguniform": [0.01, 0.5]}} -> '
         '{"train.lr": {"loguniform": [0.01, 1.0]}}']
     assert changes(before, before) == []
+
+
+def test_an_imp_sample_is_scored_by_its_last_round(tmp_path):
+    """IMP's levels are the rounds of one trial: its score is the validation accuracy of the
+    round row that ends the trial (the highest sparsity), whatever the earlier rounds did."""
+    trial = tmp_path / "imp"
+    trial.mkdir()
+    (trial / "params.json").write_text(json.dumps(
+        {"trial": {"method": "imp"}, "search": {"train.lr": 0.1}, "seeds": SEEDS, "seed": 100}))
+    rows = []
+    for round_index, (val, final) in enumerate(((0.95, False), (0.9, False), (0.7, True))):
+        rows += [{"row_type": "epoch", "round": round_index, "epoch": e, "val_acc": val - 0.1 * e}
+                 for e in range(2)]
+        rows.append({"row_type": "round", "round": round_index, "final_round": final,
+                     "val_acc": val, "test_acc": 0.99})
+    (trial / "result.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    read = read_search_trial(trial, "val_acc")
+    assert read.score == 0.7 and read.epochs_run == 6 and read.rows == 9
+    assert read.status == "finished"
