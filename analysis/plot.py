@@ -45,6 +45,7 @@ from analysis.report import (  # noqa: E402
     summary_table,
     terminal_text,
     tuned_lines,
+    tuned_title,
 )
 from analysis.stats import INTERVALS  # noqa: E402
 
@@ -138,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     matching = matching_sparsity(agg, tolerance=args.tolerance)
     summary = summary_table(agg, matching)
     title = " + ".join(dict.fromkeys(results["experiment"].astype(str)))
-    if agg.attrs["tuned"]:
-        title += " (recipes tuned on validation)"
+    title = tuned_title(title, agg.attrs["tuned"])
     params_column = f"params_{args.params}"
     summary.to_csv(out_dir / "summary.csv", index=False)
     collapses = collapsed_rounds(results)

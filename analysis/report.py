@@ -256,6 +256,11 @@ def tuned_lines(tuned: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def tuned_title(title: str, tuned: list[dict[str, Any]]) -> str:
+    """A figure's or summary's title, saying when the recipes were tuned."""
+    return f"{title} (recipes tuned on validation)" if tuned else title
+
+
 def summary_markdown(
     summary: pd.DataFrame,
     matching: pd.DataFrame,

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make `docs` and `analysis` importable
     sys.path.insert(0, str(REPO))
 
+from analysis.report import tuned_title  # noqa: E402
 from docs.config_reference import CONFIG_REFERENCE, write_config_reference  # noqa: E402
 from docs.consistency import Comparison, block_cpu, compare_blocks  # noqa: E402
 from docs.sections import SECTIONS, Analysed, Section  # noqa: E402
@@ -128,11 +129,12 @@ def render_section(section: Section, experiment_dir: Path, figure_dir: Path) -> 
         raise DocsError(f"{info_path} is missing: results for the docs come from "
                         "`python docs/generate.py` (make docs), which writes it")
     analysed = Analysed.from_directory(experiment_dir, interval=section.interval)
+    title = tuned_title(section.title, analysed.results.attrs.get("tuned") or [])
     parts = []
     for figure in section.figures:
         stem = Path(section.figure_path(figure)).stem
         with tempfile.TemporaryDirectory() as scratch:  # the SVG twin is not kept
-            figure.draw(analysed, Path(scratch), stem, section.title)
+            figure.draw(analysed, Path(scratch), stem, title)
             shutil.copyfile(Path(scratch) / f"{stem}.png", figure_dir / f"{stem}.png")
         parts.append(f"![{section.title}: {figure.alt}]({section.figure_path(figure)})")
     parts.append(section.table(analysed))
