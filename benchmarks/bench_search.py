@@ -116,7 +116,8 @@ def markdown(asha: dict[str, Any], none: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the dense unit only, 2 samples, 2 batches a phase")
+    parser.add_argument("--quick", action="store_true",
+                        help="the dense unit only, 2 samples, 2 batches a phase")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:

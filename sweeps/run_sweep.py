@@ -196,9 +196,12 @@ def prepare(args: argparse.Namespace, commands: Commands = SCRIPT_COMMANDS) -> L
         # The final trials are known once the search has chosen (`with_search_choice`).
         from sweeps.search.stage import check_earlier_search
 
-        if not plan.output.is_uri:
-            _check_writable(Path(launch.experiment_dir))
-            check_earlier_search(plan.search, launch.experiment_dir, plan.source)
+        if plan.output.is_uri:
+            raise ConfigError(
+                f"{plan.source}: a sweep with `search:` needs --storage on a local or shared "
+                f"filesystem (its search stage keeps its units' state there), not {launch.storage}")
+        _check_writable(Path(launch.experiment_dir))
+        check_earlier_search(plan.search, launch.experiment_dir, plan.source)
         return replace(launch, replan=lambda chosen: replan(chosen=chosen))
     if plan.output.is_uri:
         return launch

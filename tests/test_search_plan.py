@@ -192,3 +192,13 @@ def test_the_shipped_example_plans_three_units(tmp_path):
     assert [unit.name for unit in planned.search.units] == ["dense", "imp", "snip_sp0.96"]
     assert planned.search.spec.searcher == "optuna" and planned.search.spec.scheduler == "asha"
     assert sorted(trial.config.seed for trial in planned.trials) == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_tuned_sweep_on_cloud_storage_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    from sweeps import run_sweep as module
+
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(tuned()))
+    assert module.main([str(path), "--storage", "s3://bucket/prefix", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "local or shared filesystem" in err[0]

@@ -246,6 +246,10 @@ def run_unit(unit: SearchUnit, search: SearchPlan, experiment_dir: str, trainabl
                        callbacks(total))
     tuner.fit()
     trials = unit_trials(directory, search.spec.metric)
+    errored = [trial for trial in trials if trial.status == "errored"]
+    if errored:
+        say(f"{len(errored)} of {len(trials)} search trial(s) errored (no candidates): "
+            f"{', '.join(Path(trial.trial_dir).name for trial in errored)}")
     try:
         chosen = select(trials, list(search.spec.seeds))
     except NoCandidateError as error:

@@ -13,6 +13,7 @@ searched `per: experiment` would need each sample run at every level: refused to
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,8 +54,7 @@ class SearchUnit:
 
 
 def json_without_seed(config: TrialConfig) -> dict[str, Any]:
-    import json
-
+    """The trial's identity (`trial_key`) with its seed left out: what makes two levels one."""
     return {**json.loads(trial_key(config)), "seed": None}
 
 
