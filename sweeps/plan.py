@@ -22,7 +22,7 @@ from sweeps.controls import CONTROLS
 from sweeps.data_workers import check_data_workers
 from sweeps.layers import Layer, SharedFieldUse, check_layer, compose_trial, nested, overrides_layer
 from sweeps.search.spec import SearchSpec
-from sweeps.search.units import SearchUnit, UnitPoint, asha_leaves_room, build_units
+from sweeps.search.units import SearchUnit, UnitPoint, build_units
 from sweeps.spec import Experiment, SweepSpec, validate_spec
 from trainables.config import TrialConfig, apply_overrides, read_yaml
 from trainables.errors import ConfigError
@@ -446,7 +446,7 @@ def _plan_search(spec: SweepSpec, points: list[_Point], configs: list[TrialConfi
     """The units of a tuned sweep, checked (sweeps/search/units.py). `--smoke` runs two
     samples per unit, and without ASHA where its trials leave it no rung."""
     assert spec.search is not None
-    search_spec, notes = spec.search, []
+    search_spec = spec.search
     if smoke:
         search_spec = search_spec.model_copy(update={"samples": min(2, search_spec.samples)})
     unit_points = [
@@ -458,15 +458,8 @@ def _plan_search(spec: SweepSpec, points: list[_Point], configs: list[TrialConfi
     ]
     experiments_search = [experiment.search for experiment in spec.experiments]
     final_seeds = {config.seed for config in configs}
-    if smoke and search_spec.scheduler == "asha":
-        lenient = search_spec.model_copy(update={"scheduler": "none"})
-        units, _ = build_units(lenient, experiments_search, unit_points, final_seeds, source)
-        if not all(asha_leaves_room(unit, search_spec) for unit in units):
-            search_spec = lenient
-            notes.append("--smoke: the trials are too short for ASHA to stop any; the search "
-                         "runs every sample to the end")
-    units, point_units = build_units(search_spec, experiments_search, unit_points, final_seeds,
-                                     source)
+    units, point_units, notes = build_units(search_spec, experiments_search, unit_points,
+                                            final_seeds, source, smoke)
     return SearchPlan(search_spec, tuple(units), notes=tuple(notes)), point_units
 
 

@@ -92,8 +92,11 @@ def test_an_experiment_with_an_empty_space_is_not_searched(tmp_path):
 def test_smoke_runs_two_samples_without_asha_where_the_trials_leave_it_no_rung(tmp_path):
     search = plan(tuned({"samples": 8}), tmp_path, smoke=True).search
     assert search.spec.samples == 2
-    assert search.spec.scheduler == "none"
-    assert any("ASHA" in note for note in search.notes)
+    # --smoke: 1 epoch a phase. Dense and SNIP: 1 epoch + 1 round = 2 rows, no rung before the
+    # last epoch. IMP: 1 dense epoch + 2 rounds of 1 epoch, and 3 round rows = 6 rows: ASHA
+    # keeps rungs at rows 1 and 2 (the last allowed is row 4).
+    assert [unit.scheduler for unit in search.units] == ["none", "asha", "none", "none"]
+    assert len(search.notes) == 3 and all("ASHA" in note for note in search.notes)
 
 
 def _one_line_error(raw: dict[str, Any], tmp_path: Path) -> str:
@@ -134,7 +137,21 @@ def test_asha_with_no_epoch_left_to_save_is_refused(tmp_path):
     message = _one_line_error(raw, tmp_path)
     assert "scheduler: asha" in message and "2 rows" in message
     raw["search"]["scheduler"] = "none"
-    assert plan(raw, tmp_path).search.spec.scheduler == "none"
+    assert [unit.scheduler for unit in plan(raw, tmp_path).search.units] == ["none"]
+
+
+def test_an_experiment_may_turn_asha_off_for_itself(tmp_path):
+    raw = tuned()
+    raw["experiments"][2]["search"] = {"scheduler": "none"}
+    units = plan(raw, tmp_path).search.units
+    assert {unit.name: unit.scheduler for unit in units} == {
+        "dense": "asha", "imp": "asha", "snip_sp0.5": "none", "snip_sp0.8": "none"}
+    # Its own setting is part of what a rerun compares.
+    assert units[0].fingerprint(plan(raw, tmp_path).search.spec)["scheduler"] == "asha"
+    assert units[2].fingerprint(plan(raw, tmp_path).search.spec)["scheduler"] == "none"
+    # An experiment too short for ASHA is fine once it turns ASHA off.
+    raw["experiments"][2]["config"]["train"] = {"epochs": 1}
+    assert plan(raw, tmp_path).search.units[2].scheduler == "none"
 
 
 def test_per_level_for_a_method_whose_levels_are_rounds_is_refused(tmp_path):

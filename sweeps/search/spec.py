@@ -13,8 +13,8 @@ search:
   seeds: [100]                             # disjoint from the final seeds
   per: level                               # or experiment
 ```
-An experiment may carry `search: {space: ..., per: ...}` of its own, which replaces the shared
-value.
+An experiment may carry `search: {space: ..., per: ..., scheduler: ...}` of its own, which
+replaces the shared value.
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ class ExperimentSearch(_Strict):
     space: Space | None = Field(None, description="replaces the shared space for this experiment")
     per: Literal["level", "experiment"] | None = Field(
         None, description="replaces the shared `per` for this experiment")
+    scheduler: Literal["asha", "none"] | None = Field(
+        None, description="replaces the shared `scheduler` for this experiment (none: where "
+        "early validation accuracy misleads, as at high sparsity)")
 
 
 class SearchSpec(_Strict):
@@ -159,6 +162,11 @@ class SearchSpec(_Strict):
         if experiment is not None and experiment.per is not None:
             return experiment.per
         return self.per
+
+    def scheduler_for(self, experiment: ExperimentSearch | None) -> str:
+        if experiment is not None and experiment.scheduler is not None:
+            return experiment.scheduler
+        return self.scheduler
 
     def settings(self) -> dict[str, Any]:
         """What decides a unit's selection besides its space (compared on a rerun)."""

@@ -192,7 +192,7 @@ def _tuner(unit: SearchUnit, search: SearchPlan, directory: Path, trainable: Any
         if len(spec.seeds) > 1:
             searcher = Repeater(searcher, repeat=len(spec.seeds))
     scheduler = None
-    if spec.scheduler == "asha":
+    if unit.scheduler == "asha":
         scheduler = tune.schedulers.ASHAScheduler(
             time_attr="training_iteration", metric=spec.metric, mode="max",
             max_t=asha_last_rung(unit), grace_period=spec.grace_rows,
@@ -278,7 +278,7 @@ def run_search(search: SearchPlan, experiment_dir: str, name: str, trainable: An
         selection = earlier_selection(unit, experiment_dir)
         if selection is None:
             say(f"{spec.samples} sample(s) x {len(spec.seeds)} seed(s), {spec.searcher} search, "
-                f"scheduler {spec.scheduler}")
+                f"scheduler {unit.scheduler}")
             selection = run_unit(unit, search, experiment_dir, trainable, max_concurrent,
                                  max_failures, callbacks, say)
         else:

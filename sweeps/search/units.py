@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -38,6 +38,7 @@ class SearchUnit:
     per: str
     space: Space
     template: TrialConfig
+    scheduler: str = "none"  # asha or none: the experiment's own, else the sweep's
 
     @property
     def rows_per_trial(self) -> int:
@@ -50,7 +51,7 @@ class SearchUnit:
         """Everything that decides the unit's selection: compared when a sweep is run again."""
         recipe = json_without_seed(self.template)
         return {"space": space_json(self.space), **spec.settings(),
-                "recipe": digest(recipe)}
+                "scheduler": self.scheduler, "recipe": digest(recipe)}
 
 
 def json_without_seed(config: TrialConfig) -> dict[str, Any]:
@@ -107,9 +108,11 @@ def point_units(spec: SearchSpec, experiments_search: Sequence[Any],
 
 
 def build_units(spec: SearchSpec, experiments_search: Sequence[Any], points: Sequence[UnitPoint],
-                final_seeds: set[int], source: str) -> tuple[list[SearchUnit], list[str | None]]:
-    """The units of a sweep and each point's unit; ConfigError (one line) for a search that
-    cannot be run as written."""
+                final_seeds: set[int], source: str, smoke: bool = False
+                ) -> tuple[list[SearchUnit], list[str | None], list[str]]:
+    """The units of a sweep, each point's unit, and notes; ConfigError (one line) for a search
+    that cannot be run as written. With `smoke`, a unit whose trials leave ASHA no rung runs
+    without it (and a note says so) rather than being refused."""
     overlap = sorted(final_seeds & set(spec.seeds))
     if overlap:
         raise ConfigError(
@@ -119,6 +122,7 @@ def build_units(spec: SearchSpec, experiments_search: Sequence[Any], points: Seq
     names = point_units(spec, experiments_search, points)
     units: dict[str, SearchUnit] = {}
     levels_of: dict[str, set[str]] = {}
+    notes: list[str] = []
     for point, name in zip(points, names, strict=True):
         if name is None:
             continue
@@ -127,7 +131,11 @@ def build_units(spec: SearchSpec, experiments_search: Sequence[Any], points: Seq
             continue
         own = experiments_search[point.experiment]
         unit = SearchUnit(name, point.label, point.experiment, spec.per_for(own),
-                          spec.space_for(own), point.config)
+                          spec.space_for(own), point.config, spec.scheduler_for(own))
+        if smoke and unit.scheduler == "asha" and not asha_leaves_room(unit, spec):
+            unit = replace(unit, scheduler="none")
+            notes.append(f"--smoke: unit {name}'s trials are too short for ASHA to stop any; "
+                         "its search runs every sample to the end")
         _check_unit(unit, spec, point, source)
         units[name] = unit
     for name, keys in levels_of.items():
@@ -137,7 +145,7 @@ def build_units(spec: SearchSpec, experiments_search: Sequence[Any], points: Seq
                 f"{source}: experiments[{unit.experiment}] ({unit.label}) has {len(keys)} levels "
                 "that are separate trials; `per: experiment` would need every sample run at "
                 "each of them: use search.per: level (one search per level)")
-    return list(units.values()), names
+    return list(units.values()), names, notes
 
 
 def _check_unit(unit: SearchUnit, spec: SearchSpec, point: UnitPoint, source: str) -> None:
@@ -161,7 +169,7 @@ def _check_unit(unit: SearchUnit, spec: SearchSpec, point: UnitPoint, source: st
             compose_trial([*point.layers, layer], f"{where}.space {key}={value!r}",
                           SharedFieldUse())
         _check_decides_result(unit.template, key, where)
-    if spec.scheduler == "asha" and not asha_leaves_room(unit, spec):
+    if unit.scheduler == "asha" and not asha_leaves_room(unit, spec):
         raise ConfigError(
             f"{where}: scheduler: asha, but a search trial reports {unit.rows_per_trial} "
             f"rows (epochs and rounds) and ASHA's first rung is row {spec.grace_rows}: "
