@@ -219,3 +219,15 @@ def test_a_tuned_sweep_on_cloud_storage_is_refused_before_ray(tmp_path, capsys, 
     assert module.main([str(path), "--storage", "s3://bucket/prefix", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "local or shared filesystem" in err[0]
+
+
+def test_a_nested_space_and_set_on_one_searched_field(tmp_path):
+    raw = tuned()
+    raw["search"]["space"] = {"train": {"lr": {"loguniform": [0.01, 0.5]},
+                                        "weight_decay": {"choice": [0.0, 5.0e-4]}}}
+    nested = plan(raw, tmp_path).search.units[0]
+    assert nested.space == plan(tuned(), tmp_path).search.units[0].space
+    changed = plan(tuned(), tmp_path,
+                   overrides=["search.space.train.lr.loguniform=[0.01, 1.0]"]).search.units[0]
+    assert changed.space["train.lr"].loguniform == (0.01, 1.0)
+    assert changed.space["train.weight_decay"].choice == [0.0, 5.0e-4]

@@ -93,10 +93,37 @@ class Distribution(_Strict):
 Space = dict[str, Distribution]
 
 
+def dotted_space(space: Any) -> Any:
+    """`space` with nested sections written as dotted keys: `{train: {lr: {loguniform: ...}}}`
+    (as YAML may nest it, and as `--set search.space.train.lr.loguniform=[...]` writes it) is
+    `{"train.lr": {loguniform: ...}}`. A mapping holding a distribution's key is a distribution;
+    a later entry for the same field replaces an earlier one."""
+    if not isinstance(space, dict):
+        return space
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and not set(value) & set(DISTRIBUTIONS):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            flat.pop(prefix, None)
+            flat[prefix] = value
+
+    for key, value in space.items():
+        walk(str(key), value)
+    return flat
+
+
 class ExperimentSearch(_Strict):
     """An experiment's own `search:`: what it changes of the shared section."""
 
     space: Space | None = Field(None, description="replaces the shared space for this experiment")
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _dotted(cls, space: Any) -> Any:
+        return dotted_space(space)
     per: Literal["level", "experiment"] | None = Field(
         None, description="replaces the shared `per` for this experiment")
     scheduler: Literal["asha", "none"] | None = Field(
@@ -124,6 +151,11 @@ class SearchSpec(_Strict):
                                     "of the trials at each rung")
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _dotted(cls, space: Any) -> Any:
+        return dotted_space(space)
 
     @field_validator("metric")
     @classmethod
