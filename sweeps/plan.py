@@ -346,7 +346,8 @@ def plan_sweep(
         for point in _grid_points({**spec.grid, **experiment.grid})
     ]
     again = bool(user_overrides or smoke)
-    counter = _Counter(size * (2 if again or chosen else 1), progress)
+    # The file as written, then with --set/--smoke, then with a search's choice.
+    counter = _Counter(size * (1 + int(again) + int(chosen is not None)), progress)
     written_use = SharedFieldUse()
     for point in points:
         point.written = compose_trial(point.layers(spec), point.context(source), written_use)

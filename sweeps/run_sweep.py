@@ -574,14 +574,22 @@ def main(argv: list[str] | None = None, prog: str = "run_sweep.py",
         return EXIT_BAD_INPUT
     for note in checked.notes:
         print(f"run_sweep: {note}")
+    if _announce(launch, launch.name):
+        return 0
+    return run(launch, checked)
+
+
+def _announce(launch: Launch, stage: str) -> bool:
+    """Say how the sweep meets the experiment already there; True (the sweep's files written)
+    when a grown experiment has nothing left to run."""
     if launch.resume_note:
         print(f"run_sweep: {launch.resume_note}")
     if launch.growth is not None and not launch.growth.to_run:
         _write_sweep_files(launch)
-        print(f"run_sweep: {launch.name}: nothing to run: every trial of the sweep is in "
+        print(f"run_sweep: {stage}: nothing to run: every trial of the sweep is in "
               f"{launch.experiment_dir}")
-        return 0
-    return run(launch, checked)
+        return True
+    return False
 
 
 def run(launch: Launch, checked: Preflight) -> int:
@@ -607,12 +615,7 @@ def run(launch: Launch, checked: Preflight) -> int:
             except SearchFailedError as error:
                 print(f"run_sweep: error: search stage: {error}", file=sys.stderr)
                 return EXIT_TRIALS_FAILED
-            if launch.resume_note:
-                print(f"run_sweep: {launch.resume_note}")
-            if launch.growth is not None and not launch.growth.to_run:
-                _write_sweep_files(launch)
-                print(f"run_sweep: final stage: nothing to run: every trial of the sweep is in "
-                      f"{launch.experiment_dir}")
+            if _announce(launch, "final stage"):
                 return 0
             print(f"run_sweep: final stage: {launch.planned} trials on the chosen recipes -> "
                   f"{launch.experiment_dir}", flush=True)

@@ -30,11 +30,12 @@ SELECTION_METRICS = ("val_acc",)
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class _Section(BaseModel):
+    # Not strict: YAML writes a distribution's bounds as a list, which its tuple fields take.
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
-class Distribution(_Strict):
+class Distribution(_Section):
     """One searched field's distribution: exactly one of its keys."""
 
     uniform: tuple[float, float] | None = Field(None, description="[low, high], low < high")
@@ -42,8 +43,6 @@ class Distribution(_Strict):
         None, description="[low, high], 0 < low < high; uniform in the logarithm")
     choice: list[Any] | None = Field(None, min_length=1, description="values, each equally likely")
     randint: tuple[int, int] | None = Field(None, description="[low, high], both included")
-
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Distribution:
@@ -115,7 +114,7 @@ def dotted_space(space: Any) -> Any:
     return flat
 
 
-class ExperimentSearch(_Strict):
+class ExperimentSearch(_Section):
     """An experiment's own `search:`: what it changes of the shared section."""
 
     space: Space | None = Field(None, description="replaces the shared space for this experiment")
@@ -131,7 +130,7 @@ class ExperimentSearch(_Strict):
         "early validation accuracy misleads, as at high sparsity)")
 
 
-class SearchSpec(_Strict):
+class SearchSpec(_Section):
     space: Space = Field(default_factory=dict, description="dotted config field -> distribution")
     samples: int = Field(8, ge=1, description="configurations tried per unit")
     searcher: Literal["optuna", "random"] = Field(
@@ -149,8 +148,6 @@ class SearchSpec(_Strict):
         1, ge=1, description="ASHA's first rung, in the trial's rows (one per epoch and round)")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor "
                                     "of the trials at each rung")
-
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
     @field_validator("space", mode="before")
     @classmethod

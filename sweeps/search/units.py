@@ -13,7 +13,6 @@ searched `per: experiment` would need each sample run at every level: refused to
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,7 +23,7 @@ from sweeps.layers import Layer, SharedFieldUse, compose_trial, nested
 from sweeps.search.spec import SearchSpec, Space, space_json
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
-from trainables.identity import EXECUTION_ROLE, digest, field_role, trial_key
+from trainables.identity import EXECUTION_ROLE, digest, field_role, identity_values
 from trainables.methods import METHODS
 
 
@@ -55,8 +54,9 @@ class SearchUnit:
 
 
 def json_without_seed(config: TrialConfig) -> dict[str, Any]:
-    """The trial's identity (`trial_key`) with its seed left out: what makes two levels one."""
-    return {**json.loads(trial_key(config)), "seed": None}
+    """The trial's identity (`trial_key`'s values) with its seed left out: what makes two
+    levels one."""
+    return {**identity_values(config), "seed": None}
 
 
 @dataclass(frozen=True)
