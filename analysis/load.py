@@ -31,7 +31,13 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.schema import ROUND_CHECKPOINT, ROUND_ROW, SchemaVersionError, check_version
+from trainables.schema import (
+    ROUND_CHECKPOINT,
+    ROUND_ROW,
+    SchemaVersionError,
+    check_version,
+    search_trial_config,
+)
 
 SWEEP_FILE = "prunetune_sweep.json"
 SEARCH_DIR = "search"  # a tuned sweep's search trials, one folder per unit (sweeps/search/stage.py)
@@ -314,8 +320,8 @@ def search_trials(experiment_dir: Path, name: str) -> list[Trial]:
     trials = []
     for trial_dir in _search_trial_dirs(experiment_dir):
         trial = load_trial(trial_dir, name)
-        config = trial.config.get("trial") if isinstance(trial.config.get("trial"), dict) else {}
-        trial.config = config or trial.config
+        if isinstance(trial.config.get("trial"), dict):  # its recipe, values and search seed
+            trial.config = search_trial_config(trial.config)
         trial.reason = (f"search trial of unit {trial_dir.parent.name} ({trial.status}): it "
                         "tuned the recipe, see search_report.md")
         trial.status = "search"

@@ -146,7 +146,10 @@ def test_analysis_uses_the_final_trials_and_says_the_recipes_were_tuned(tuned, t
     everything = run_plot(str(experiment), "--all", "--out", str(tmp_path / "all"))
     assert everything.returncode == 0, everything.stderr[-2000:]
     excluded = _csv(tmp_path / "all" / "excluded_trials.csv")
-    assert sum(1 for row in excluded if row["trial_status"] == "search") == 12
+    searched = [row for row in excluded if row["trial_status"] == "search"]
+    assert len(searched) == 12
+    # Listed at their search seed, stopped ones too (their config's seed is a final seed).
+    assert {row["seed"] for row in searched} == {"100"}
     assert {row["seed"] for row in _csv(tmp_path / "all" / "results.csv")
             if row["trial_status"] == "finished"} == {"0"}
 

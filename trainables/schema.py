@@ -216,3 +216,38 @@ def row_checkpoint(row: Mapping[str, Any]) -> str | None:
     layout); None when it names none."""
     name = ROUND_ROW.get(row, ROUND_CHECKPOINT)
     return name if isinstance(name, str) and name else None
+
+
+# A tuned sweep's search trial (sweeps/search/stage.py) gets a Ray config of its own: the unit's
+# recipe, the sampled values and the search seeds; the search and the analysis read it back.
+SEARCH_KEY = "search"
+"""The key of the sampled values in a search trial's Ray config (`{"trial": ..., "search":
+{field: value}, "seeds": [...], "seed": ...}`)."""
+#: Ray's key for a repeated sample's index (ray.tune.search.repeater.TRIAL_INDEX).
+TRIAL_INDEX = "__trial_index__"
+
+
+def search_trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A search trial's TrialConfig dict from its Ray config: the unit's recipe with the
+    sampled values (dotted fields) set, at its search seed. Plain dicts: the analysis reads search
+    trials through it too."""
+    raw = config["trial"]
+    for key, value in (config.get(SEARCH_KEY) or {}).items():
+        raw = _with_value(raw, key.split("."), value)
+    return {**raw, "seed": search_seed(config)}
+
+
+def _with_value(section: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    """A copy of `section` with the field at `path` set to `value` (sections on the way
+    copied, or made)."""
+    head, *rest = path
+    inner = _with_value(section.get(head) or {}, rest, value) if rest else value
+    return {**section, head: inner}
+
+
+def search_seed(config: dict[str, Any]) -> int:
+    """A search trial's seed from its Ray config: `seed` where the samples were drawn up front,
+    else the search seed of its repeat (`Repeater`'s index; 0 without one)."""
+    if "seed" in config:
+        return int(config["seed"])
+    return int(config["seeds"][int(config.get(TRIAL_INDEX, 0))])

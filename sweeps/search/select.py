@@ -22,21 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainables.schema import EPOCH_ROW, ROUND_ROW
-
-SEARCH_KEY = "search"
-"""The key of the sampled values in a search trial's Ray config (`{"trial": ..., "search":
-{field: value}, "seeds": [...], "seed": ...}`)."""
-#: Ray's key for a repeated sample's index (ray.tune.search.repeater.TRIAL_INDEX).
-TRIAL_INDEX = "__trial_index__"
-
-
-def search_seed(config: dict[str, Any]) -> int:
-    """A search trial's seed from its Ray config: `seed` where the samples were drawn up front,
-    else the search seed of its repeat (`Repeater`'s index; 0 without one)."""
-    if "seed" in config:
-        return int(config["seed"])
-    return int(config["seeds"][int(config.get(TRIAL_INDEX, 0))])
+from trainables.schema import EPOCH_ROW, ROUND_ROW, SEARCH_KEY, search_seed
 
 
 @dataclass
@@ -51,6 +37,7 @@ class SearchTrial:
     rows: int
     status: str = ""  # finished, stopped (by the scheduler, or cut off) or errored
     last_value: float | None = None  # the metric of its last epoch row
+    config: dict[str, Any] = field(default_factory=dict)  # its Ray config (params.json)
 
     @property
     def finished(self) -> bool:
@@ -130,4 +117,4 @@ def read_search_trial(trial_dir: Path, metric: str) -> SearchTrial | None:
     status = "finished" if score is not None else (
         "errored" if (trial_dir / "error.txt").is_file() else "stopped")
     return SearchTrial(str(trial_dir), values, seed, score, len(epochs), rows, status,
-                       None if last is None else float(last))
+                       None if last is None else float(last), config)

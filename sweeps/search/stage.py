@@ -25,16 +25,15 @@ from typing import Any
 from sweeps.plan import Chosen, SearchPlan
 from sweeps.search.report import UnitReport, write_report
 from sweeps.search.select import (
-    SEARCH_KEY,
     NoCandidateError,
     SearchTrial,
     read_search_trial,
-    search_seed,
     select,
 )
 from sweeps.search.units import SearchUnit, asha_last_rung
 from trainables.errors import ConfigError
 from trainables.files import atomic_write
+from trainables.schema import SEARCH_KEY, search_trial_config
 
 SEARCH_DIR = "search"
 UNIT_FILE = "unit.json"
@@ -116,17 +115,6 @@ def drawn_samples(unit: SearchUnit, samples: int, seed: int) -> list[dict[str, A
     return drawn
 
 
-def search_trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A search trial's TrialConfig dict from its Ray config: the unit's recipe with the
-    sampled values, at its search seed."""
-    from sweeps.layers import deep_merge, nested
-
-    raw = config["trial"]
-    for key, value in (config.get(SEARCH_KEY) or {}).items():
-        raw = deep_merge(raw, nested(key, value))
-    return {**raw, "seed": search_seed(config)}
-
-
 def search_trainable(config: dict[str, Any], **parameters: Any) -> None:
     """One search trial (see `search_trial_config`), run as any trial of a sweep."""
     from trainables.tune_trainable import prunetune_trainable
@@ -134,18 +122,15 @@ def search_trainable(config: dict[str, Any], **parameters: Any) -> None:
     prunetune_trainable({"trial": search_trial_config(config)}, **parameters)
 
 
-def unit_report(unit: SearchUnit, search: SearchPlan, experiment_dir: str,
+def unit_report(unit: SearchUnit, search: SearchPlan, trials: list[SearchTrial],
                 selection: dict[str, Any]) -> UnitReport:
-    """The report of one searched unit, from its trials' files."""
+    """The report of one searched unit, from its trials as read from their files."""
     from trainables.methods import METHODS
     from trainables.resolve import parse_trial_config
 
-    directory = unit_dir(experiment_dir, unit)
-    trials = unit_trials(directory, search.spec.metric)
     full = []
     for trial in trials:
-        params = json.loads((Path(trial.trial_dir) / "params.json").read_text(encoding="utf-8"))
-        config = parse_trial_config(search_trial_config(params), source=trial.trial_dir,
+        config = parse_trial_config(search_trial_config(trial.config), source=trial.trial_dir,
                                     check_ignored=False)
         full.append(METHODS.get(config.method).training_epochs(config))
     log_fields = frozenset(key for key, d in unit.space.items() if d.loguniform is not None)
@@ -226,8 +211,9 @@ def unit_trials(directory: Path, metric: str) -> list[SearchTrial]:
 def run_unit(unit: SearchUnit, search: SearchPlan, experiment_dir: str, trainable: Any,
              max_concurrent: int | None, max_failures: int,
              callbacks: Callable[[int], list[Any]], say: Callable[[str], None]
-             ) -> dict[str, Any]:
-    """Search one unit (or restore its interrupted search) and save its selection."""
+             ) -> tuple[dict[str, Any], list[SearchTrial]]:
+    """Search one unit (or restore its interrupted search) and save its selection; the
+    selection and the trials it was made from."""
     from ray import tune
 
     directory = unit_dir(experiment_dir, unit)
@@ -258,7 +244,7 @@ def run_unit(unit: SearchUnit, search: SearchPlan, experiment_dir: str, trainabl
                  "score": chosen.score, "metric": search.spec.metric}
     atomic_write(directory / SELECTION_FILE,
                  lambda target: target.write_text(json.dumps(selection, indent=1)))
-    return selection
+    return selection, trials
 
 
 def run_search(search: SearchPlan, experiment_dir: str, name: str, trainable: Any,
@@ -279,14 +265,15 @@ def run_search(search: SearchPlan, experiment_dir: str, name: str, trainable: An
         if selection is None:
             say(f"{spec.samples} sample(s) x {len(spec.seeds)} seed(s), {spec.searcher} search, "
                 f"scheduler {unit.scheduler}")
-            selection = run_unit(unit, search, experiment_dir, trainable, max_concurrent,
-                                 max_failures, callbacks, say)
+            selection, trials = run_unit(unit, search, experiment_dir, trainable,
+                                         max_concurrent, max_failures, callbacks, say)
         else:
             say("searched before; its selection is reused")
+            trials = unit_trials(unit_dir(experiment_dir, unit), spec.metric)
         values = ", ".join(f"{key}={value!r}" for key, value in selection["values"].items())
         say(f"chose {values} ({selection['metric']} {selection['score']:.4f})")
         chosen[unit.name] = dict(selection["values"])
-        reports.append(unit_report(unit, search, experiment_dir, selection))
+        reports.append(unit_report(unit, search, trials, selection))
     path = write_report(reports, experiment_dir, name)
     write(f"run_sweep: search stage done: {path}")
     sys.stdout.flush()
