@@ -94,10 +94,12 @@ class MaskedTraining:
             yield
         finally:
             self._pass_dense_gradients = False
-            self._mask_gradients()
+            self.mask_gradients()
 
     @torch.no_grad()
-    def _mask_gradients(self) -> None:
+    def mask_gradients(self) -> None:
+        """Zero the gradients of pruned weights now (the gradient hooks do it during backward;
+        a data-parallel step calls this again after DDP's all-reduce)."""
         grads = [parameter.grad for parameter in self._parameters if parameter.grad is not None]
         masks = [m for p, m in zip(self._parameters, self._float_masks, strict=True)
                  if p.grad is not None]
@@ -130,7 +132,7 @@ class MaskedTraining:
                     state.masked_fill_(changed, 0)
             float_mask.copy_(new)
             self.mask[name] = new.clone()
-        self._mask_gradients()
+        self.mask_gradients()
 
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:

@@ -12,7 +12,7 @@ while the sweep runs slow for hours.
 from __future__ import annotations
 
 from trainables.config import DataConfig
-from trainables.datasets.streaming import DEFAULT_WORKERS, default_workers
+from trainables.datasets.streaming import default_workers
 from trainables.errors import ConfigError
 
 
@@ -29,5 +29,5 @@ def check_data_workers(data: DataConfig, cpus: float, where: str) -> None:
         f"{where}: data.workers is {workers}, and with the training process a trial needs "
         f"{workers + 1} CPUs, but resources.cpu reserves {cpus:g}: raise resources.cpu to "
         f"{workers + 1}, or lower data.workers (unset, a trial streams with "
-        f"{default_workers(int(cpus))} here: resources.cpu - 1, at most {DEFAULT_WORKERS})"
+        f"{default_workers(int(cpus))} here: resources.cpu - 1)"
     )

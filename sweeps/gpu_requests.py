@@ -44,12 +44,16 @@ def node_gpus(nodes: list[dict[str, Any]]) -> list[float]:
 
 
 def check_gpu_request(gpus_per_trial: float, nodes: list[dict[str, Any]],
-                      autoscales: bool) -> str | None:
-    """ConfigError when no node of the cluster can hold one trial's GPUs; a warning (returned)
-    instead when the cluster autoscales and may yet add such a node; None when it fits."""
+                      autoscales: bool, workers: int = 1) -> str | None:
+    """ConfigError when no node of the cluster can hold one trial's GPUs (with data-parallel
+    `workers`, when its nodes cannot hold that many workers of `gpus_per_trial` each); a warning
+    (returned) instead when the cluster autoscales and may yet add such nodes; None when it
+    fits."""
     if gpus_per_trial == 0:
         return None
     per_node = node_gpus(nodes)
+    if workers > 1:
+        return _check_workers(gpus_per_trial, per_node, autoscales, workers)
     largest = max(per_node, default=0.0)
     if gpus_per_trial <= largest:
         return None
@@ -61,3 +65,17 @@ def check_gpu_request(gpus_per_trial: float, nodes: list[dict[str, Any]],
                 "autoscales, so trials wait until a node with enough GPUs joins (for ever, if "
                 "no worker type in the cluster file has that many)")
     raise ConfigError(f"resources.gpu is {gpus_per_trial:g} per trial but {have}")
+
+
+def _check_workers(gpus_per_worker: float, per_node: list[float], autoscales: bool,
+                   workers: int) -> str | None:
+    """The data-parallel form: each worker's GPUs on one node, the workers on any nodes."""
+    slots = sum(int(gpus // gpus_per_worker) for gpus in per_node)
+    if slots >= workers:
+        return None
+    have = (f"the cluster's {len(per_node)} node(s), {sum(per_node):g} GPU(s) in all, hold "
+            f"{slots} such worker(s)")
+    asked = f"resources ask for {workers} workers x {gpus_per_worker:g} GPU per trial"
+    if autoscales:
+        return f"{asked} and {have}; the cluster autoscales, so trials wait until nodes join"
+    raise ConfigError(f"{asked} but {have}")

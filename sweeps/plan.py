@@ -23,7 +23,7 @@ from sweeps.data_workers import check_data_workers
 from sweeps.layers import Layer, SharedFieldUse, check_layer, compose_trial, nested, overrides_layer
 from sweeps.search.spec import SearchSpec
 from sweeps.search.units import SearchUnit, UnitPoint, build_units
-from sweeps.spec import Experiment, SweepSpec, validate_spec
+from sweeps.spec import Experiment, Resources, SweepSpec, validate_spec
 from trainables.config import TrialConfig, apply_overrides, read_yaml
 from trainables.errors import ConfigError
 from trainables.identity import trial_key
@@ -387,6 +387,7 @@ def plan_sweep(
                 "gives a trial no GPU unless resources.gpu asks for one"
             )
         check_data_workers(config.data, spec.resources.cpu, point.context(source))
+        check_data_parallel(config, spec.resources, point.context(source))
         add(config, point.label(config))
     for control in spec.controls:  # after the experiments: their labels name the controls
         for point, config in zip(points, configs, strict=True):
@@ -473,6 +474,25 @@ def _import_plugins(spec: SweepSpec, source: str, sweep_dir: Path,
     except PluginError as error:
         raise PluginError(f"{source}: {error}") from None
     return plugins
+
+
+def check_data_parallel(config: TrialConfig, resources: Resources, where: str) -> None:
+    """ConfigError unless the trial can run on `resources.workers` data-parallel workers: the
+    global batch splits evenly across them (DDP averages the workers' gradients, and equal parts
+    make that the global batch's mean), and `train.sync_bn` has the GPUs torch's SyncBatchNorm
+    needs."""
+    workers = resources.workers
+    if config.train.batch_size % workers:
+        raise ConfigError(
+            f"{where}: train.batch_size {config.train.batch_size} is the global batch and must "
+            f"split evenly across resources.workers {workers} (each worker trains on "
+            f"batch_size / workers); use a multiple of {workers}"
+        )
+    if config.train.sync_bn and workers > 1 and resources.gpu == 0:
+        raise ConfigError(
+            f"{where}: train.sync_bn needs GPUs (torch's SyncBatchNorm runs on CUDA only); "
+            "set resources.gpu, or leave sync_bn off on the CPU"
+        )
 
 
 def _share_dense_models(trials: list[PlannedTrial], cache: str) -> list[PlannedTrial]:

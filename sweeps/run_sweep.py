@@ -38,7 +38,7 @@ from sweeps.plan import (  # noqa: E402
     load_sweep,
 )
 from sweeps.provenance import SWEEP_SUMMARY_FILE, code_source  # noqa: E402
-from sweeps.spec import shipped_sweeps, sweep_path  # noqa: E402
+from sweeps.spec import SweepSpec, shipped_sweeps, sweep_path  # noqa: E402
 from sweeps.state_files import repair_experiment  # noqa: E402
 from sweeps.trial_names import TrialNamer  # noqa: E402
 from trainables import ray_adapter  # noqa: E402
@@ -258,8 +258,9 @@ def _check_local_gpus(gpus_per_trial: float) -> None:
     available = torch.cuda.device_count()
     if gpus_per_trial > available:
         raise ConfigError(
-            f"resources.gpu is {gpus_per_trial:g} per trial but this machine has {available} "
-            "GPU(s) torch can use; lower resources.gpu, or run on a cluster with --address "
+            f"resources ask for {gpus_per_trial:g} GPU(s) per trial (gpu x workers) but this "
+            f"machine has {available} GPU(s) torch can use; lower resources.gpu or "
+            "resources.workers, or run on a cluster with --address "
             "(--dry-run checks the file without GPUs)"
         )
 
@@ -314,7 +315,7 @@ def preflight(launch: Launch) -> Preflight:
     this machine, dense checkpoints, a resumed experiment's state files, the loggers' servers,
     the datasets (decoded here once); ConfigError (one line) on the first that fails."""
     if launch.address is None:
-        _check_local_gpus(launch.plan.spec.resources.gpu)
+        _check_local_gpus(launch.plan.spec.resources.gpus_per_trial)
     _check_dense_checkpoints(launch.plan)
     notes: tuple[str, ...] = ()
     if launch.resume and not launch.plan.output.is_uri:
@@ -357,7 +358,8 @@ def _check_cluster(launch: Launch) -> None:
     import ray
 
     nodes = [node for node in ray.nodes() if node.get("Alive")]
-    warning = check_gpu_request(launch.plan.spec.resources.gpu, nodes, cluster_autoscales())
+    resources = launch.plan.spec.resources
+    warning = check_gpu_request(resources.gpu, nodes, cluster_autoscales(), resources.workers)
     if warning is not None:
         print(f"run_sweep: warning: {warning}", file=sys.stderr, flush=True)
     if len(nodes) > 1 and not launch.explicit_storage:
@@ -396,12 +398,12 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
         )
     trials = launch.run_trials
     callbacks = [CompactProgress(total_trials=len(trials)), NoRetryOnFatalErrors(), guard,
-                 *checked.loggers]
+                 *_worker_groups(launch), *checked.loggers]
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search([trial.raw for trial in trials])},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=launch.plan.spec.max_concurrent_trials,
+            max_concurrent_trials=max_concurrent_trials(launch.plan.spec),
             # A fresh worker per trial re-imports torch (~5-15 s on a busy node); every trial of
             # a sweep asks for the same resources, so one warm worker can run them in turn.
             reuse_actors=True,
@@ -421,16 +423,54 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
     )
 
 
+def _worker_groups(launch: Launch) -> list[Any]:
+    """The callback that frees a stopped data-parallel trial's workers (none otherwise)."""
+    if not launch.plan.spec.resources.data_parallel:
+        return []
+    from sweeps.worker_groups import FreeWorkerGroups
+
+    return [FreeWorkerGroups()]
+
+
+def max_concurrent_trials(spec: SweepSpec) -> int | None:
+    """The sweep's `max_concurrent_trials`; for data-parallel trials left unset, as many as the
+    connected cluster's CPUs and GPUs can hold at once. Their Tune trials hold no resources
+    themselves (`ray_adapter.WAITING_TRIAL`), so Tune alone would start every trial and leave
+    all but these waiting for workers."""
+    resources = spec.resources
+    if spec.max_concurrent_trials is not None or not resources.data_parallel:
+        return spec.max_concurrent_trials
+    import ray
+
+    total = ray.cluster_resources()
+    fits = int(total.get("CPU", 0) // resources.cpus_per_trial)
+    if resources.gpu:
+        fits = min(fits, int(total.get("GPU", 0) // resources.gpus_per_trial))
+    fits = max(1, fits)
+    print(f"run_sweep: data-parallel trials of {resources.workers} workers x "
+          f"{resources.cpu:g} CPU{f' + {resources.gpu:g} GPU' if resources.gpu else ''}: at most "
+          f"{fits} at once on this cluster (set max_concurrent_trials to change it)", flush=True)
+    return fits
+
+
 def _trainable(launch: Launch, checked: Preflight, function: Any) -> Any:
     """`function` as the sweep's trials run it: with the sweep's datasets, methods, plug-ins
     and resources."""
     from ray import tune
 
-    resources = launch.plan.spec.resources
+    from trainables.data_parallel import Scaling
+    from trainables.ray_adapter import WAITING_TRIAL
+
+    spec = launch.plan.spec
+    resources = spec.resources
+    scaling = (Scaling(resources.workers, resources.cpu, resources.gpu, spec.max_failures)
+               if resources.data_parallel else None)
     return tune.with_resources(
         tune.with_parameters(function, datasets=checked.datasets,
-                             methods=_methods_of(launch.plan), plugins=list(launch.plan.plugins)),
-        {"cpu": resources.cpu, "gpu": resources.gpu},
+                             methods=_methods_of(launch.plan), plugins=list(launch.plan.plugins),
+                             scaling=scaling),
+        # A data-parallel trial's process only waits for its workers, which hold its resources.
+        WAITING_TRIAL if scaling is not None else {"cpu": resources.cpu, "gpu": resources.gpu},
     )
 
 
@@ -451,12 +491,12 @@ def _search_stage(launch: Launch, checked: Preflight) -> tuple[Launch, Preflight
 
     def callbacks(total: int) -> list[Any]:
         return [CompactProgress(total_trials=total, metric=search.spec.metric),
-                NoRetryOnFatalErrors(), RowsJsonLogger()]
+                NoRetryOnFatalErrors(), *_worker_groups(launch), RowsJsonLogger()]
 
     with _only_the_sweeps_loggers():
         chosen = run_search(search, launch.experiment_dir, launch.name,
                             _trainable(launch, checked, search_trainable),
-                            spec.max_concurrent_trials, spec.max_failures, callbacks)
+                            max_concurrent_trials(spec), spec.max_failures, callbacks)
     return with_search_choice(launch, checked, chosen)
 
 

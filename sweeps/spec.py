@@ -40,22 +40,48 @@ class _Strict(BaseModel):
 
 
 class Resources(_Strict):
-    cpu: float = Field(1.0, gt=0, description="CPUs per trial (torch threads follow it)")
-    gpu: float = Field(0.0, ge=0, description="GPUs per trial, at most 1 (no data parallelism "
-                       "yet); fractions pack trials on a GPU")
+    workers: int = Field(
+        1, ge=1, description="data-parallel workers per trial (Ray Train, on one node or "
+        "across nodes); with more than 1, cpu and gpu are per worker and train.batch_size is "
+        "the global batch (docs/gpu.md)")
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial, or per worker with workers > 1 "
+                       "(torch threads follow it)")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial, or per worker with workers > 1; "
+                       "at most 1, and fractions pack trials on a GPU")
 
     @field_validator("gpu")
     @classmethod
     def _one_gpu_at_most(cls, gpu: float) -> float:
         # Ray refuses fractions above 1 (1.5) inside tuner.fit; a whole number above 1 would
-        # reserve GPUs a trial never uses, since a trial trains on one device.
+        # reserve GPUs a process never uses, since each worker trains on one device.
         if gpu > 1:
             whole = "" if gpu.is_integer() else "; Ray accepts fractions only below 1, and "
             raise ValueError(
-                f"{gpu:g} GPUs per trial{whole or ': '}a trial trains on one GPU (prunetune has "
-                "no data parallelism yet); use 1, or a fraction such as 0.5 to pack trials"
+                f"{gpu:g} GPUs per trial{whole or ': '}each trial process trains on one GPU; "
+                f"for {gpu:g} GPUs per trial set workers: {int(gpu) if whole == '' else 2} and "
+                "gpu: 1 (data-parallel workers), or use a fraction such as 0.5 to pack trials"
             )
         return gpu
+
+    @model_validator(mode="after")
+    def _whole_gpus_for_workers(self) -> Resources:
+        # NCCL refuses two ranks of one process group on the same GPU.
+        if self.workers > 1 and 0 < self.gpu < 1:
+            raise ValueError(f"gpu: {self.gpu:g} with workers: {self.workers}: data-parallel "
+                             "workers need a whole GPU each (NCCL runs one rank per GPU)")
+        return self
+
+    @property
+    def data_parallel(self) -> bool:
+        return self.workers > 1
+
+    @property
+    def cpus_per_trial(self) -> float:
+        return self.cpu * self.workers
+
+    @property
+    def gpus_per_trial(self) -> float:
+        return self.gpu * self.workers
 
 
 class Experiment(_Strict):

@@ -119,6 +119,28 @@ def kill_sweep_when(until: Callable[[], bool], *args: str, cwd: Path,
     assert not alive, f"Ray processes left running: {alive}"
 
 
+def act_during_sweep(until: Callable[[], bool], act: Callable[[], None], *args: str,
+                     never: str, timeout: float = 180) -> tuple[int, str]:
+    """Start `python sweeps/run_sweep.py ARGS`, call `act()` once `until()` holds (polled; the
+    sweep must still run, within `timeout`, else AssertionError with `never`), then let the
+    sweep finish; (exit status, output). The sweep is killed if the test fails first."""
+    driver = subprocess.Popen([sys.executable, str(RUN_SWEEP), *args], cwd=ROOT,
+                              env=subprocess_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert driver.poll() is None, driver.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, never
+            time.sleep(0.5)
+        act()
+        output, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    return driver.returncode, output
+
+
 def run_plot(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "analysis" / "plot.py"), *args],

@@ -118,9 +118,11 @@ def test_gpu_requests_no_node_can_hold_are_refused_before_any_trial(
     tmp_path: Path, gpu_head: Any
 ) -> None:
     """1.5 and 2 GPUs per trial are refused in one line, exit 2, nothing written: Ray refuses
-    fractions above 1 only inside fit, and a trial trains on one GPU."""
+    fractions above 1 only inside fit, and a trial process trains on one GPU (more GPUs are
+    data-parallel workers, which the message names)."""
     path = write(tmp_path, "many")
-    for request, words in [("1.5", "fractions only below 1"), ("2", "no data parallelism")]:
+    for request, words in [("1.5", "fractions only below 1"),
+                           ("2", "set workers: 2 and gpu: 1")]:
         proc = run_sweep(str(path), "--address", gpu_head.address, "--set",
                          f"resources.gpu={request}", "--storage", str(tmp_path / "out"),
                          cwd=tmp_path)
@@ -174,7 +176,7 @@ def test_an_autoscaling_cluster_without_gpus_yet_is_warned_about_not_refused(
     monkeypatch.setattr("ray.nodes", lambda: head_only)
     monkeypatch.setattr("ray.cluster_resources", lambda: {"CPU": 8.0})
     launch = SimpleNamespace(explicit_storage=True, plan=SimpleNamespace(spec=SimpleNamespace(
-        resources=SimpleNamespace(gpu=0.5, cpu=4))))
+        resources=SimpleNamespace(gpu=0.5, cpu=4, workers=1))))
     monkeypatch.setattr(module, "cluster_autoscales", lambda: False, raising=False)
     with pytest.raises(ConfigError, match="resources.gpu is 0.5 per trial"):
         module._check_cluster(launch)

@@ -5,14 +5,12 @@ the head and resumes from its round checkpoint."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from invariants import check_experiment
-from sweep_helpers import ROOT, rows, subprocess_env, tiny_base, trial_dirs, write_sweep
+from sweep_helpers import act_during_sweep, rows, tiny_base, trial_dirs, write_sweep
 
 STALL_S = 25
 
@@ -71,31 +69,23 @@ def test_sweep_survives_losing_a_node(data_root, tmp_path, monkeypatch):
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         worker_raylet = worker.all_processes["raylet"][0].process.pid
-        driver = subprocess.Popen(
-            [sys.executable, str(ROOT / "sweeps" / "run_sweep.py"), str(sweep),
-             "--address", cluster.address, "--storage", str(storage)],
-            cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while not all((markers / f"stall{seed}").exists() for seed in (0, 1)):
-                assert driver.poll() is None, driver.communicate()[0][-3000:]
-                assert time.monotonic() < deadline, "trials never reached round 1"
-                time.sleep(0.5)
+        on_worker: list[int] = []
+
+        def remove_the_worker_node() -> None:
             # Both trials are stalled in round 1; one of them runs on the worker node.
             pids = _stalled_pids(markers)
-            on_worker = [s for s, pid in pids.items() if worker_raylet in _ancestors(pid)]
+            on_worker.extend(s for s, pid in pids.items() if worker_raylet in _ancestors(pid))
             assert len(on_worker) == 1, (pids, worker_raylet)
             cluster.remove_node(worker, allow_graceful=False)
-            output, _ = driver.communicate(timeout=300)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
+
+        returncode, output = act_during_sweep(
+            lambda: all((markers / f"stall{seed}").exists() for seed in (0, 1)),
+            remove_the_worker_node, str(sweep), "--address", cluster.address, "--storage",
+            str(storage), never="trials never reached round 1")
     finally:
         cluster.shutdown()
 
-    assert driver.returncode == 0, output[-3000:]
+    assert returncode == 0, output[-3000:]
     assert "2/2 trials finished" in output, output[-3000:]
     lost = trial_dirs(experiment)[on_worker[0]]
     round_rows = rows(lost)

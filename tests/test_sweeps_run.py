@@ -469,6 +469,8 @@ SHIPPED_TRIALS = {
     "flowers_cpu.yaml": 3 * (1 + 1 + 5 * 3 + 1),
     # 2 seeds x (dense + IMP + SNIP at one level), after a search of 3 units
     "tuned_digits.yaml": 2 * 3,
+    # 3 seeds x (dense + IMP), each trial on 8 data-parallel GPU workers
+    "flowers_8gpu.yaml": 3 * 2,
 }
 
 

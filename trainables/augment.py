@@ -11,12 +11,21 @@ batch reproducible.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torchvision.ops import roi_align
 
 #: Attempts per sample before falling back to the center crop (as torchvision's RandomResizedCrop).
 CROP_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """Random draws are made for `total` samples; `rows` of them apply to the images at hand."""
+
+    rows: slice
+    total: int
 
 
 class BatchAugment:
@@ -100,12 +109,17 @@ class BatchAugment:
 
     # ------------------------------------------------------------------ public
     def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, generator: torch.Generator | None = None,
+        rows: slice | None = None, total: int | None = None,
     ) -> torch.Tensor:
         """Augment (train) or center-crop (eval) and normalise a uint8 (B, C, H, W) batch.
 
         Train randomness is drawn from `generator` (on the batch's device; None = the default
         generator) in a fixed order: crop boxes (see `sample_boxes`), then flips.
+
+        With `rows`, `images` are those rows of a batch of `total` samples (a data-parallel
+        rank's part): the draws are the whole batch's and these rows' are used, so each sample
+        is augmented exactly as in the whole batch, and the generator advances the same.
         """
         if images.dim() != 4 or images.dtype != torch.uint8:
             raise ValueError(
@@ -115,10 +129,12 @@ class BatchAugment:
             raise ValueError(
                 f"batch has {images.shape[1]} channels, mean/std have {len(self.mean)}"
             )
+        draws = _Draws(rows or slice(None), len(images) if total is None else total)
         if self.train and self.crop_mode == "padded":
-            x = self._flip(self.padded_crop(images, generator).to(torch.float32), generator)
+            x = self._flip(self.padded_crop(images, generator, draws).to(torch.float32),
+                           generator, draws)
         elif self.train:
-            x = self._flip(self._random_resized_crop(images, generator), generator)
+            x = self._flip(self._random_resized_crop(images, generator, draws), generator, draws)
         else:
             x = self._center_crop(images).to(torch.float32)
         mean, inv_std = self._normalisers(x.device)
@@ -191,7 +207,8 @@ class BatchAugment:
 
     # ------------------------------------------------------------------ internals
     def padded_crop(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, generator: torch.Generator | None = None,
+        draws: _Draws | None = None,
     ) -> torch.Tensor:
         """Zero-pad by `crop_padding` and cut one random `image_size` square per sample (uint8
         in, uint8 out). Draws from `generator`, in order: row offsets (B,), column offsets (B,).
@@ -204,10 +221,11 @@ class BatchAugment:
             )
         padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
         device = images.device
-        top = torch.randint(0, height + 2 * pad - size + 1, (b,), generator=generator,
-                            device=device)
-        left = torch.randint(0, width + 2 * pad - size + 1, (b,), generator=generator,
-                             device=device)
+        draws = draws or _Draws(slice(None), b)
+        top = torch.randint(0, height + 2 * pad - size + 1, (draws.total,), generator=generator,
+                            device=device)[draws.rows]
+        left = torch.randint(0, width + 2 * pad - size + 1, (draws.total,), generator=generator,
+                             device=device)[draws.rows]
         offsets = torch.arange(size, device=device)
         rows = (top[:, None] + offsets)[:, :, None]  # (B, size, 1)
         cols = (left[:, None] + offsets)[:, None, :]  # (B, 1, size)
@@ -216,17 +234,18 @@ class BatchAugment:
         return padded[sample, :, rows, cols].permute(0, 3, 1, 2)
 
     def _random_resized_crop(
-        self, images: torch.Tensor, generator: torch.Generator | None
+        self, images: torch.Tensor, generator: torch.Generator | None, draws: _Draws
     ) -> torch.Tensor:
-        b, _, height, width = images.shape
-        boxes = self.sample_boxes(b, height, width, generator, device=images.device)
-        return self.crop(images, boxes)
+        _, _, height, width = images.shape
+        boxes = self.sample_boxes(draws.total, height, width, generator, device=images.device)
+        return self.crop(images, boxes[draws.rows])
 
-    def _flip(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _flip(self, x: torch.Tensor, generator: torch.Generator | None,
+              draws: _Draws) -> torch.Tensor:
         """Flip each sample horizontally with probability 1/2 (one draw per sample)."""
         if not self.hflip:
             return x
-        flip = torch.rand(len(x), generator=generator, device=x.device) < 0.5
+        flip = (torch.rand(draws.total, generator=generator, device=x.device) < 0.5)[draws.rows]
         if x.device.type == "cpu":
             # Flip only the drawn samples, in place: the `where` below flips and then
             # selects over the whole batch (a fifth of the augmentation at 224 px on CPU).

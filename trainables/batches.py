@@ -6,7 +6,7 @@ no DataLoader workers, no per-sample Python.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -62,6 +62,7 @@ def iterate_batches(
     augment: BatchAugment,
     drop_last: bool = False,
     max_batches: int | None = None,
+    part: Callable[[int], slice] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (augmented float images, int64 labels) batches on `device`.
 
@@ -70,7 +71,8 @@ def iterate_batches(
     draws from `generator` too (on the CPU) or from a device generator seeded by it, so equal
     seeds give equal batches. `drop_last` drops a final short batch; `max_batches` caps the
     number of batches (smoke runs). On CUDA the uint8 batch is gathered into pinned memory and
-    copied non-blocking.
+    copied non-blocking. `part` (a data-parallel rank's `Ranks.part`): of each batch, only
+    those rows are gathered, copied and augmented, as they would be in the whole batch.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -79,6 +81,10 @@ def iterate_batches(
     aug_generator = device_generator(generator, device)
     pin = device.type == "cuda"
     for index in indices:
+        total = len(index)
+        rows = part(total) if part is not None else None
+        if rows is not None:
+            index = index[rows]
         if pin:
             # The caching host allocator keeps pinned buffers safe to reuse after async copies.
             x = torch.empty((len(index), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
@@ -89,7 +95,7 @@ def iterate_batches(
             x, y = images[index], labels[index]
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        yield augment(x, aug_generator), y
+        yield augment(x, aug_generator, rows, total), y
 
 
 def steps_per_epoch(examples: int, batch_size: int, max_batches: int | None = None) -> int:

@@ -22,5 +22,10 @@ class GpuUnavailableError(PrunetuneError):
     wheel's CUDA and architectures, and CUDA_VISIBLE_DEVICES. A retry cannot fix it."""
 
 
+class RankDivergenceError(PrunetuneError):
+    """The data-parallel workers of one trial hold different masks: they would go on training
+    different networks. The message names the ranks and what differs."""
+
+
 #: Errors of a trial that a retry cannot fix: the trial fails at once (sweeps/fatal_errors.py).
-FATAL_TRIAL_ERRORS = (ConfigError, GpuUnavailableError)
+FATAL_TRIAL_ERRORS = (ConfigError, GpuUnavailableError, RankDivergenceError)

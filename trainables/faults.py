@@ -11,7 +11,8 @@ Syntax: entries separated by ``;``, each ``KIND[:KEY=VALUE,...][:MARKER]``.
   ``stall_once`` (sleep ``seconds``), at the start of a training epoch; ``nan_loss`` (the
   training loss becomes NaN); ``enospc`` (writing a round checkpoint fails with ENOSPC after a
   partial write).
-- KEY=VALUE: conditions on ``round``, ``epoch`` and ``seed`` (all must match; an absent key
+- KEY=VALUE: conditions on ``round``, ``epoch``, ``seed`` and ``rank`` (a data-parallel
+  worker's rank; 0 in a one-process trial) (all must match; an absent key
   matches anything), plus the parameter ``seconds`` for ``stall_once``.
 - MARKER: a file path; the fault fires only if it can create that file (atomically), so it fires
   once across restarts and processes, and it holds the pid of the process it hit. Without a
@@ -33,7 +34,7 @@ from typing import Any
 
 ENV_VAR = "PRUNETUNE_FAULT"
 KINDS = ("crash_once", "kill_once", "stall_once", "nan_loss", "enospc")
-_CONDITIONS = ("round", "epoch", "seed")
+_CONDITIONS = ("round", "epoch", "seed", "rank")
 _PARAMETERS = ("seconds",)
 
 
@@ -99,14 +100,15 @@ def _active(kind: str, **where: int | None) -> Fault | None:
 
 
 @contextlib.contextmanager
-def injected_into_epoch(stepper: Any, seed: int, round_index: int, epoch: int) -> Iterator[None]:
+def injected_into_epoch(stepper: Any, seed: int, round_index: int, epoch: int,
+                        rank: int = 0) -> Iterator[None]:
     """Around one training epoch of `stepper` (trainables.loop.Stepper): the crash, kill or
     stall set for its start, and a NaN loss for its steps (`stepper.loss_fn` replaced for the
     epoch). Inert unless the environment variable is set."""
     if not os.environ.get(ENV_VAR):
         yield
         return
-    at_epoch_start(seed, round_index, epoch)
+    at_epoch_start(seed, round_index, epoch, rank)
     if not nan_loss(seed, round_index, epoch):
         yield
         return
@@ -122,11 +124,11 @@ def injected_into_epoch(stepper: Any, seed: int, round_index: int, epoch: int) -
         stepper.loss_fn = original
 
 
-def at_epoch_start(seed: int, round_index: int, epoch: int) -> None:
+def at_epoch_start(seed: int, round_index: int, epoch: int, rank: int = 0) -> None:
     """The crash/kill/stall hook, called before each training epoch."""
     if not os.environ.get(ENV_VAR):
         return
-    where = {"seed": seed, "round": round_index, "epoch": epoch}
+    where = {"seed": seed, "round": round_index, "epoch": epoch, "rank": rank}
     if _active("kill_once", **where) is not None:
         os.kill(os.getpid(), signal.SIGKILL)
     if _active("crash_once", **where) is not None:

@@ -22,6 +22,7 @@ from trainables.augment import BatchAugment
 from trainables.config import TrialConfig
 from trainables.datasets import DatasetSplits
 from trainables.lr_schedule import lr_at_epoch
+from trainables.ranks import SOLO, Ranks
 from trainables.runtime import Runtime
 from trainables.schema import EPOCH_ROW
 from trainables.trial_data import TrialData
@@ -65,9 +66,11 @@ def eval_batches(
     runtime: Runtime,
     batch_size: int,
     max_batches: int | None = None,
+    shard: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(logits, labels) of `model` on each batch of `split` of `splits` in order (or its first
-    `max_batches` batches), in eval mode; the model's mode is restored after."""
+    `max_batches` batches), in eval mode; the model's mode is restored after. With `shard`,
+    only this data-parallel rank's part of each batch (`Ranks.part`)."""
     was_training = model.training
     model.eval()
     try:
@@ -81,12 +84,19 @@ def eval_batches(
             augment=augment,
             drop_last=False,
             max_batches=max_batches,
+            **rank_part(runtime.ranks if shard else SOLO),
         ):
             with runtime.autocast():
                 logits = model(inputs)
             yield logits, targets
     finally:
         model.train(was_training)
+
+
+def rank_part(ranks: Ranks) -> dict[str, Any]:
+    """The `part` option of a dataset's `batches` for a data-parallel rank (none for one
+    process, so that a dataset object without it still serves one-process trials)."""
+    return {"part": ranks.part} if ranks.parallel else {}
 
 
 def evaluate(
@@ -99,12 +109,17 @@ def evaluate(
     max_batches: int | None = None,
 ) -> float:
     """Top-1 accuracy (a fraction) of `model` on `split` of `splits` (or its first
-    `max_batches` batches), in eval mode."""
-    correct = seen = 0
+    `max_batches` batches), in eval mode.
+
+    Data-parallel ranks each evaluate their part of every batch and their counts are summed:
+    the accuracy is that of the whole split, never a mean of the ranks' accuracies."""
+    ranks = runtime.ranks
+    counts = torch.zeros(2, dtype=torch.long, device=runtime.device)  # correct, seen
     for logits, targets in eval_batches(model, splits, split, augment, runtime, batch_size,
-                                        max_batches):
-        correct += int((logits.argmax(dim=1) == targets).sum())
-        seen += len(targets)
+                                        max_batches, shard=ranks.parallel):
+        counts[0] += (logits.argmax(dim=1) == targets).sum()
+        counts[1] += len(targets)
+    correct, seen = ranks.sum(counts).tolist()
     return correct / max(seen, 1)
 
 
@@ -239,6 +254,16 @@ def compiled(model: nn.Module, runtime: Runtime) -> Callable[..., Any]:
     return forms.by_shape[shapes]
 
 
+def data_parallel(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """`model` wrapped in DistributedDataParallel across the trial's ranks. DDP broadcasts rank
+    0's weights and buffers when it is built (every phase builds one) and its buffers before
+    each forward, so the ranks start every phase from the same state."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    devices = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=devices)
+
+
 class Stepper:
     """One optimizer step of a phase: the forward pass (autocast; compiled if asked), the loss
     and the hooks' terms, the backward pass (through the grad scaler where one is needed), a due
@@ -254,10 +279,13 @@ class Stepper:
                        else None)
         self.enforcer: pruning.MaskedTraining | None = None  # keeps the mask in force
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
-        # Only the training forward is compiled; `model` (its parameters and state_dict keys) is
-        # shared with the compiled wrapper, so masks, checkpoints and evaluation see the same
+        # Only the training forward is compiled (and, with data-parallel workers, wrapped in
+        # DDP, whose backward all-reduces the gradients); `model` (its parameters and state_dict
+        # keys) is shared with the wrappers, so masks, checkpoints and evaluation see the same
         # weights.
-        self.forward = compiled(model, runtime) if train.compile else model
+        self.forward = data_parallel(model, runtime) if runtime.ranks.parallel else model
+        if train.compile:
+            self.forward = compiled(self.forward, runtime)
 
     def keep(self, mask: pruning.Mask | None) -> None:
         """Keep `mask` in force from now on (None: a dense phase)."""
@@ -296,6 +324,10 @@ class Stepper:
                 scaler.unscale_(optimizer)
             else:
                 objective.backward()
+            if enforcer is not None and self.runtime.ranks.parallel and not dense:
+                # DDP's reduction may write the averaged gradients back after the mask's
+                # gradient hook ran: mask again, after the all-reduce.
+                enforcer.mask_gradients()
             if update:
                 enforcer.set_mask(updater.update(step, self.model, enforcer.mask))
         if update and updater.replaces_optimizer_step:
@@ -411,9 +443,12 @@ def run_epoch(stepper: Stepper, data: TrialData, round_index: int, epoch: int, l
         augment=data.train_augment,
         drop_last=True,
         max_batches=config.train.max_batches,
+        # Every rank draws the same global batch and trains on its own part of it.
+        **rank_part(stepper.runtime.ranks),
     )
     # The reliability tests' faults (trainables/faults.py) strike here; inert unless set.
-    with faults.injected_into_epoch(stepper, config.seed, round_index, epoch):
+    ranks = stepper.runtime.ranks
+    with faults.injected_into_epoch(stepper, config.seed, round_index, epoch, ranks.rank):
         for inputs, targets in batches:
             loss, logits = stepper.step(progress.step, inputs, targets)
             progress.step += 1
@@ -422,7 +457,12 @@ def run_epoch(stepper: Stepper, data: TrialData, round_index: int, epoch: int, l
             correct += (logits.detach().argmax(dim=1) == targets).sum()
             seen += len(targets)
     stepper.runtime.synchronize()  # the epoch's time includes its steps still queued on a GPU
-    return EpochRun(loss_sum, correct, seen, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    if ranks.parallel:  # the epoch's statistics over the global batches, not rank 0's part
+        totals = ranks.sum(torch.stack([loss_sum.double(), correct.double(),
+                                        torch.tensor(float(seen), device=device)]))
+        loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2])
+    return EpochRun(loss_sum, correct, seen, seconds)
 
 
 def accuracy(model: nn.Module, data: TrialData, config: TrialConfig, runtime: Runtime,

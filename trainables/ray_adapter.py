@@ -86,6 +86,11 @@ def classic_output() -> None:
         os.environ.setdefault(key, value)
 
 
+#: What a data-parallel trial's own process asks Ray for: no CPU or GPU (its Ray Train workers
+#: hold those), but Tune refuses a trial that asks for nothing at all, so one byte of memory.
+WAITING_TRIAL = {"cpu": 0, "memory": 1}
+
+
 # ---- inside a trial --------------------------------------------------------------------------
 
 def trial_storage() -> tuple[Any, str]:
@@ -102,6 +107,24 @@ def trial_storage() -> tuple[Any, str]:
 
 
 # ---- in the driver ---------------------------------------------------------------------------
+
+
+def remove_placement_group_by_id(hex_id: str) -> bool:
+    """Remove the placement group with id `hex_id` (`PlacementGroup.id.hex()`) unless it is
+    removed already; True when this call removed it. Rebuilt from its id through the private
+    `PlacementGroupID`: Ray has no public lookup by id."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import (
+        PlacementGroup,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    group = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+    if placement_group_table(group).get("state") in (None, "REMOVED"):
+        return False
+    remove_placement_group(group)
+    return True
 
 
 def never_retry(trial: Any) -> None:

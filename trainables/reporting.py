@@ -65,18 +65,23 @@ class CheckpointCadence:
     passed since the last checkpoint, so that checkpointing costs at most `overhead` of the
     training time; the first epoch of a process always checkpoints (to measure the write time).
     With small models that is every epoch; with large ones on fast hardware, every few epochs.
+
+    `agree` turns this process's decision into the one every data-parallel rank takes (rank
+    0's), since each checkpoint is a report all ranks must make together.
     """
 
-    def __init__(self, overhead: float = 0.05, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, overhead: float = 0.05, clock: Callable[[], float] = time.perf_counter,
+                 agree: Callable[[bool], bool] | None = None):
         self.overhead = overhead
         self.clock = clock
+        self.agree = agree
         self.last_end: float | None = None
         self.last_cost = 0.0
 
     def due(self) -> bool:
-        if self.last_end is None:
-            return True
-        return self.clock() - self.last_end >= self.last_cost / self.overhead
+        due = (self.last_end is None
+               or self.clock() - self.last_end >= self.last_cost / self.overhead)
+        return self.agree(due) if self.agree is not None else due
 
     def written(self, cost_s: float) -> None:
         self.last_cost = cost_s
@@ -243,15 +248,20 @@ def parse_rows(text: str) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def logged_round_checkpoints(store: TrialStore) -> set[str]:
-    """The round slots named by round rows in the trial's `result.json` (as the driver last
-    saved it to the storage)."""
+def logged_rows(store: TrialStore) -> list[dict[str, Any]]:
+    """The rows in the trial's `result.json` as the driver last saved it to the storage."""
     try:
         with store.filesystem.open_input_stream(f"{store.path}/result.json") as stream:
             text = stream.read().decode(errors="replace")
     except OSError:
-        return set()
-    return {name for row in parse_rows(text)
+        return []
+    return list(parse_rows(text))
+
+
+def logged_round_checkpoints(store: TrialStore) -> set[str]:
+    """The round slots named by round rows in the trial's `result.json` (as the driver last
+    saved it to the storage)."""
+    return {name for row in logged_rows(store)
             if row.get("row_type") == "round" and (name := row_checkpoint(row))}
 
 

@@ -24,6 +24,7 @@ import torch
 
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError, GpuUnavailableError
+from trainables.ranks import SOLO, Ranks
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
@@ -57,6 +58,8 @@ class Runtime:
     """TF32 matmuls and convolutions are on (CUDA only)."""
     gpu_ids: tuple[str, ...] = ()
     """The GPUs Ray granted (`ray.get_gpu_ids()`; empty outside Ray or without a GPU)."""
+    ranks: Ranks = SOLO
+    """The trial's data-parallel workers and this process's rank among them."""
 
     @property
     def shared_device(self) -> bool:
@@ -88,12 +91,14 @@ class Runtime:
     def describe(self) -> str:
         """The start-up line of a trial: where it runs and in what precision (and, when the
         process runs at a niceness above 0, what that costs on a busy node)."""
+        who = (f"trial (rank {self.ranks.rank} of {self.ranks.world} data-parallel workers)"
+               if self.ranks.parallel else "trial")
         if self.device.type != "cuda":
-            return (f"prunetune: trial runs on the CPU, {self.cpus} thread(s), "
+            return (f"prunetune: {who} runs on the CPU, {self.cpus} thread(s), "
                     f"{self.precision}{niceness_note()}")
         major, minor = self.capability or (0, 0)
         share = f", {self.gpu_share:g} of the GPU (shared)" if self.shared_device else ""
-        return (f"prunetune: trial runs on {self.device} ({torch.cuda.get_device_name(self.device)}"
+        return (f"prunetune: {who} runs on {self.device} ({torch.cuda.get_device_name(self.device)}"
                 f", sm_{major}{minor}{share}), {self.precision}, TF32 "
                 f"{'on' if self.tf32 else 'off'}, cudnn.benchmark on, {self.cpus} CPU thread(s)"
                 f"{niceness_note()}")
@@ -112,18 +117,20 @@ def niceness_note() -> str:
 
 
 def resolve_runtime(train: TrainConfig, cpus: float | None = None,
-                    grant: GpuGrant | None = None) -> Runtime:
+                    grant: GpuGrant | None = None, ranks: Ranks = SOLO,
+                    device_index: int = 0) -> Runtime:
     """The device and precision a trial runs with; sets torch's threads to the CPUs granted and,
     on CUDA, the speed settings (`apply_cuda_settings`).
 
     `grant` is Ray's reservation for the trial (None outside Ray). Matching torch's intra-op
     threads to the trial's CPU grant is what keeps concurrent trials from oversubscribing the
-    node's cores.
+    node's cores. A data-parallel worker (`ranks`) computes on the node's GPU `device_index`
+    (its local rank among the GPUs Ray made visible to the trial's workers on that node).
     """
     if cpus is not None:
         torch.set_num_threads(max(1, int(cpus)))
     use_cuda = _wants_cuda(train, grant)
-    device = torch.device("cuda:0" if use_cuda else "cpu")
+    device = torch.device(f"cuda:{device_index}" if use_cuda else "cpu")
     capability = torch.cuda.get_device_capability(device) if use_cuda else None
     amp_dtype = amp_dtype_for(train.amp, capability)
     channels_last = use_cuda if train.channels_last is None else train.channels_last
@@ -131,7 +138,7 @@ def resolve_runtime(train: TrainConfig, cpus: float | None = None,
         device=device, amp_dtype=amp_dtype, channels_last=channels_last,
         cpus=torch.get_num_threads(), gpu_share=grant.share if grant is not None else 0.0,
         capability=capability, tf32=use_cuda and train.tf32,
-        gpu_ids=grant.ids if grant is not None and use_cuda else (),
+        gpu_ids=grant.ids if grant is not None and use_cuda else (), ranks=ranks,
     )
     if use_cuda:
         apply_cuda_settings(train.tf32)

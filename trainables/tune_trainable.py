@@ -13,15 +13,15 @@ from typing import Any
 _collecting = gc.isenabled()
 gc.disable()
 try:
+    from trainables.data_parallel import Scaling, run_data_parallel
     from trainables.datasets import data_identity
     from trainables.errors import FATAL_TRIAL_ERRORS
-    from trainables.methods import METHODS, Method
-    from trainables.plugins import Plugin, import_plugins, load_installed_plugins
+    from trainables.methods import Method
+    from trainables.plugins import Plugin
     from trainables.reporting import FATAL_ROW, TuneReporter
-    from trainables.resolve import parse_trial_config
     from trainables.runtime import GpuGrant
     from trainables.shared_data import from_shareable
-    from trainables.trial import run_trial
+    from trainables.trial import prepare_trial, run_trial
 finally:
     if _collecting:
         gc.freeze()
@@ -33,6 +33,7 @@ def prunetune_trainable(
     datasets: dict[str, dict[str, Any]] | None = None,
     methods: dict[str, Method] | None = None,
     plugins: list[Plugin] | None = None,
+    scaling: Scaling | None = None,
 ) -> None:
     """Run one trial inside Ray Tune.
 
@@ -48,25 +49,25 @@ def prunetune_trainable(
     the installed packages' plug-ins, before the trial's names are looked up. `methods` are the
     method objects the driver used to plan the sweep; a method registered in the driver only
     (defined in the user's own script or a test module) becomes known here too.
+
+    `scaling` (a sweep's `resources.workers` > 1): the trial runs on that many data-parallel Ray
+    Train workers (trainables/data_parallel.py); this process only waits for them.
     """
     import ray
     from ray import tune
 
-    load_installed_plugins()
-    import_plugins(plugins or [])
-    for name, method in (methods or {}).items():
-        if name not in METHODS:
-            METHODS.register(name)(method)
     raw = config["trial"] if isinstance(config, dict) and "trial" in config else config
-    # Already validated (ignored fields included) by the planner, which wrote every default out.
-    trial_config = parse_trial_config(raw, source="trial config", check_ignored=False)
-    resources = tune.get_context().get_trial_resources()
-    required = resources.required_resources if resources is not None else {}
-    grant = GpuGrant(share=float(required.get("GPU", 0.0)),
-                     ids=tuple(str(gpu) for gpu in ray.get_gpu_ids()))
+    trial_config = prepare_trial(raw, methods, plugins)
     shared = (datasets or {}).get(data_identity(trial_config.data))
-    splits = from_shareable(shared) if shared is not None else None
     try:
+        if scaling is not None:
+            run_data_parallel(raw, scaling, shared, methods, plugins)
+            return
+        resources = tune.get_context().get_trial_resources()
+        required = resources.required_resources if resources is not None else {}
+        grant = GpuGrant(share=float(required.get("GPU", 0.0)),
+                         ids=tuple(str(gpu) for gpu in ray.get_gpu_ids()))
+        splits = from_shareable(shared) if shared is not None else None
         run_trial(trial_config, TuneReporter(), splits, required.get("CPU"), grant)
     except FATAL_TRIAL_ERRORS as error:
         # Said to the driver before the error, so that it does not retry (sweeps/fatal_errors.py).

@@ -68,7 +68,7 @@ class DataConfig(_Section):
     )
     workers: int | None = Field(
         None, ge=0, le=256, description="DataLoader workers decoding a streamed dataset; None = "
-        "resources.cpu - 1, at most 4 (set, workers + 1 must fit in resources.cpu)",
+        "resources.cpu - 1 (per data-parallel worker; set, workers + 1 must fit in resources.cpu)",
         json_schema_extra=EXECUTION,
     )
     prefetch: int | None = Field(
@@ -143,7 +143,8 @@ class TrainConfig(_Section):
     """The training recipe of every phase: optimiser, schedule, precision, device."""
 
     epochs: int = Field(20, ge=1, description="training epochs (dense phase; retraining default)")
-    batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
+    batch_size: int = Field(64, ge=1, le=65536, description="training batch size: the global "
+                            "batch, split evenly across a trial's data-parallel workers")
     eval_batch_size: int = Field(512, ge=1, le=65536, description="evaluation batch size",
                                  json_schema_extra=EXECUTION)
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="SGD or AdamW")
@@ -181,6 +182,9 @@ class TrainConfig(_Section):
         "false = IEEE fp32 throughout)"
     )
     channels_last: bool | None = Field(None, description="None = on for CUDA, off on the CPU")
+    sync_bn: bool = Field(
+        False, description="data-parallel trials (resources.workers > 1): BatchNorm statistics "
+        "over the global batch (SyncBatchNorm) instead of each worker's part of it")
     compile: bool = Field(
         False, description="torch.compile the training forward (once per network shape, with "
         "as many compile workers as the trial has CPUs)", json_schema_extra=EXECUTION,

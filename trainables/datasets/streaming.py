@@ -36,15 +36,17 @@ from trainables.batches import batch_indices, device_generator
 from trainables.datasets.common import store_size_for
 from trainables.datasets.storage import decode_image_file, storage_transform
 
-#: Streaming workers when data.workers is unset, on a trial with CPUs to spare (default_workers).
+#: Streaming workers when data.workers is unset outside a trial (a trial sizes them from its
+#: CPUs: default_workers).
 DEFAULT_WORKERS = 4
 
 
 def default_workers(cpus: int) -> int:
-    """DataLoader workers of a trial granted `cpus` CPUs when data.workers is unset: one CPU stays
-    with the training process, so at most `cpus - 1` (0: decode in the training process) and at
-    most DEFAULT_WORKERS."""
-    return max(0, min(DEFAULT_WORKERS, cpus - 1))
+    """DataLoader workers of a trial (or data-parallel worker) granted `cpus` CPUs when
+    data.workers is unset: every CPU but the one the training process keeps (0: decode in the
+    training process). A GPU's step rate takes many decoding cores to match
+    (benchmarks/bench_data_feed.py), so what the sweep reserves is what decodes."""
+    return max(0, cpus - 1)
 
 
 class _ImageFiles(Dataset):
@@ -151,16 +153,27 @@ class StreamingSplits:
         augment: Any,
         drop_last: bool = False,
         max_batches: int | None = None,
+        part: Callable[[int], slice] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(augmented float images, int64 labels) batches of `split` on `device`, decoded from
-        disk by the DataLoader workers; the same batches `ImageSplits.batches` would yield."""
+        disk by the DataLoader workers; the same batches `ImageSplits.batches` would yield.
+        `part` (a data-parallel rank's `Ranks.part`): only those rows of each batch are
+        decoded, so N ranks share the decoding of a global batch instead of each doing all."""
         if split not in self.files:
             raise ValueError(f"unknown split {split!r}; allowed: train, val, test")
         device = torch.device(device)
         indices = batch_indices(self.size(split), batch_size, shuffle, generator, drop_last,
                                 max_batches)
         aug_generator = device_generator(generator, device)
-        order = [index.tolist() for index in indices]
+        totals = [len(index) for index in indices]
+        rows = [part(total) if part is not None else None for total in totals]
+        wanted = [(index if cut is None else index[cut]).tolist()
+                  for index, cut in zip(indices, rows, strict=True)]
+        # A rank's part of a short last evaluation batch may be empty: nothing to decode.
+        order = [index for index in wanted if index]
+        side = self.store_size if split == "train" else self.image_size
+        nothing = (torch.empty((0, self.in_channels, side, side), dtype=torch.uint8),
+                   torch.empty(0, dtype=torch.int64))
         pin = device.type == "cuda"
         kept = self._kept_loader(split, pin) if self.keep_loaders else None
         if kept is None or kept.busy:  # no kept loader, or its pass is still open: a one-off
@@ -168,10 +181,12 @@ class StreamingSplits:
         else:
             kept.sampler.batches, kept.busy, loader = order, True, kept.loader
         try:
-            for images, targets in loader:
+            decoded = iter(loader)
+            for index, cut, total in zip(wanted, rows, totals, strict=True):
+                images, targets = next(decoded) if index else nothing
                 images = images.to(device, non_blocking=True)
                 targets = targets.to(device, non_blocking=True)
-                yield augment(images, aug_generator), targets
+                yield augment(images, aug_generator, cut, total), targets
         finally:
             # An abandoned pass is fine: the next pass's iter() drains what workers still hold.
             if kept is not None and loader is kept.loader:

@@ -9,6 +9,7 @@ the first trains and publishes it, the others load it and report it as their rou
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,26 @@ def dense_round(context: TrialContext, final: bool) -> dict[str, Any]:
         return train_dense(context, final, keep)
     name = "-".join(str(epoch) for epoch in keep) or "none"
     entry = Path(config.dense_model.cache) / f"{context.recipe}-keep{name}"
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(entry) + ".lock"):
-        if has_checkpoint(entry):
+    ranks = context.runtime.ranks
+    if ranks.main:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+    # Data-parallel ranks train the dense model together: rank 0 alone holds the lock and
+    # decides for all of them (a rank waiting on the lock would hang the others' all-reduce).
+    with FileLock(str(entry) + ".lock") if ranks.main else contextlib.nullcontext():
+        if ranks.from_main(has_checkpoint(entry) if ranks.main else None):
             try:
                 return start_from_dense_checkpoint(context, str(entry), final, reference=True)
             except ConfigError as error:
+                if ranks.parallel:
+                    raise
                 print(f"prunetune: retraining dense model: {error}", flush=True)
         # The entry is written before the trial's own round 0, which then references its
         # tensors instead of holding a second copy of the dense model.
         with context.log.holding_rounds() as held:
             state = train_dense(context, final, keep)
-        save_round_checkpoint(entry, state)
+        if ranks.main:
+            save_round_checkpoint(entry, state)
+        ranks.from_main(None)  # the other ranks reference the entry once it is written
         context.log.release(held, shared=entry)
         return state
 
