@@ -22,6 +22,7 @@ BENCHMARKS = (
     "bench_gpu_packing",
     "bench_pruning_ops",
     "bench_input_pipeline",
+    "bench_data_feed",
     "bench_framework_overhead",
     "bench_startup",
     "bench_memory",

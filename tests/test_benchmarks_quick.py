@@ -30,11 +30,12 @@ EXPECTED_KEYS = {
     "bench_export": {"networks", "figures", "setup"},
     "bench_busy_machine": {"slowdowns", "speedups", "setup"},
     "bench_search": {"asha", "none"},
+    "bench_data_feed": {"images_per_s_per_core", "cores_per_gpu", "cited_gpu", "setup"},
 }
 
 
 #: Benchmarks that measure on the real Flowers-102, read from benchmarks/common.py's FLOWERS_ROOT.
-NEEDS_FLOWERS = {"bench_input_pipeline", "bench_memory", "bench_gpu_packing"}
+NEEDS_FLOWERS = {"bench_input_pipeline", "bench_memory", "bench_gpu_packing", "bench_data_feed"}
 
 
 def flowers_root() -> str:
