@@ -294,18 +294,25 @@ def _check_dense_checkpoints(plan: SweepPlan) -> None:
             check_dense_checkpoint(config, directory, sorted(keep))
 
 
-def _shared_datasets(plan: SweepPlan) -> dict[str, dict[str, Any]]:
-    """Decode each distinct dataset once in the driver (errors here stop before Ray starts)."""
+def _shared_datasets(plan: SweepPlan, streamed_only: bool = False) -> dict[str, dict[str, Any]]:
+    """Decode each distinct dataset once in the driver (errors here stop before Ray starts).
+
+    `streamed_only` (a cluster): only the file lists of `data.storage: stream` datasets. Scanned
+    here once, they travel to every node through the object store, instead of each trial and
+    worker walking the tree itself (1.28 M files for ImageNet); decoded datasets are left to the
+    nodes, which keep their own caches."""
     from trainables.datasets import data_identity, load_dataset
     from trainables.shared_data import to_shareable
 
-    _check_start_weights(plan)
+    if not streamed_only:
+        _check_start_weights(plan)
     shared: dict[str, dict[str, Any]] = {}
     for trial in plan.trials:
         data = trial.config.data
         key = data_identity(data)  # trials with equal keys share one decoded copy
-        if key not in shared:
-            print(f"run_sweep: loading dataset {data.name} ...", flush=True)
+        if key not in shared and (not streamed_only or data.storage == "stream"):
+            print(f"run_sweep: {'scanning' if streamed_only else 'loading'} dataset "
+                  f"{data.name} ...", flush=True)
             shared[key] = to_shareable(load_dataset(data))
     return shared
 
@@ -323,7 +330,7 @@ def preflight(launch: Launch) -> Preflight:
     context = LoggerContext(launch.name, launch.experiment_dir, tuple(launch.plan.trials))
     loggers = logger_callbacks(launch.plan.spec.loggers, context)
     check_reachable(loggers)
-    datasets = _shared_datasets(launch.plan) if launch.address is None else {}
+    datasets = _shared_datasets(launch.plan, streamed_only=launch.address is not None)
     return Preflight(tuple(loggers), datasets, notes)
 
 

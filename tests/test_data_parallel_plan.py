@@ -192,6 +192,32 @@ def test_a_cluster_must_hold_a_trials_workers() -> None:
     assert check_gpu_request(0, nodes(), autoscales=False, workers=8) is None
 
 
+def test_a_cluster_sweep_scans_streamed_file_lists_once_in_the_driver(tmp_path: Path) -> None:
+    from dataset_files import write_imagenet
+
+    from sweeps.run_sweep import _shared_datasets
+    from trainables.datasets import StreamingSplits, data_identity
+
+    write_imagenet(tmp_path / "imagenet", ["n01440764", "n01443537"], train_per_class=4,
+                   val_per_class=1)
+    imagenet = {"name": "imagenet", "root": str(tmp_path / "imagenet"), "image_size": 16,
+                "val_size": 2}
+    plan = plan_sweep({"name": "scan", "base": BASE, "experiments": [
+        {"label": "streamed", "config": {"data": {**imagenet, "storage": "stream"}}},
+        {"label": "decoded", "config": {"data": {**imagenet, "image_size": 24,
+                                                  "storage": "memory"}}},
+        {"label": "digits", "config": {}},
+    ]}, "scan.yaml", storage=str(tmp_path / "out"))
+    streamed = next(t for t in plan.trials if t.label == "streamed").config.data
+    shared = _shared_datasets(plan, streamed_only=True)
+    assert list(shared) == [data_identity(streamed)]  # decoded data stays with the nodes
+    lists = shared[data_identity(streamed)]
+    assert isinstance(lists, StreamingSplits)
+    # 2 classes x 4 training files, 2 of them held out for validation; 2 x 1 test (val/) files.
+    assert [lists.size(split) for split in ("train", "val", "test")] == [6, 2, 2]
+    assert len(_shared_datasets(plan)) == 3  # on one machine every dataset is shared
+
+
 @pytest.mark.parametrize("crop", ["random_resized", "padded"])
 def test_a_rank_augments_its_rows_exactly_as_the_whole_batch_does(crop: str) -> None:
     from trainables.augment import BatchAugment
