@@ -23,6 +23,7 @@ BENCHMARKS = (
     "bench_pruning_ops",
     "bench_input_pipeline",
     "bench_data_feed",
+    "bench_dense_wait",
     "bench_framework_overhead",
     "bench_startup",
     "bench_memory",

@@ -391,12 +391,14 @@ def _write_sweep_files(launch: Launch) -> None:
 def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
     from ray import tune
 
+    from sweeps.dense_first import plan_entries
     from sweeps.fatal_errors import NoRetryOnFatalErrors
     from sweeps.progress import CompactProgress
     from trainables.tune_trainable import prunetune_trainable
 
     trainable = _trainable(launch, checked, prunetune_trainable)
     namer = TrialNamer(launch.plan)  # the names the restored name creators look up too
+    plan_entries(launch.plan.trials, local=not launch.plan.output.is_uri)  # and the order
     if launch.resume:
         # The restored run config brings its own logger callbacks (Ray's defaults stay off).
         return tune.Tuner.restore(
@@ -410,7 +412,7 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
         trainable,
         param_space={"trial": tune.grid_search([trial.raw for trial in trials])},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent_trials(launch.plan.spec),
+            search_alg=trial_order(max_concurrent_trials(launch.plan.spec)),
             # A fresh worker per trial re-imports torch (~5-15 s on a busy node); every trial of
             # a sweep asks for the same resources, so one warm worker can run them in turn.
             reuse_actors=True,
@@ -428,6 +430,14 @@ def _tuner(launch: Launch, checked: Preflight, guard: Any) -> Any:
             log_to_file=True,
         ),
     )
+
+
+def trial_order(max_concurrent: int | None) -> Any:
+    """The grid in order, with trials that start from a dense model another trial is training
+    held back until it is written (sweeps/dense_first.py); it also caps the trials at once."""
+    from sweeps.dense_first import DenseFirst
+
+    return DenseFirst(max_concurrent=max_concurrent or 0)
 
 
 def _worker_groups(launch: Launch) -> list[Any]:

@@ -31,6 +31,7 @@ EXPECTED_KEYS = {
     "bench_busy_machine": {"slowdowns", "speedups", "setup"},
     "bench_search": {"asha", "none"},
     "bench_data_feed": {"images_per_s_per_core", "cores_per_gpu", "cited_gpu", "setup"},
+    "bench_dense_wait": {"runs", "setup"},
 }
 
 

@@ -10,6 +10,7 @@ the first trains and publishes it, the others load it and report it as their rou
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from trainables.checkpoints import (
 )
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
+from trainables.methods.base import Method
 from trainables.methods.context import TrialContext
 from trainables.methods.rounds import Carry, RoundPlan, cpu_state, report_reused_round, run_round
 from trainables.recipe import recipe_hash
@@ -31,8 +33,28 @@ from trainables.recipe import recipe_hash
 
 def kept_epochs(context: TrialContext) -> list[int]:
     """Epochs whose weights this trial's dense run keeps: the sweep's and the method's own."""
-    config = context.config
-    return sorted(set(config.dense_model.keep_epochs) | context.method.dense_epochs(config))
+    return _kept(context.config, context.method)
+
+
+def _kept(config: TrialConfig, method: Method) -> list[int]:
+    return sorted(set(config.dense_model.keep_epochs) | method.dense_epochs(config))
+
+
+def _entry(config: TrialConfig, method: Method) -> Path:
+    name = "-".join(str(epoch) for epoch in _kept(config, method)) or "none"
+    return Path(config.dense_model.cache) / f"{recipe_hash(config)}-keep{name}"
+
+
+def cache_entry(config: TrialConfig) -> Path | None:
+    """The shared cache entry of the dense model `config` starts from (None: it starts from
+    none, from a named checkpoint, or trains its own without a cache)."""
+    from trainables.methods import METHODS  # the registry imports this module
+
+    method = METHODS.get(config.method)
+    if (not method.starts_from_dense(config) or config.dense_model.checkpoint
+            or config.dense_model.cache is None):
+        return None
+    return _entry(config, method)
 
 
 def dense_round(context: TrialContext, final: bool) -> dict[str, Any]:
@@ -43,17 +65,30 @@ def dense_round(context: TrialContext, final: bool) -> dict[str, Any]:
         return start_from_dense_checkpoint(context, config.dense_model.checkpoint, final)
     if config.dense_model.cache is None:
         return train_dense(context, final, keep)
-    name = "-".join(str(epoch) for epoch in keep) or "none"
-    entry = Path(config.dense_model.cache) / f"{context.recipe}-keep{name}"
+    entry = _entry(config, context.method)
     ranks = context.runtime.ranks
     if ranks.main:
         entry.parent.mkdir(parents=True, exist_ok=True)
+    # An entry already written is read without the lock (its index is written last,
+    # atomically), so that the trials a sweep starts together on it do not queue for it.
+    if ranks.from_main(has_checkpoint(entry) if ranks.main else None):
+        try:
+            return start_from_dense_checkpoint(context, str(entry), final, reference=True,
+                                               dense_wait_s=0.0)
+        except ConfigError:
+            if ranks.parallel:
+                raise  # (one process retrains it below, under the lock)
+    asked = time.monotonic()
     # Data-parallel ranks train the dense model together: rank 0 alone holds the lock and
     # decides for all of them (a rank waiting on the lock would hang the others' all-reduce).
     with FileLock(str(entry) + ".lock") if ranks.main else contextlib.nullcontext():
+        # Seconds this trial held its resources while another trained the model (a sweep
+        # orders its trials so that this stays 0: sweeps/dense_first.py).
+        waited = time.monotonic() - asked
         if ranks.from_main(has_checkpoint(entry) if ranks.main else None):
             try:
-                return start_from_dense_checkpoint(context, str(entry), final, reference=True)
+                return start_from_dense_checkpoint(context, str(entry), final, reference=True,
+                                                   dense_wait_s=waited)
             except ConfigError as error:
                 if ranks.parallel:
                     raise
@@ -65,8 +100,9 @@ def dense_round(context: TrialContext, final: bool) -> dict[str, Any]:
         if ranks.main:
             save_round_checkpoint(entry, state)
         ranks.from_main(None)  # the other ranks reference the entry once it is written
-        context.log.release(held, shared=entry)
-        return state
+    # Reported once the lock is free: the round-0 row starts the trials held for this entry.
+    context.log.release(held, shared=entry)
+    return state
 
 
 def train_dense(context: TrialContext, final: bool, keep: list[int]) -> dict[str, Any]:
@@ -111,7 +147,7 @@ def check_dense_checkpoint(
 
 
 def start_from_dense_checkpoint(
-    context: TrialContext, directory: str, final: bool, reference: bool = False
+    context: TrialContext, directory: str, final: bool, reference: bool = False, **extra: Any
 ) -> dict[str, Any]:
     """Round 0 taken from a dense checkpoint: reported again, not retrained. With `reference`
     (the experiment's own dense cache), the trial's checkpoint references its tensors; a
@@ -119,7 +155,7 @@ def start_from_dense_checkpoint(
     dense = check_dense_checkpoint(context.config, directory, kept_epochs(context))
     context.model.load_state_dict(dense["model"])
     shared = Path(directory) if reference else None
-    return report_reused_round(context, dense, final, shared, reused_dense=True)
+    return report_reused_round(context, dense, final, shared, reused_dense=True, **extra)
 
 
 def rewind_weights(dense: dict[str, Any], epoch: int) -> dict[str, Any]:
