@@ -7,6 +7,8 @@ Ray Tune trials, as a sweep runs them (`prunetune_trainable` with `scaling`).
 - a worker SIGKILLed mid-round: Ray Train restarts the group from the newest checkpoint and the
   round rows equal the uninterrupted run's;
 - Tune stopping a data-parallel trial frees its workers' CPUs and placement group;
+- an error no retry can fix, raised in a worker, ends the trial as itself, not as Ray Train's
+  wrapper;
 - sharded evaluation sums counts: its accuracy equals one process's, to the image.
 
 The network has no BatchNorm (tests/plugins/plain_cnn.py): 2 workers then differ from 1 only
@@ -70,7 +72,8 @@ def _trial(tiny_trial: Any, kind: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _tune(trials: list[dict[str, Any]], storage: Path, name: str, workers: int,
-          stop: dict[str, Any] | None = None) -> dict[tuple[str, int], Path]:
+          stop: dict[str, Any] | None = None, errors: bool = False
+          ) -> dict[tuple[str, int], Path]:
     """Run `trials` as a sweep would, on `workers` workers each; {(method, seed): trial dir}."""
     from ray import tune
 
@@ -92,7 +95,7 @@ def _tune(trials: list[dict[str, Any]], storage: Path, name: str, workers: int,
                                   callbacks=[FreeWorkerGroups()]),
     )
     results = tuner.fit()
-    if stop is None:
+    if stop is None and not errors:
         assert not results.errors, results.errors
     return {(r.config["trial"]["method"], r.config["trial"]["seed"]): Path(r.path)
             for r in results}
@@ -204,6 +207,22 @@ def test_a_stopped_trial_frees_its_workers(ray_dp: Any, runs: dict[str, Any], ti
         time.sleep(1)
     assert ray_dp.available_resources().get("CPU") == 2.0, ray_dp.available_resources()
     assert not held, held
+
+
+def test_a_workers_fatal_error_ends_the_trial_as_itself(
+        ray_dp: Any, tiny_trial: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A dense checkpoint that is not there (run_sweep's preflight would refuse it; here the
+    Tuner runs without it) is a ConfigError in every worker: the trial's error is that one
+    line, as in a one-process trial, not Ray Train's TrainingFailedError around it."""
+    storage = tmp_path_factory.mktemp("dp-fatal").resolve()
+    missing = storage / "no-such-dense-checkpoint"
+    trial = _trial(tiny_trial, IMP, 0) | {"dense_model": {"checkpoint": str(missing)}}
+    failed = _tune([trial], storage, "fatal", 2, errors=True)[("imp", 0)]
+    error = (failed / "error.txt").read_text()
+    last = error.strip().splitlines()[-1]  # the exception the trial ended with
+    assert last.startswith(f"trainables.errors.ConfigError: dense_model.checkpoint: {missing}"), \
+        error
+    assert "WorkerGroupError" not in error, error  # Ray Train's wrapper of the workers' errors
 
 
 def _evaluate_as_rank(rank: int, world: int, init_file: str, raw: dict[str, Any],
