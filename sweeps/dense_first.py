@@ -56,7 +56,9 @@ class DenseFirst(BasicVariantGenerator):
 
     def __init__(self, max_concurrent: int = 0) -> None:
         super().__init__(max_concurrent=max_concurrent)
-        self._held: list[Any] = []  # Tune trials made but not handed to Tune yet, in grid order
+        # Tune trials made but not handed to Tune yet, in grid order, with their entries (looked
+        # up once: Tune asks for a trial at every step of its loop).
+        self._held: list[tuple[Any, str]] = []
         self._producing: dict[str, str] = {}  # trial id -> entry it trains
         self._ready: set[str] = set()  # entries written
 
@@ -70,28 +72,28 @@ class DenseFirst(BasicVariantGenerator):
     def next_trial(self) -> Any:
         if self.max_concurrent > 0 and len(self._live_trials) >= self.max_concurrent:
             return None
-        for trial in self._held:
-            if self._may_start(trial):
-                self._held.remove(trial)
-                return self._start(trial)
+        for trial, entry in self._held:
+            if self._may_start(entry):
+                self._held.remove((trial, entry))
+                return self._start(trial, entry)
         while True:
             trial = super().next_trial()
             if trial is None:
                 break
-            if self._may_start(trial):
-                return self._start(trial)
+            entry = entry_of(trial)
+            if self._may_start(entry):
+                return self._start(trial, entry)
             self._live_trials.discard(trial.trial_id)
-            self._held.append(trial)
+            self._held.append((trial, entry))
         if self._held and not self._live_trials:
             # Nothing runs that could release them (a state restored without its producer).
-            trial = self._held.pop(0)
-            self._producing = {key: entry for key, entry in self._producing.items()
-                               if entry != entry_of(trial)}
-            return self._start(trial)
+            trial, entry = self._held.pop(0)
+            self._producing = {key: held for key, held in self._producing.items()
+                               if held != entry}
+            return self._start(trial, entry)
         return None
 
-    def _may_start(self, trial: Any) -> bool:
-        entry = entry_of(trial)
+    def _may_start(self, entry: str | None) -> bool:
         if entry is None or entry in self._ready:
             return True
         if entry in self._producing.values():
@@ -100,8 +102,7 @@ class DenseFirst(BasicVariantGenerator):
             self._ready.add(entry)
         return True  # it reuses the entry, or trains it as the producer
 
-    def _start(self, trial: Any) -> Any:
-        entry = entry_of(trial)
+    def _start(self, trial: Any, entry: str | None) -> Any:
         if entry is not None and entry not in self._ready:
             self._producing[trial.trial_id] = entry
         self._live_trials.add(trial.trial_id)
